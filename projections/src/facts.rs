@@ -1,0 +1,387 @@
+//! Reading what an event says, across Stripe API versions, before anything is changed.
+//!
+//! Each handled event type is read into one [`Fact`]; a payload that cannot be read is a
+//! [`FoldError`] and leaves the ledger untouched. Shapes read (all documented in Stripe's API
+//! changelog, <https://docs.stripe.com/changelog>):
+//! - An ID field may be a string or an expanded object with an `id`.
+//! - Invoice → subscription: `subscription` (before 2025-03-31.basil), else
+//!   `parent.subscription_details.subscription` (basil on), else the first line item's
+//!   `subscription` or `parent.subscription_item_details.subscription`.
+//! - Invoice → tenant: `subscription_details.metadata.tenant_id` (2023-08-16 to basil) or
+//!   `parent.subscription_details.metadata.tenant_id` (basil on).
+//! - Subscription period end: top-level `current_period_end` (before basil), else the earliest
+//!   `current_period_end` among `items.data` (basil moved periods onto items; with several items
+//!   the earliest end is when the next invoice falls, so access is never overstated).
+//! - Price and quantity: the first item's `price.id` (or `plan.id` on old versions) and
+//!   `quantity`, else the top-level `plan.id` / `quantity`.
+//! - Invoice paid: `paid` (removed in basil), else `status == "paid"`.
+
+use crate::envelope::Event;
+use crate::model::{ResolvedBy, SessionStatus, Status};
+use serde_json::Value;
+use std::fmt;
+
+/// Longest tenant ID accepted from metadata, in bytes.
+pub const TENANT_ID_BYTES_MAX: usize = 255;
+
+/// An event the fold handles but cannot read: the event ID and what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoldError {
+    pub event_id: String,
+    pub message: String,
+}
+
+impl fmt::Display for FoldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "event {}: {}", self.event_id, self.message)
+    }
+}
+
+impl std::error::Error for FoldError {}
+
+/// A tenant claimed by an event, with the rule that found it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct TenantClaim {
+    pub tenant_id: String,
+    pub resolved_by: ResolvedBy,
+}
+
+/// A subscription as one event shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SubscriptionSnapshot {
+    pub status: Status,
+    pub customer_id: Option<String>,
+    pub price_id: Option<String>,
+    pub quantity: Option<i64>,
+    pub current_period_end: Option<i64>,
+    pub cancel_at_period_end: bool,
+    pub canceled_at: Option<i64>,
+    /// The subscription object's own `created` (when it started).
+    pub created: Option<i64>,
+}
+
+/// What an invoice event says about its subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoiceFact {
+    pub subscription_id: String,
+    pub customer_id: Option<String>,
+    pub tenant: Option<TenantClaim>,
+    pub outcome: InvoiceOutcome,
+}
+
+/// The part of an invoice event the fold acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvoiceOutcome {
+    /// `invoice.payment_failed` on a renewal: the subscription is `past_due`.
+    RenewalFailed,
+    /// `invoice.payment_failed` on the first invoice: the subscription is `incomplete`.
+    FirstInvoiceFailed,
+    /// `invoice.paid` / `invoice.payment_succeeded`, paid at Unix seconds.
+    Paid { paid_at: i64 },
+    /// A payment event for an invoice that is not paid (a zero-amount or voided edge case).
+    NotPaid,
+}
+
+/// A Checkout Session as one event shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionSnapshot {
+    pub status: SessionStatus,
+    pub payment_status: Option<String>,
+    pub mode: Option<String>,
+    pub customer_id: Option<String>,
+    pub subscription_id: Option<String>,
+    pub amount_total: Option<i64>,
+    pub currency: Option<String>,
+    pub created: Option<i64>,
+}
+
+/// A customer as one event shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CustomerSnapshot {
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub deleted: bool,
+}
+
+/// What one event contributes to the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fact {
+    Subscription {
+        id: String,
+        snapshot: SubscriptionSnapshot,
+        tenant: Option<TenantClaim>,
+    },
+    Invoice(InvoiceFact),
+    Session {
+        id: String,
+        snapshot: SessionSnapshot,
+        tenant: Option<TenantClaim>,
+    },
+    Customer {
+        id: String,
+        snapshot: CustomerSnapshot,
+        tenant: Option<TenantClaim>,
+    },
+    /// A type the fold does not handle, or an event with nothing to fold (an invoice with no
+    /// subscription). Stored in the log, ignored here.
+    Ignored,
+}
+
+/// Reads one event into a [`Fact`]. Errors name the field that could not be read.
+pub fn read(event: &Event) -> Result<Fact, FoldError> {
+    let fail = |message: String| FoldError {
+        event_id: event.id.clone(),
+        message,
+    };
+    let object = &event.object;
+    let fact = match event.event_type.as_str() {
+        "customer.subscription.created"
+        | "customer.subscription.updated"
+        | "customer.subscription.deleted"
+        | "customer.subscription.paused"
+        | "customer.subscription.resumed" => {
+            let id = required_id(object, "id").map_err(fail)?;
+            let snapshot = subscription_snapshot(object).map_err(fail)?;
+            let tenant = tenant_in(object.get("metadata"), ResolvedBy::SubscriptionMetadata);
+            Fact::Subscription {
+                id,
+                snapshot,
+                tenant,
+            }
+        }
+        "invoice.payment_failed" | "invoice.paid" | "invoice.payment_succeeded" => {
+            match invoice_fact(event).map_err(fail)? {
+                Some(fact) => Fact::Invoice(fact),
+                None => Fact::Ignored,
+            }
+        }
+        "checkout.session.completed"
+        | "checkout.session.expired"
+        | "checkout.session.async_payment_succeeded"
+        | "checkout.session.async_payment_failed" => {
+            let id = required_id(object, "id").map_err(fail)?;
+            let snapshot = session_snapshot(&event.event_type, object).map_err(fail)?;
+            let tenant = string_at(object, &["client_reference_id"])
+                .and_then(tenant_id)
+                .map(|tenant_id| TenantClaim {
+                    tenant_id,
+                    resolved_by: ResolvedBy::CheckoutClientReferenceId,
+                })
+                .or_else(|| tenant_in(object.get("metadata"), ResolvedBy::CheckoutMetadata));
+            Fact::Session {
+                id,
+                snapshot,
+                tenant,
+            }
+        }
+        "customer.created" | "customer.updated" | "customer.deleted" => {
+            let id = required_id(object, "id").map_err(fail)?;
+            let snapshot = CustomerSnapshot {
+                email: optional_string(object, "email").map_err(fail)?,
+                name: optional_string(object, "name").map_err(fail)?,
+                deleted: event.event_type == "customer.deleted"
+                    || object.get("deleted") == Some(&Value::Bool(true)),
+            };
+            let tenant = tenant_in(object.get("metadata"), ResolvedBy::CustomerMetadata);
+            Fact::Customer {
+                id,
+                snapshot,
+                tenant,
+            }
+        }
+        _ => Fact::Ignored,
+    };
+    Ok(fact)
+}
+
+fn subscription_snapshot(object: &Value) -> Result<SubscriptionSnapshot, String> {
+    let status = match object.get("status") {
+        Some(Value::String(s)) => {
+            Status::parse(s).ok_or_else(|| format!("unknown subscription status {s:?}"))?
+        }
+        _ => return Err("subscription `status` must be a string".into()),
+    };
+    let first_item = object.pointer("/items/data/0");
+    let price_id = first_item
+        .and_then(|item| id_at(item, "price").or_else(|| id_at(item, "plan")))
+        .or_else(|| id_at(object, "plan"));
+    let quantity = match first_item.and_then(|item| item.get("quantity")) {
+        Some(q) if !q.is_null() => Some(q),
+        _ => object.get("quantity").filter(|q| !q.is_null()),
+    };
+    let quantity = match quantity {
+        None => None,
+        Some(q) => Some(
+            q.as_i64()
+                .ok_or("subscription `quantity` must be an integer")?,
+        ),
+    };
+    Ok(SubscriptionSnapshot {
+        status,
+        customer_id: id_at(object, "customer"),
+        price_id,
+        quantity,
+        current_period_end: period_end(object)?,
+        cancel_at_period_end: object
+            .get("cancel_at_period_end")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        canceled_at: optional_seconds(object, "canceled_at")?,
+        created: optional_seconds(object, "created")?,
+    })
+}
+
+/// Top-level `current_period_end`, else the earliest among the items (see the module doc).
+fn period_end(object: &Value) -> Result<Option<i64>, String> {
+    if let Some(end) = optional_seconds(object, "current_period_end")? {
+        return Ok(Some(end));
+    }
+    let mut earliest: Option<i64> = None;
+    let items = object.pointer("/items/data").and_then(Value::as_array);
+    for item in items.into_iter().flatten() {
+        if let Some(end) = optional_seconds(item, "current_period_end")? {
+            earliest = Some(earliest.map_or(end, |e| e.min(end)));
+        }
+    }
+    Ok(earliest)
+}
+
+fn invoice_fact(event: &Event) -> Result<Option<InvoiceFact>, String> {
+    let object = &event.object;
+    let subscription_id = id_at(object, "subscription")
+        .or_else(|| {
+            object
+                .pointer("/parent/subscription_details/subscription")
+                .and_then(id_of)
+        })
+        .or_else(|| {
+            let line = object.pointer("/lines/data/0")?;
+            id_at(line, "subscription").or_else(|| {
+                line.pointer("/parent/subscription_item_details/subscription")
+                    .and_then(id_of)
+            })
+        });
+    let Some(subscription_id) = subscription_id else {
+        return Ok(None);
+    };
+    let tenant = tenant_in(
+        object
+            .pointer("/parent/subscription_details/metadata")
+            .or_else(|| object.pointer("/subscription_details/metadata")),
+        ResolvedBy::InvoiceSubscriptionDetails,
+    );
+    let outcome = if event.event_type == "invoice.payment_failed" {
+        match string_at(object, &["billing_reason"]) {
+            Some("subscription_create") => InvoiceOutcome::FirstInvoiceFailed,
+            _ => InvoiceOutcome::RenewalFailed,
+        }
+    } else {
+        let paid = match (object.get("paid"), object.get("status")) {
+            (Some(Value::Bool(paid)), _) => *paid,
+            (_, Some(Value::String(status))) => status == "paid",
+            _ => return Err("invoice has neither `paid` nor a string `status`".into()),
+        };
+        if paid {
+            let paid_at = optional_seconds_at(object, "/status_transitions/paid_at")?;
+            InvoiceOutcome::Paid {
+                paid_at: paid_at.unwrap_or(event.created),
+            }
+        } else {
+            InvoiceOutcome::NotPaid
+        }
+    };
+    Ok(Some(InvoiceFact {
+        subscription_id,
+        customer_id: id_at(object, "customer"),
+        tenant,
+        outcome,
+    }))
+}
+
+fn session_snapshot(event_type: &str, object: &Value) -> Result<SessionSnapshot, String> {
+    // Sessions rendered before `status` existed (2021) carry none; the event type says it.
+    let status = match event_type {
+        "checkout.session.expired" => SessionStatus::Expired,
+        _ => SessionStatus::Complete,
+    };
+    let amount_total = match object.get("amount_total") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_i64()
+                .ok_or("checkout session `amount_total` must be an integer")?,
+        ),
+    };
+    Ok(SessionSnapshot {
+        status,
+        payment_status: optional_string(object, "payment_status")?,
+        mode: optional_string(object, "mode")?,
+        customer_id: id_at(object, "customer"),
+        subscription_id: id_at(object, "subscription"),
+        amount_total,
+        currency: optional_string(object, "currency")?,
+        created: optional_seconds(object, "created")?,
+    })
+}
+
+/// A string ID, or the `id` of an expanded object.
+fn id_of(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Object(o) => o.get("id").and_then(Value::as_str).map(str::to_owned),
+        _ => None,
+    }
+}
+
+fn id_at(object: &Value, field: &str) -> Option<String> {
+    object.get(field).and_then(id_of)
+}
+
+fn required_id(object: &Value, field: &str) -> Result<String, String> {
+    id_at(object, field).ok_or_else(|| format!("object `{field}` must be a string"))
+}
+
+fn string_at<'v>(object: &'v Value, path: &[&str]) -> Option<&'v str> {
+    path.iter()
+        .try_fold(object, |v, key| v.get(key))
+        .and_then(Value::as_str)
+}
+
+fn optional_string(object: &Value, field: &str) -> Result<Option<String>, String> {
+    match object.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(format!("`{field}` must be a string or null")),
+    }
+}
+
+fn optional_seconds(object: &Value, field: &str) -> Result<Option<i64>, String> {
+    seconds(object.get(field), field)
+}
+
+fn optional_seconds_at(object: &Value, pointer: &str) -> Result<Option<i64>, String> {
+    seconds(object.pointer(pointer), pointer)
+}
+
+fn seconds(value: Option<&Value>, name: &str) -> Result<Option<i64>, String> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_i64()
+            .filter(|s| (0..=crate::envelope::CREATED_MAX).contains(s))
+            .map(Some)
+            .ok_or_else(|| format!("`{name}` must be Unix seconds")),
+    }
+}
+
+fn tenant_id(raw: &str) -> Option<String> {
+    let ok = !raw.is_empty() && raw.len() <= TENANT_ID_BYTES_MAX && !raw.contains('\0');
+    ok.then(|| raw.to_owned())
+}
+
+fn tenant_in(metadata: Option<&Value>, resolved_by: ResolvedBy) -> Option<TenantClaim> {
+    let raw = metadata?.get("tenant_id")?.as_str()?;
+    Some(TenantClaim {
+        tenant_id: tenant_id(raw)?,
+        resolved_by,
+    })
+}

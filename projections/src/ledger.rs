@@ -1,0 +1,699 @@
+//! The fold: per-object state built from events, and the read models rendered from it.
+//!
+//! Every piece of state is a register that keeps either the greatest or the least observation by
+//! [`Version`]. Taking a maximum is commutative, associative and idempotent, so the state after
+//! folding a set of events is the same whatever order they arrive in and however often each
+//! arrives: delivery order never reaches the read models. Rendering is then a pure function of
+//! that state.
+//!
+//! Subscriptions are folded per Stripe subscription; a tenant's `tenant_pricing` row shows its
+//! current subscription (see [`Ledger::current_subscription`]).
+
+use crate::envelope::Event;
+use crate::facts::{
+    self, CustomerSnapshot, Fact, FoldError, InvoiceFact, InvoiceOutcome, SessionSnapshot,
+    SubscriptionSnapshot, TenantClaim,
+};
+use crate::model::{
+    CheckoutSession, Customer, ResolvedBy, SessionStatus, Status, TenantPricing, Unresolved,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Orders the observations of one object. Fields compare in declaration order:
+///
+/// 1. `terminal`: a terminal observation (a `canceled` or `incomplete_expired` subscription, a
+///    deleted customer) outranks every other, so terminal states absorb whatever arrives later.
+/// 2. `created`: Stripe's event `created`, whole seconds.
+/// 3. `type_rank`: within one second, creation before update before deletion
+///    (`*.created` 1, `*.updated`/`paused`/`resumed` 2, `*.deleted` 3; for Checkout Sessions
+///    `completed` 1, `async_payment_*` 2, `expired` 3); an invoice's inference about its
+///    subscription's status ranks 0, below any subscription snapshot of the same second.
+/// 4. `status_rank`: within one second and type, the later lifecycle stage
+///    ([`Status::lifecycle_rank`]).
+/// 5. `period_end`: then the later `current_period_end` (a renewal moves it forward).
+/// 6. `event_id`: finally Stripe's event ID, compared as bytes: arbitrary but fixed, and read
+///    from the events alone, never from arrival order.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Version {
+    pub terminal: bool,
+    pub created: i64,
+    pub type_rank: u8,
+    pub status_rank: u8,
+    pub period_end: i64,
+    pub event_id: String,
+}
+
+impl Version {
+    fn of(event: &Event, type_rank: u8) -> Version {
+        Version {
+            terminal: false,
+            created: event.created,
+            type_rank,
+            status_rank: 0,
+            period_end: 0,
+            event_id: event.id.clone(),
+        }
+    }
+}
+
+/// A value with the version of the observation that set it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Versioned<T> {
+    version: Version,
+    value: T,
+}
+
+/// Keeps the observation with the greatest version; returns whether the slot changed.
+fn keep_greatest<T>(slot: &mut Option<Versioned<T>>, version: Version, value: T) -> bool {
+    match slot {
+        Some(current) if current.version >= version => false,
+        _ => {
+            *slot = Some(Versioned { version, value });
+            true
+        }
+    }
+}
+
+/// Keeps the observation with the least version (the earliest claim wins); returns whether the
+/// slot changed.
+fn keep_least<T>(slot: &mut Option<Versioned<T>>, version: Version, value: T) -> bool {
+    match slot {
+        Some(current) if current.version <= version => false,
+        _ => {
+            *slot = Some(Versioned { version, value });
+            true
+        }
+    }
+}
+
+fn keep_latest(slot: &mut Option<i64>, seconds: i64) {
+    *slot = Some(slot.map_or(seconds, |s| s.max(seconds)));
+}
+
+fn keep_earliest(slot: &mut Option<i64>, seconds: i64) {
+    *slot = Some(slot.map_or(seconds, |s| s.min(seconds)));
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct SubscriptionState {
+    snapshot: Option<Versioned<SubscriptionSnapshot>>,
+    /// Status inferred from `invoice.payment_failed`.
+    invoice_status: Option<Versioned<Status>>,
+    customer_id: Option<Versioned<String>>,
+    tenant: Option<Versioned<TenantClaim>>,
+    last_payment_failed_at: Option<i64>,
+    last_paid_at: Option<i64>,
+    last_event: Option<Version>,
+    /// Events folded while the tenant was unknown; emptied once it is known.
+    pending: BTreeSet<Unresolved>,
+}
+
+impl SubscriptionState {
+    fn status(&self) -> Option<Status> {
+        let from_snapshot = self.snapshot.as_ref().map(|s| (&s.version, s.value.status));
+        let from_invoice = self.invoice_status.as_ref().map(|s| (&s.version, s.value));
+        from_snapshot.max(from_invoice).map(|(_, status)| status)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct SessionState {
+    snapshot: Option<Versioned<SessionSnapshot>>,
+    tenant: Option<Versioned<TenantClaim>>,
+    completed_at: Option<i64>,
+    expired_at: Option<i64>,
+    pending: BTreeSet<Unresolved>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct CustomerState {
+    snapshot: Option<Versioned<CustomerSnapshot>>,
+    tenant: Option<Versioned<TenantClaim>>,
+    last_event: Option<Version>,
+    /// Events not yet attributed to a tenant (customers are not listed as unresolved).
+    pending: BTreeSet<Unresolved>,
+}
+
+/// Everything the read models are rendered from, as of the events folded so far.
+#[derive(Debug, Clone, Default)]
+pub struct Ledger {
+    livemode: bool,
+    subscriptions: BTreeMap<String, SubscriptionState>,
+    sessions: BTreeMap<String, SessionState>,
+    customers: BTreeMap<String, CustomerState>,
+    subscriptions_by_customer: BTreeMap<String, BTreeSet<String>>,
+    sessions_by_customer: BTreeMap<String, BTreeSet<String>>,
+    sessions_by_subscription: BTreeMap<String, BTreeSet<String>>,
+    /// Bookkeeping for incremental rendering; not part of the folded state.
+    render: RenderState,
+}
+
+#[derive(Debug, Clone, Default)]
+struct RenderState {
+    subscriptions: BTreeSet<String>,
+    sessions: BTreeSet<String>,
+    customers: BTreeSet<String>,
+    tenants: BTreeSet<String>,
+    /// The tenant each subscription was last rendered under.
+    tenant_of_subscription: BTreeMap<String, String>,
+    subscriptions_by_tenant: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// What folding one event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The event changed (or confirmed) state.
+    Applied,
+    /// The event's type is not folded here; it stays in the log.
+    IgnoredType,
+    /// The event's `livemode` is not the deployment's; it stays in the log.
+    IgnoredMode,
+}
+
+/// The rows that changed since the last [`Ledger::take_changes`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Upserts; a `None` value deletes the tenant's row (its last subscription moved away).
+    pub tenant_pricing: BTreeMap<String, Option<TenantPricing>>,
+    pub checkout_sessions: Vec<CheckoutSession>,
+    pub customers: Vec<Customer>,
+    /// For each object: the full set of its unresolved events (empty once resolved).
+    pub unresolved: BTreeMap<String, Vec<Unresolved>>,
+    /// `(tenant_id, event_id)`: events newly attributed to a tenant.
+    pub event_tenants: BTreeSet<(String, String)>,
+}
+
+impl Changes {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.tenant_pricing.is_empty()
+            && self.checkout_sessions.is_empty()
+            && self.customers.is_empty()
+            && self.unresolved.is_empty()
+            && self.event_tenants.is_empty()
+    }
+}
+
+/// Every read model, complete; used to compare folds and to check incremental rendering.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadModels {
+    pub tenant_pricing: BTreeMap<String, TenantPricing>,
+    pub checkout_sessions: BTreeMap<String, CheckoutSession>,
+    pub customers: BTreeMap<String, Customer>,
+    pub unresolved: BTreeSet<Unresolved>,
+}
+
+impl ReadModels {
+    /// Applies incremental changes, as the database does.
+    pub fn apply(&mut self, changes: Changes) {
+        for (tenant_id, row) in changes.tenant_pricing {
+            match row {
+                Some(row) => self.tenant_pricing.insert(tenant_id, row),
+                None => self.tenant_pricing.remove(&tenant_id),
+            };
+        }
+        for row in changes.checkout_sessions {
+            self.checkout_sessions.insert(row.id.clone(), row);
+        }
+        for row in changes.customers {
+            self.customers.insert(row.id.clone(), row);
+        }
+        for (object_id, events) in changes.unresolved {
+            self.unresolved.retain(|u| u.object_id != object_id);
+            self.unresolved.extend(events);
+        }
+    }
+}
+
+impl Ledger {
+    /// An empty ledger for a deployment in `livemode` (`LEDGER_LIVEMODE`): events of the other
+    /// mode are never folded.
+    pub fn new(livemode: bool) -> Ledger {
+        Ledger {
+            livemode,
+            ..Ledger::default()
+        }
+    }
+
+    /// Folds one event. Errors: [`FoldError`] when a handled type's payload cannot be read; the
+    /// ledger is then unchanged.
+    pub fn apply(&mut self, event: &Event) -> Result<Outcome, FoldError> {
+        if event.livemode != self.livemode {
+            return Ok(Outcome::IgnoredMode);
+        }
+        match facts::read(event)? {
+            Fact::Ignored => return Ok(Outcome::IgnoredType),
+            Fact::Subscription {
+                id,
+                snapshot,
+                tenant,
+            } => self.fold_subscription(event, id, snapshot, tenant),
+            Fact::Invoice(fact) => self.fold_invoice(event, fact),
+            Fact::Session {
+                id,
+                snapshot,
+                tenant,
+            } => self.fold_session(event, id, snapshot, tenant),
+            Fact::Customer {
+                id,
+                snapshot,
+                tenant,
+            } => self.fold_customer(event, id, snapshot, tenant),
+        }
+        Ok(Outcome::Applied)
+    }
+
+    fn fold_subscription(
+        &mut self,
+        event: &Event,
+        id: String,
+        snapshot: SubscriptionSnapshot,
+        tenant: Option<TenantClaim>,
+    ) {
+        let type_rank = match event.event_type.as_str() {
+            "customer.subscription.created" => 1,
+            "customer.subscription.deleted" => 3,
+            _ => 2,
+        };
+        let version = Version {
+            terminal: snapshot.status.is_terminal(),
+            status_rank: snapshot.status.lifecycle_rank(),
+            period_end: snapshot.current_period_end.unwrap_or(0),
+            ..Version::of(event, type_rank)
+        };
+        let customer_id = snapshot.customer_id.clone();
+        let state = self.subscription(&id, event);
+        keep_greatest(&mut state.snapshot, version, snapshot);
+        self.link_subscription(event, &id, customer_id, tenant);
+    }
+
+    fn fold_invoice(&mut self, event: &Event, fact: InvoiceFact) {
+        let state = self.subscription(&fact.subscription_id, event);
+        let inferred = match fact.outcome {
+            InvoiceOutcome::RenewalFailed => Some(Status::PastDue),
+            InvoiceOutcome::FirstInvoiceFailed => Some(Status::Incomplete),
+            InvoiceOutcome::Paid { paid_at } => {
+                keep_latest(&mut state.last_paid_at, paid_at);
+                None
+            }
+            InvoiceOutcome::NotPaid => None,
+        };
+        if let Some(status) = inferred {
+            keep_latest(&mut state.last_payment_failed_at, event.created);
+            let version = Version {
+                status_rank: status.lifecycle_rank(),
+                ..Version::of(event, 0)
+            };
+            keep_greatest(&mut state.invoice_status, version, status);
+        }
+        self.link_subscription(event, &fact.subscription_id, fact.customer_id, fact.tenant);
+    }
+
+    fn fold_session(
+        &mut self,
+        event: &Event,
+        id: String,
+        snapshot: SessionSnapshot,
+        tenant: Option<TenantClaim>,
+    ) {
+        let type_rank = match event.event_type.as_str() {
+            "checkout.session.completed" => 1,
+            "checkout.session.expired" => 3,
+            _ => 2,
+        };
+        let customer_id = snapshot.customer_id.clone();
+        let subscription_id = snapshot.subscription_id.clone();
+        let state = self.sessions.entry(id.clone()).or_default();
+        match snapshot.status {
+            SessionStatus::Expired => keep_earliest(&mut state.expired_at, event.created),
+            _ => keep_earliest(&mut state.completed_at, event.created),
+        }
+        keep_greatest(&mut state.snapshot, Version::of(event, type_rank), snapshot);
+        if let Some(claim) = &tenant {
+            keep_least(&mut state.tenant, Version::of(event, 0), claim.clone());
+        }
+        state.pending.insert(unresolved(event, &id));
+        self.render.sessions.insert(id.clone());
+        if let Some(customer_id) = &customer_id {
+            index(&mut self.sessions_by_customer, customer_id, &id);
+        }
+        if let Some(subscription_id) = subscription_id {
+            index(&mut self.sessions_by_subscription, &subscription_id, &id);
+            // The session names the subscription: a link even without a tenant, so that the
+            // subscription's customer is known and its tenant can follow the customer's.
+            self.subscription(&subscription_id, event);
+            self.link_subscription(event, &subscription_id, customer_id.clone(), tenant.clone());
+        } else if let (Some(customer_id), Some(claim)) = (customer_id, tenant) {
+            self.claim_customer(event, &customer_id, claim);
+        }
+    }
+
+    fn fold_customer(
+        &mut self,
+        event: &Event,
+        id: String,
+        snapshot: CustomerSnapshot,
+        tenant: Option<TenantClaim>,
+    ) {
+        let type_rank = match event.event_type.as_str() {
+            "customer.created" => 1,
+            "customer.deleted" => 3,
+            _ => 2,
+        };
+        let version = Version {
+            terminal: snapshot.deleted,
+            ..Version::of(event, type_rank)
+        };
+        let state = self.customers.entry(id.clone()).or_default();
+        if state.last_event.as_ref() < Some(&version) {
+            state.last_event = Some(version.clone());
+        }
+        keep_greatest(&mut state.snapshot, version, snapshot);
+        state.pending.insert(unresolved(event, &id));
+        self.render.customers.insert(id.clone());
+        if let Some(claim) = tenant {
+            self.claim_customer(event, &id, claim);
+        }
+    }
+
+    /// The subscription's state, created if new, with the event recorded against it.
+    fn subscription(&mut self, id: &str, event: &Event) -> &mut SubscriptionState {
+        self.render.subscriptions.insert(id.to_owned());
+        let state = self.subscriptions.entry(id.to_owned()).or_default();
+        let version = Version::of(event, 0);
+        if state.last_event.as_ref() < Some(&version) {
+            state.last_event = Some(version);
+        }
+        state.pending.insert(unresolved(event, id));
+        state
+    }
+
+    /// Records what an event says about a subscription's customer and tenant.
+    fn link_subscription(
+        &mut self,
+        event: &Event,
+        subscription_id: &str,
+        customer_id: Option<String>,
+        tenant: Option<TenantClaim>,
+    ) {
+        let state = self
+            .subscriptions
+            .entry(subscription_id.to_owned())
+            .or_default();
+        if let Some(claim) = &tenant {
+            if keep_least(&mut state.tenant, Version::of(event, 0), claim.clone()) {
+                let sessions = self.sessions_by_subscription.get(subscription_id);
+                self.render
+                    .sessions
+                    .extend(sessions.into_iter().flatten().cloned());
+            }
+        }
+        if let Some(customer_id) = customer_id {
+            keep_least(
+                &mut state.customer_id,
+                Version::of(event, 0),
+                customer_id.clone(),
+            );
+            index(
+                &mut self.subscriptions_by_customer,
+                &customer_id,
+                subscription_id,
+            );
+            if let Some(claim) = tenant {
+                self.claim_customer(event, &customer_id, claim);
+            }
+        }
+    }
+
+    /// Records that an event ties a customer to a tenant; the earliest claim wins.
+    fn claim_customer(&mut self, event: &Event, customer_id: &str, claim: TenantClaim) {
+        let state = self.customers.entry(customer_id.to_owned()).or_default();
+        if state.last_event.as_ref() < Some(&Version::of(event, 0)) {
+            state.last_event = Some(Version::of(event, 0));
+        }
+        state.pending.insert(unresolved(event, customer_id));
+        self.render.customers.insert(customer_id.to_owned());
+        if keep_least(&mut state.tenant, Version::of(event, 0), claim) {
+            let subs = self.subscriptions_by_customer.get(customer_id);
+            self.render
+                .subscriptions
+                .extend(subs.into_iter().flatten().cloned());
+            let sessions = self.sessions_by_customer.get(customer_id);
+            self.render
+                .sessions
+                .extend(sessions.into_iter().flatten().cloned());
+        }
+    }
+
+    fn customer_tenant(&self, customer_id: Option<&str>) -> Option<TenantClaim> {
+        let claim = self.customers.get(customer_id?)?.tenant.as_ref()?;
+        Some(TenantClaim {
+            tenant_id: claim.value.tenant_id.clone(),
+            resolved_by: ResolvedBy::CustomerLink,
+        })
+    }
+
+    /// A subscription's tenant: claimed for it directly, else its customer's.
+    fn subscription_tenant(&self, state: &SubscriptionState) -> Option<TenantClaim> {
+        if let Some(claim) = &state.tenant {
+            return Some(claim.value.clone());
+        }
+        self.customer_tenant(state.customer_id.as_ref().map(|c| c.value.as_str()))
+    }
+
+    /// A session's tenant: claimed by it, else its customer's, else its subscription's.
+    fn session_tenant(&self, state: &SessionState) -> Option<TenantClaim> {
+        if let Some(claim) = &state.tenant {
+            return Some(claim.value.clone());
+        }
+        let snapshot = &state.snapshot.as_ref()?.value;
+        if let Some(claim) = self.customer_tenant(snapshot.customer_id.as_deref()) {
+            return Some(claim);
+        }
+        let subscription = self
+            .subscriptions
+            .get(snapshot.subscription_id.as_deref()?)?;
+        self.subscription_tenant(subscription)
+            .map(|claim| TenantClaim {
+                resolved_by: ResolvedBy::SubscriptionLink,
+                ..claim
+            })
+    }
+
+    /// Among a tenant's subscriptions, the one `tenant_pricing` shows: a live one over a
+    /// terminal one (so a late event about an old, canceled subscription never hides the new
+    /// one), then the most recently started (subscription `created`, else its earliest event),
+    /// then the greatest ID.
+    pub fn current_subscription<'a>(
+        &self,
+        subscription_ids: impl IntoIterator<Item = &'a String>,
+    ) -> Option<&'a String> {
+        subscription_ids.into_iter().max_by_key(|id| {
+            let state = &self.subscriptions[id.as_str()];
+            let live = !state.status().is_some_and(Status::is_terminal);
+            let started = state
+                .snapshot
+                .as_ref()
+                .and_then(|s| s.value.created)
+                .or_else(|| state.last_event.as_ref().map(|v| v.created));
+            (live, started, (*id).clone())
+        })
+    }
+
+    fn render_pricing(&self, tenant_id: &str, subscription_id: &str) -> TenantPricing {
+        let state = &self.subscriptions[subscription_id];
+        let snapshot = state.snapshot.as_ref().map(|s| &s.value);
+        let last_event = state
+            .last_event
+            .as_ref()
+            .expect("a subscription has an event");
+        let claim = self
+            .subscription_tenant(state)
+            .expect("rendered under a tenant");
+        TenantPricing {
+            tenant_id: tenant_id.to_owned(),
+            status: state.status(),
+            stripe_customer_id: state.customer_id.as_ref().map(|c| c.value.clone()),
+            stripe_subscription_id: subscription_id.to_owned(),
+            price_id: snapshot.and_then(|s| s.price_id.clone()),
+            quantity: snapshot.and_then(|s| s.quantity),
+            current_period_end: snapshot.and_then(|s| s.current_period_end),
+            cancel_at_period_end: snapshot.is_some_and(|s| s.cancel_at_period_end),
+            canceled_at: snapshot.and_then(|s| s.canceled_at),
+            last_payment_failed_at: state.last_payment_failed_at,
+            last_paid_at: state.last_paid_at,
+            last_event_id: last_event.event_id.clone(),
+            updated_at: last_event.created,
+            resolved_by: claim.resolved_by,
+        }
+    }
+
+    fn render_session(&self, id: &str, state: &SessionState) -> Option<CheckoutSession> {
+        let snapshot = state.snapshot.as_ref()?;
+        let tenant = self.session_tenant(state);
+        let s = &snapshot.value;
+        Some(CheckoutSession {
+            id: id.to_owned(),
+            tenant_id: tenant.as_ref().map(|t| t.tenant_id.clone()),
+            resolved_by: tenant.map(|t| t.resolved_by),
+            status: s.status,
+            payment_status: s.payment_status.clone(),
+            mode: s.mode.clone(),
+            customer_id: s.customer_id.clone(),
+            subscription_id: s.subscription_id.clone(),
+            amount_total: s.amount_total,
+            currency: s.currency.clone(),
+            created_at: s.created,
+            completed_at: state.completed_at,
+            expired_at: state.expired_at,
+            last_event_id: snapshot.version.event_id.clone(),
+        })
+    }
+
+    fn render_customer(id: &str, state: &CustomerState) -> Option<Customer> {
+        let snapshot = state.snapshot.as_ref().map(|s| &s.value);
+        Some(Customer {
+            id: id.to_owned(),
+            tenant_id: state.tenant.as_ref().map(|t| t.value.tenant_id.clone()),
+            email: snapshot.and_then(|s| s.email.clone()),
+            name: snapshot.and_then(|s| s.name.clone()),
+            deleted: snapshot.is_some_and(|s| s.deleted),
+            last_event_id: state.last_event.as_ref()?.event_id.clone(),
+        })
+    }
+
+    /// The rows changed since the last call (the first call after [`Ledger::mark_all_changed`]
+    /// returns every row).
+    pub fn take_changes(&mut self) -> Changes {
+        let mut changes = Changes::default();
+        let render = std::mem::take(&mut self.render.subscriptions);
+        for id in render {
+            let tenant = self.subscription_tenant(&self.subscriptions[&id]);
+            let state = self.subscriptions.get_mut(&id).expect("rendered ids exist");
+            attribute(&mut changes, tenant.as_ref(), &mut state.pending);
+            changes
+                .unresolved
+                .insert(id.clone(), state.pending.iter().cloned().collect());
+            let now = tenant.map(|t| t.tenant_id);
+            let before = self.render.tenant_of_subscription.get(&id).cloned();
+            if before != now {
+                if let Some(before) = &before {
+                    self.render.tenant_of_subscription.remove(&id);
+                    unindex(&mut self.render.subscriptions_by_tenant, before, &id);
+                }
+                if let Some(now) = &now {
+                    self.render
+                        .tenant_of_subscription
+                        .insert(id.clone(), now.clone());
+                    index(&mut self.render.subscriptions_by_tenant, now, &id);
+                }
+            }
+            self.render.tenants.extend(before.into_iter().chain(now));
+        }
+        for id in std::mem::take(&mut self.render.sessions) {
+            let tenant = self.session_tenant(&self.sessions[&id]);
+            let state = self.sessions.get_mut(&id).expect("rendered ids exist");
+            attribute(&mut changes, tenant.as_ref(), &mut state.pending);
+            let pending = state.pending.iter().cloned().collect();
+            changes.unresolved.insert(id.clone(), pending);
+            changes
+                .checkout_sessions
+                .extend(self.render_session(&id, &self.sessions[&id]));
+        }
+        for id in std::mem::take(&mut self.render.customers) {
+            let state = self.customers.get_mut(&id).expect("rendered ids exist");
+            let tenant = state.tenant.as_ref().map(|t| t.value.clone());
+            attribute(&mut changes, tenant.as_ref(), &mut state.pending);
+            changes
+                .customers
+                .extend(Ledger::render_customer(&id, &self.customers[&id]));
+        }
+        for tenant_id in std::mem::take(&mut self.render.tenants) {
+            let ids = self.render.subscriptions_by_tenant.get(&tenant_id);
+            let row = self
+                .current_subscription(ids.into_iter().flatten())
+                .map(|sub| self.render_pricing(&tenant_id, sub));
+            changes.tenant_pricing.insert(tenant_id, row);
+        }
+        changes
+    }
+
+    /// Marks every object for rendering, so the next [`Ledger::take_changes`] returns all rows
+    /// (as a rebuild writes them).
+    pub fn mark_all_changed(&mut self) {
+        self.render.subscriptions = self.subscriptions.keys().cloned().collect();
+        self.render.sessions = self.sessions.keys().cloned().collect();
+        self.render.customers = self.customers.keys().cloned().collect();
+    }
+
+    /// Every read model, rendered from scratch (independent of incremental bookkeeping).
+    pub fn read_models(&self) -> ReadModels {
+        let mut models = ReadModels::default();
+        let mut by_tenant: BTreeMap<String, Vec<&String>> = BTreeMap::new();
+        for (id, state) in &self.subscriptions {
+            match self.subscription_tenant(state) {
+                Some(claim) => by_tenant.entry(claim.tenant_id).or_default().push(id),
+                None => models.unresolved.extend(state.pending.iter().cloned()),
+            }
+        }
+        for (tenant_id, ids) in by_tenant {
+            let current = self.current_subscription(ids).expect("non-empty");
+            let row = self.render_pricing(&tenant_id, current);
+            models.tenant_pricing.insert(tenant_id, row);
+        }
+        for (id, state) in &self.sessions {
+            if self.session_tenant(state).is_none() {
+                models.unresolved.extend(state.pending.iter().cloned());
+            }
+            if let Some(row) = self.render_session(id, state) {
+                models.checkout_sessions.insert(id.clone(), row);
+            }
+        }
+        for (id, state) in &self.customers {
+            if let Some(row) = Ledger::render_customer(id, state) {
+                models.customers.insert(id.clone(), row);
+            }
+        }
+        models
+    }
+}
+
+fn unresolved(event: &Event, object_id: &str) -> Unresolved {
+    Unresolved {
+        event_id: event.id.clone(),
+        event_type: event.event_type.clone(),
+        created: event.created,
+        object_id: object_id.to_owned(),
+    }
+}
+
+/// Once an object's tenant is known, its pending events are attributed to it and forgotten.
+fn attribute(
+    changes: &mut Changes,
+    tenant: Option<&TenantClaim>,
+    pending: &mut BTreeSet<Unresolved>,
+) {
+    if let Some(tenant) = tenant {
+        for event in std::mem::take(pending) {
+            changes
+                .event_tenants
+                .insert((tenant.tenant_id.clone(), event.event_id));
+        }
+    }
+}
+
+fn index(map: &mut BTreeMap<String, BTreeSet<String>>, key: &str, value: &str) {
+    map.entry(key.to_owned())
+        .or_default()
+        .insert(value.to_owned());
+}
+
+fn unindex(map: &mut BTreeMap<String, BTreeSet<String>>, key: &str, value: &str) {
+    if let Some(set) = map.get_mut(key) {
+        set.remove(value);
+        if set.is_empty() {
+            map.remove(key);
+        }
+    }
+}

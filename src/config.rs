@@ -1,0 +1,196 @@
+//! Command line and environment: every setting is an environment variable and a flag
+//! (`../shared/DESIGN.md`, Configuration). Parsing here turns strings into checked values; a
+//! missing or malformed setting stops start-up with one line naming it, never its value.
+
+use crate::signature::{WebhookSecret, TOLERANCE_SECS_DEFAULT};
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Default `DATABASE_URL`: the local cluster that `./dev` provisions under `.data/`.
+pub const DATABASE_URL_DEFAULT: &str = "postgres://postgres@127.0.0.1:54329/billing_ledger";
+
+/// Default `LEDGER_MAX_BODY_BYTES`: 1 MiB. Stripe events are a few KiB.
+pub const BODY_BYTES_MAX_DEFAULT: usize = 1_048_576;
+
+/// Default `LEDGER_LISTEN`.
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:3000";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "billing-ledger",
+    version,
+    about = "An event-sourced ledger of Stripe billing webhooks"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service (and the projector, on the instance holding its lock).
+    Serve(ServeArgs),
+    /// Apply schema migrations and exit.
+    Migrate(DatabaseArgs),
+    /// Rebuild read models from the log, print progress, exit.
+    Rebuild(RebuildArgs),
+    /// Print a valid Stripe-Signature header for FILE's bytes.
+    Sign(SignArgs),
+    /// Sign and POST event files like Stripe would, and report each answer.
+    Send(SendArgs),
+    /// Print the OpenAPI document (the committed openapi.yaml is this output).
+    Openapi,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL connection string.
+    #[arg(long, env = "DATABASE_URL", default_value = DATABASE_URL_DEFAULT, hide_env_values = true)]
+    pub database_url: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// One or more whsec_... secrets, comma-separated; any may match (rotation).
+    #[arg(long, env = "STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// Largest accepted age (and future skew) of the signature timestamp, seconds.
+    #[arg(long, env = "STRIPE_WEBHOOK_TOLERANCE_SECS", default_value_t = TOLERANCE_SECS_DEFAULT)]
+    pub tolerance_secs: u64,
+    /// Listen address.
+    #[arg(long, env = "LEDGER_LISTEN", default_value = LISTEN_DEFAULT)]
+    pub listen: SocketAddr,
+    /// Bearer tokens allowed to read, comma-separated.
+    #[arg(
+        long,
+        env = "LEDGER_FINANCE_TOKENS",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    pub finance_tokens: String,
+    /// Bearer tokens allowed to read and administer, comma-separated.
+    #[arg(
+        long,
+        env = "LEDGER_ADMIN_TOKENS",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    pub admin_tokens: String,
+    /// Largest accepted webhook body, bytes.
+    #[arg(long, env = "LEDGER_MAX_BODY_BYTES", default_value_t = BODY_BYTES_MAX_DEFAULT)]
+    pub max_body_bytes: usize,
+    /// Which mode's events the read models take: true (live) or false (test).
+    #[arg(long, env = "LEDGER_LIVEMODE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub livemode: bool,
+    /// Log format: text or json.
+    #[arg(long, env = "LEDGER_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RebuildArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// The projection to rebuild; `billing` (the one fold behind every read model).
+    #[arg(long)]
+    pub projection: Option<String>,
+    /// Which mode's events the read models take (must match the running service's).
+    #[arg(long, env = "LEDGER_LIVEMODE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub livemode: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SignArgs {
+    /// The endpoint secret (whsec_...).
+    #[arg(long)]
+    pub secret: String,
+    /// Unix seconds to sign at; now when absent.
+    #[arg(long)]
+    pub timestamp: Option<i64>,
+    /// The file whose exact bytes are signed.
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SendArgs {
+    /// The webhook URL, e.g. http://127.0.0.1:3000/api/billing/webhook.
+    #[arg(long)]
+    pub url: String,
+    /// The endpoint secret (whsec_...).
+    #[arg(long)]
+    pub secret: String,
+    /// Event files, or directories searched recursively for *.json files.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+}
+
+/// Everything `serve` needs, checked.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: String,
+    pub webhook_secrets: Vec<WebhookSecret>,
+    pub tolerance_secs: u64,
+    pub finance_tokens: Vec<String>,
+    pub admin_tokens: Vec<String>,
+    pub max_body_bytes: usize,
+    pub livemode: bool,
+}
+
+/// A setting that stops start-up; the message names the setting, never its value.
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {problem}")]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub problem: &'static str,
+}
+
+impl Config {
+    /// Checks `serve`'s settings.
+    pub fn from_args(args: &ServeArgs) -> Result<Config, ConfigError> {
+        let raw = args.webhook_secret.as_deref().unwrap_or("");
+        let webhook_secrets = split_list(raw)
+            .map(|s| {
+                WebhookSecret::parse(s).map_err(|problem| ConfigError {
+                    setting: "STRIPE_WEBHOOK_SECRET",
+                    problem,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if webhook_secrets.is_empty() {
+            return Err(ConfigError {
+                setting: "STRIPE_WEBHOOK_SECRET",
+                problem: "required: one or more whsec_... secrets, comma-separated",
+            });
+        }
+        if args.max_body_bytes == 0 {
+            return Err(ConfigError {
+                setting: "LEDGER_MAX_BODY_BYTES",
+                problem: "must be a positive number of bytes",
+            });
+        }
+        Ok(Config {
+            database_url: args.database.database_url.clone(),
+            webhook_secrets,
+            tolerance_secs: args.tolerance_secs,
+            finance_tokens: split_list(&args.finance_tokens)
+                .map(str::to_owned)
+                .collect(),
+            admin_tokens: split_list(&args.admin_tokens).map(str::to_owned).collect(),
+            max_body_bytes: args.max_body_bytes,
+            livemode: args.livemode,
+        })
+    }
+}
+
+fn split_list(raw: &str) -> impl Iterator<Item = &str> {
+    raw.split(',').map(str::trim).filter(|s| !s.is_empty())
+}

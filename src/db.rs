@@ -1,0 +1,130 @@
+//! PostgreSQL connections: the pool every request borrows from, dedicated connections for the
+//! projector's lock, and migrations (`schema/`, applied with refinery).
+//!
+//! Limits are named here. A borrowed connection runs with a server-side `statement_timeout`, so a
+//! request that gives up also stops its statement: nothing commits after we answered 503.
+
+use anyhow::Context;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use std::str::FromStr;
+use std::time::Duration;
+use tokio_postgres::NoTls;
+
+/// Connections in each instance's pool.
+pub const POOL_SIZE_MAX: usize = 16;
+/// Longest wait for a free pooled connection.
+pub const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait to open a new connection.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Server-side limit on any one statement from a pooled connection, milliseconds.
+pub const STATEMENT_TIMEOUT_MS: u64 = 5_000;
+
+/// Advisory lock key held while migrating (any 64-bit constant unique to this service).
+const MIGRATION_LOCK_KEY: i64 = 0x6269_6c6c_6d69_6772; // "billmigr"
+
+mod embedded {
+    refinery::embed_migrations!("schema");
+}
+
+/// Parses `DATABASE_URL`, adding the timeouts above. Errors name the setting only.
+pub fn pg_config(database_url: &str) -> anyhow::Result<tokio_postgres::Config> {
+    let mut config = tokio_postgres::Config::from_str(database_url)
+        .map_err(|_| anyhow::anyhow!("DATABASE_URL: not a valid PostgreSQL connection string"))?;
+    config.connect_timeout(CONNECT_TIMEOUT);
+    config.options(format!("-c statement_timeout={STATEMENT_TIMEOUT_MS}"));
+    if config.get_application_name().is_none() {
+        config.application_name("billing-ledger");
+    }
+    Ok(config)
+}
+
+/// Builds the pool; connections open lazily, so this succeeds with the database down.
+pub fn pool(database_url: &str) -> anyhow::Result<Pool> {
+    let manager = Manager::from_config(
+        pg_config(database_url)?,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(POOL_SIZE_MAX)
+        .wait_timeout(Some(POOL_WAIT_TIMEOUT))
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .recycle_timeout(Some(CONNECT_TIMEOUT))
+        .runtime(Runtime::Tokio1)
+        .build()
+        .context("building the connection pool")
+}
+
+/// Opens a connection outside the pool (for the projector's session-level advisory lock, which
+/// must live exactly as long as its connection). The driver task is spawned.
+pub async fn connect(database_url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = pg_config(database_url)?
+        .connect(NoTls)
+        .await
+        .context("connecting to PostgreSQL")?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "dedicated connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// Connects, creating the database first when the server answers that it does not exist
+/// (SQLSTATE 3D000), so a fresh server needs no manual `createdb`.
+async fn connect_or_create(database_url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let config = pg_config(database_url)?;
+    match config.connect(NoTls).await {
+        Ok((client, connection)) => {
+            tokio::spawn(connection);
+            return Ok(client);
+        }
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_CATALOG_NAME) => {}
+        Err(e) => return Err(anyhow::Error::from(e).context("connecting to PostgreSQL")),
+    }
+    let name = config.get_dbname().unwrap_or("postgres").to_owned();
+    let mut maintenance = config.clone();
+    maintenance.dbname("postgres");
+    let (admin, connection) = maintenance
+        .connect(NoTls)
+        .await
+        .context("connecting to the `postgres` database to create the ledger's")?;
+    tokio::spawn(connection);
+    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+    match admin
+        .batch_execute(&format!("CREATE DATABASE {quoted}"))
+        .await
+    {
+        Ok(()) => tracing::info!(database = %name, "database created"),
+        // Another instance created it first.
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_DATABASE) => {}
+        Err(e) => return Err(anyhow::Error::from(e).context("creating the database")),
+    }
+    connect(database_url).await
+}
+
+/// Applies pending migrations under an advisory lock, so instances starting together take turns.
+/// Creates the database when it does not exist yet.
+pub async fn migrate(database_url: &str) -> anyhow::Result<usize> {
+    let mut client = connect_or_create(database_url).await?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+        .await
+        .context("taking the migration lock")?;
+    let report = embedded::migrations::runner()
+        .run_async(&mut client)
+        .await
+        .context("applying migrations");
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
+        .await
+        .ok();
+    Ok(report?.applied_migrations().len())
+}
+
+/// The number of migrations this build carries; `/readyz` compares it with the database.
+pub fn migrations_expected() -> i32 {
+    embedded::migrations::runner().get_migrations().len() as i32
+}

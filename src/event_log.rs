@@ -1,0 +1,340 @@
+//! The event log: appending verified events once by Stripe event ID, and recording every
+//! delivery.
+//!
+//! Appends from one instance go through a single writer task that commits them in batches: the
+//! many requests waiting at once share one transaction and one WAL flush. Every batch takes the
+//! `log_head` row lock, numbers its new events from it and advances it before committing, so
+//! positions are dense and become visible in order (see `schema/V1__event_log.sql`). A request
+//! is answered only after its batch's COMMIT returned. This module never updates or deletes a
+//! log row; the database refuses that anyway.
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use projections::Event;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most events committed in one transaction.
+pub const BATCH_EVENTS_MAX: usize = 128;
+/// Requests that may wait for the writer before new ones are refused (503).
+pub const QUEUE_EVENTS_MAX: usize = 4096;
+/// Longest a request waits for its event to be committed before answering 503.
+pub const APPEND_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// Where an event came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A signed webhook delivery.
+    Webhook,
+    /// A line of an Events API export (`billing-ledger import`), not signature-verified.
+    Import,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Source::Webhook => "webhook",
+            Source::Import => "import",
+        }
+    }
+}
+
+/// One delivery of one event, ready to append.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub event: Event,
+    /// The body exactly as received.
+    pub body: Bytes,
+    pub received_at: DateTime<Utc>,
+    pub source: Source,
+    /// `t` of the verifying signature, Unix seconds.
+    pub signature_timestamp: Option<i64>,
+    pub secret_index: Option<usize>,
+    pub signature: Option<String>,
+}
+
+/// The log's answer for one delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub position: i64,
+    /// The event ID was already in the log; only the delivery was recorded.
+    pub duplicate: bool,
+}
+
+/// Why an append was not acknowledged; the webhook answers 503 and Stripe retries.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("the database is unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error("the append did not commit within {0:?}")]
+    Timeout(Duration),
+    #[error("too many appends are waiting")]
+    Overloaded,
+}
+
+struct Request {
+    delivery: Delivery,
+    reply: oneshot::Sender<Result<Appended, String>>,
+}
+
+/// A handle to this instance's writer task. Cloning is cheap.
+#[derive(Clone)]
+pub struct Appender {
+    requests: mpsc::Sender<Request>,
+}
+
+impl Appender {
+    /// Starts the writer task on `pool`.
+    pub fn start(pool: Pool) -> Appender {
+        let (requests, receiver) = mpsc::channel(QUEUE_EVENTS_MAX);
+        tokio::spawn(write_batches(pool, receiver));
+        Appender { requests }
+    }
+
+    /// A handle with no writer behind it (for building the OpenAPI document); every append
+    /// fails as unavailable.
+    pub fn detached() -> Appender {
+        let (requests, _) = mpsc::channel(1);
+        Appender { requests }
+    }
+
+    /// Appends one delivery and waits for its commit.
+    pub async fn append(&self, delivery: Delivery) -> Result<Appended, AppendError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .try_send(Request { delivery, reply })
+            .map_err(|_| AppendError::Overloaded)?;
+        match tokio::time::timeout(APPEND_TIMEOUT, answer).await {
+            Err(_) => Err(AppendError::Timeout(APPEND_TIMEOUT)),
+            Ok(Err(_)) => Err(AppendError::Unavailable(anyhow::anyhow!("writer stopped"))),
+            Ok(Ok(result)) => result.map_err(|e| AppendError::Unavailable(anyhow::anyhow!(e))),
+        }
+    }
+}
+
+async fn write_batches(pool: Pool, mut receiver: mpsc::Receiver<Request>) {
+    let mut batch = Vec::with_capacity(BATCH_EVENTS_MAX);
+    while receiver.recv_many(&mut batch, BATCH_EVENTS_MAX).await > 0 {
+        let deliveries: Vec<&Delivery> = batch.iter().map(|r| &r.delivery).collect();
+        let result = append_batch(&pool, &deliveries).await;
+        match result {
+            Ok(appended) => {
+                for (request, appended) in batch.drain(..).zip(appended) {
+                    let _ = request.reply.send(Ok(appended));
+                }
+            }
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    events = batch.len(),
+                    "append failed"
+                );
+                let message = format!("{error:#}");
+                for request in batch.drain(..) {
+                    let _ = request.reply.send(Err(message.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Appends deliveries in one transaction, in order; returns one answer per delivery.
+pub async fn append_batch(pool: &Pool, deliveries: &[&Delivery]) -> anyhow::Result<Vec<Appended>> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let head: i64 = tx
+        .query_one("SELECT position FROM log_head FOR UPDATE", &[])
+        .await?
+        .get(0);
+    let ids: Vec<&str> = deliveries.iter().map(|d| d.event.id.as_str()).collect();
+    let stored = tx
+        .query(
+            "SELECT event_id, position, body_sha256 FROM events WHERE event_id = ANY($1)",
+            &[&ids],
+        )
+        .await?;
+    let mut known: HashMap<String, (i64, Vec<u8>)> = stored
+        .iter()
+        .map(|row| (row.get(0), (row.get(1), row.get(2))))
+        .collect();
+
+    let mut events = EventColumns::default();
+    let mut rows = DeliveryColumns::default();
+    let mut answers = Vec::with_capacity(deliveries.len());
+    let mut next = head;
+    for delivery in deliveries {
+        let digest = Sha256::digest(&delivery.body).to_vec();
+        let answer = match known.get(&delivery.event.id) {
+            Some((position, stored_digest)) => {
+                rows.push(delivery, true, &digest, stored_digest != &digest);
+                Appended {
+                    position: *position,
+                    duplicate: true,
+                }
+            }
+            None => {
+                next += 1;
+                events.push(next, delivery, &digest);
+                rows.push(delivery, false, &digest, false);
+                known.insert(delivery.event.id.clone(), (next, digest));
+                Appended {
+                    position: next,
+                    duplicate: false,
+                }
+            }
+        };
+        answers.push(answer);
+    }
+    if next > head {
+        events.insert(&tx).await?;
+        tx.execute("UPDATE log_head SET position = $1", &[&next])
+            .await?;
+        tx.execute(
+            "SELECT pg_notify('ledger_events', $1)",
+            &[&next.to_string()],
+        )
+        .await?;
+    }
+    rows.insert(&tx).await?;
+    tx.commit().await?;
+    Ok(answers)
+}
+
+#[derive(Default)]
+struct EventColumns<'a> {
+    position: Vec<i64>,
+    event_id: Vec<&'a str>,
+    event_type: Vec<&'a str>,
+    created: Vec<DateTime<Utc>>,
+    api_version: Vec<Option<&'a str>>,
+    livemode: Vec<bool>,
+    account: Vec<Option<&'a str>>,
+    object_id: Vec<Option<&'a str>>,
+    object_type: Vec<Option<&'a str>>,
+    body: Vec<&'a [u8]>,
+    body_sha256: Vec<Vec<u8>>,
+    received_at: Vec<DateTime<Utc>>,
+    source: Vec<&'static str>,
+    signature_timestamp: Vec<Option<DateTime<Utc>>>,
+    secret_index: Vec<Option<i16>>,
+    signature: Vec<Option<&'a str>>,
+}
+
+impl<'a> EventColumns<'a> {
+    fn push(&mut self, position: i64, d: &'a Delivery, digest: &[u8]) {
+        self.position.push(position);
+        self.event_id.push(&d.event.id);
+        self.event_type.push(&d.event.event_type);
+        self.created.push(unix(d.event.created));
+        self.api_version.push(d.event.api_version.as_deref());
+        self.livemode.push(d.event.livemode);
+        self.account.push(d.event.account.as_deref());
+        self.object_id
+            .push(d.event.object_id().filter(|s| clean(s)));
+        self.object_type
+            .push(d.event.object_type().filter(|s| clean(s)));
+        self.body.push(&d.body);
+        self.body_sha256.push(digest.to_vec());
+        self.received_at.push(d.received_at);
+        self.source.push(d.source.as_str());
+        self.signature_timestamp
+            .push(d.signature_timestamp.map(unix));
+        self.secret_index.push(d.secret_index.map(|i| i as i16));
+        self.signature.push(d.signature.as_deref());
+    }
+
+    async fn insert(&self, tx: &deadpool_postgres::Transaction<'_>) -> anyhow::Result<()> {
+        tx.execute(
+            "INSERT INTO events (position, event_id, type, created, api_version, livemode, account,
+                 object_id, object_type, body, body_sha256, received_at, source,
+                 signature_timestamp, secret_index, signature)
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[],
+                 $5::text[], $6::boolean[], $7::text[], $8::text[], $9::text[], $10::bytea[],
+                 $11::bytea[], $12::timestamptz[], $13::text[], $14::timestamptz[],
+                 $15::smallint[], $16::text[])",
+            &[
+                &self.position,
+                &self.event_id,
+                &self.event_type,
+                &self.created,
+                &self.api_version,
+                &self.livemode,
+                &self.account,
+                &self.object_id,
+                &self.object_type,
+                &self.body,
+                &self.body_sha256,
+                &self.received_at,
+                &self.source,
+                &self.signature_timestamp,
+                &self.secret_index,
+                &self.signature,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct DeliveryColumns<'a> {
+    event_id: Vec<&'a str>,
+    received_at: Vec<DateTime<Utc>>,
+    duplicate: Vec<bool>,
+    source: Vec<&'static str>,
+    signature_timestamp: Vec<Option<DateTime<Utc>>>,
+    secret_index: Vec<Option<i16>>,
+    signature: Vec<Option<&'a str>>,
+    body_sha256: Vec<Vec<u8>>,
+    body: Vec<Option<&'a [u8]>>,
+}
+
+impl<'a> DeliveryColumns<'a> {
+    fn push(&mut self, d: &'a Delivery, duplicate: bool, digest: &[u8], body_differs: bool) {
+        self.event_id.push(&d.event.id);
+        self.received_at.push(d.received_at);
+        self.duplicate.push(duplicate);
+        self.source.push(d.source.as_str());
+        self.signature_timestamp
+            .push(d.signature_timestamp.map(unix));
+        self.secret_index.push(d.secret_index.map(|i| i as i16));
+        self.signature.push(d.signature.as_deref());
+        self.body_sha256.push(digest.to_vec());
+        self.body.push(body_differs.then_some(&d.body[..]));
+    }
+
+    async fn insert(&self, tx: &deadpool_postgres::Transaction<'_>) -> anyhow::Result<()> {
+        tx.execute(
+            "INSERT INTO deliveries (event_id, received_at, duplicate, source,
+                 signature_timestamp, secret_index, signature, body_sha256, body)
+             SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::boolean[], $4::text[],
+                 $5::timestamptz[], $6::smallint[], $7::text[], $8::bytea[], $9::bytea[])",
+            &[
+                &self.event_id,
+                &self.received_at,
+                &self.duplicate,
+                &self.source,
+                &self.signature_timestamp,
+                &self.secret_index,
+                &self.signature,
+                &self.body_sha256,
+                &self.body,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// Object IDs are kept only when PostgreSQL `text` can hold them (no NUL) and they are short.
+fn clean(s: &str) -> bool {
+    !s.contains('\0') && s.len() <= projections::envelope::IDENTIFIER_BYTES_MAX
+}
+
+/// Unix seconds (already range-checked by the envelope) as a UTC instant.
+pub fn unix(seconds: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(seconds, 0).expect("seconds within chrono's range")
+}

@@ -1,0 +1,205 @@
+//! The admin API (admin tokens only): rebuilding projections and watching them.
+
+use super::auth::TokenAuth;
+use super::error::{body, ApiError};
+use super::AppState;
+use crate::projector::{self, PROJECTION_NAME, PROJECTION_VERSION, PROJECTOR_LOCK_KEY};
+use chrono::{DateTime, Utc};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use std::sync::Arc;
+use uuid::Uuid;
+
+pub struct AdminApi {
+    pub state: Arc<AppState>,
+}
+
+/// A queued rebuild.
+#[derive(Debug, Object)]
+pub struct RebuildAccepted {
+    pub rebuild_id: Uuid,
+    /// `pending`: the instance holding the projector lock picks it up within a second.
+    pub status: String,
+}
+
+#[derive(Debug, ApiResponse)]
+pub enum RebuildResponse {
+    /// The rebuild is queued; follow it at `GET /api/billing/admin/projections`.
+    #[oai(status = 202)]
+    Accepted(Json<RebuildAccepted>),
+}
+
+/// A rebuild's progress, in log positions.
+#[derive(Debug, Object)]
+pub struct RebuildView {
+    pub rebuild_id: Uuid,
+    /// `pending`, `running`, `done` or `failed`.
+    pub status: String,
+    pub requested_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub position_done: i64,
+    /// The log head when the rebuild started; events after it are folded right after the swap.
+    pub position_target: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// The latest fold failure.
+#[derive(Debug, Object)]
+pub struct ProjectionErrorView {
+    pub event_id: String,
+    pub position: i64,
+    pub error: String,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// One projection's state.
+#[derive(Debug, Object)]
+pub struct ProjectionView {
+    pub name: String,
+    /// The fold version the stored rows were written by.
+    pub version: i32,
+    /// The fold version this build runs.
+    pub code_version: i32,
+    /// `live`, `rebuilding`, `stale` (rows from another fold version: rebuild), or `idle` (no
+    /// instance holds the projector lock).
+    pub status: String,
+    /// Last log position folded into the rows.
+    pub checkpoint: i64,
+    /// Last log position appended.
+    pub log_head: i64,
+    pub lag_events: i64,
+    /// Age of the oldest event not yet folded, seconds (0 when caught up).
+    pub lag_seconds: f64,
+    /// Whether some instance holds the projector lock.
+    pub projector_running: bool,
+    pub error_count: i64,
+    pub last_error: Option<ProjectionErrorView>,
+    /// The running or most recent rebuild.
+    pub rebuild: Option<RebuildView>,
+}
+
+/// Every projection.
+#[derive(Debug, Object)]
+pub struct ProjectionList {
+    pub projections: Vec<ProjectionView>,
+}
+
+#[OpenApi]
+impl AdminApi {
+    /// Queue a rebuild of the read models from the whole log.
+    ///
+    /// The rows are rebuilt into memory from the log and swapped in, with the checkpoint, in
+    /// one transaction; readers see the old rows until then and webhooks keep being accepted.
+    #[oai(
+        path = "/api/billing/admin/projections/rebuild",
+        method = "post",
+        tag = "super::Tag::Admin"
+    )]
+    async fn rebuild(&self, auth: TokenAuth) -> Result<RebuildResponse, ApiError> {
+        auth.require_admin()?;
+        match projector::request_rebuild(&self.state.pool).await? {
+            Some(rebuild_id) => {
+                tracing::info!(rebuild.id = %rebuild_id, projection.name = PROJECTION_NAME, "rebuild requested");
+                Ok(RebuildResponse::Accepted(Json(RebuildAccepted {
+                    rebuild_id,
+                    status: "pending".into(),
+                })))
+            }
+            None => Err(ApiError::Conflict(body(
+                "a rebuild is already pending or running",
+            ))),
+        }
+    }
+
+    /// Each projection's version, checkpoint, lag, status, last error and rebuild progress.
+    #[oai(
+        path = "/api/billing/admin/projections",
+        method = "get",
+        tag = "super::Tag::Admin"
+    )]
+    async fn projections(&self, auth: TokenAuth) -> Result<Json<ProjectionList>, ApiError> {
+        auth.require_admin()?;
+        let client = self.state.pool.get().await?;
+        let row = client
+            .query_one(
+                "SELECT coalesce(p.version, $2), coalesce(p.position, 0), h.position,
+                    coalesce(extract(epoch FROM now() - (SELECT received_at FROM events
+                        WHERE position = coalesce(p.position, 0) + 1))::float8, 0),
+                    EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+                        AND classid = ($3::int8 >> 32)::oid AND objid = ($3::int8 & 4294967295)::oid
+                        AND objsubid = 1),
+                    (SELECT count(*) FROM projection_errors WHERE projection = $1)
+                 FROM log_head h LEFT JOIN projections p ON p.name = $1",
+                &[&PROJECTION_NAME, &PROJECTION_VERSION, &PROJECTOR_LOCK_KEY],
+            )
+            .await?;
+        let last_error = client
+            .query_opt(
+                "SELECT event_id, position, error, recorded_at FROM projection_errors
+                 WHERE projection = $1 ORDER BY position DESC LIMIT 1",
+                &[&PROJECTION_NAME],
+            )
+            .await?
+            .map(|r| ProjectionErrorView {
+                event_id: r.get(0),
+                position: r.get(1),
+                error: r.get(2),
+                recorded_at: r.get(3),
+            });
+        let rebuild = client
+            .query_opt(
+                "SELECT rebuild_id, status, requested_at, started_at, finished_at, position_done,
+                        position_target, error
+                 FROM rebuilds WHERE projection = $1 ORDER BY requested_at DESC LIMIT 1",
+                &[&PROJECTION_NAME],
+            )
+            .await?
+            .map(|r| RebuildView {
+                rebuild_id: r.get(0),
+                status: r.get(1),
+                requested_at: r.get(2),
+                started_at: r.get(3),
+                finished_at: r.get(4),
+                position_done: r.get(5),
+                position_target: r.get(6),
+                error: r.get(7),
+            });
+        let version: i32 = row.get(0);
+        let checkpoint: i64 = row.get(1);
+        let log_head: i64 = row.get(2);
+        let projector_running: bool = row.get(4);
+        let rebuilding = rebuild
+            .as_ref()
+            .is_some_and(|r| r.status == "running" || r.status == "pending");
+        let status = if rebuilding {
+            "rebuilding"
+        } else if version != PROJECTION_VERSION {
+            "stale"
+        } else if !projector_running {
+            "idle"
+        } else {
+            "live"
+        };
+        Ok(Json(ProjectionList {
+            projections: vec![ProjectionView {
+                name: PROJECTION_NAME.into(),
+                version,
+                code_version: PROJECTION_VERSION,
+                status: status.into(),
+                checkpoint,
+                log_head,
+                lag_events: log_head - checkpoint,
+                lag_seconds: if log_head > checkpoint {
+                    row.get(3)
+                } else {
+                    0.0
+                },
+                projector_running,
+                error_count: row.get(5),
+                last_error,
+                rebuild,
+            }],
+        }))
+    }
+}

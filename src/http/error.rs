@@ -1,0 +1,128 @@
+//! The one place errors become HTTP answers.
+//!
+//! Handlers return [`ApiError`]; its derive lists every status in `openapi.yaml`. An internal
+//! error logs its whole cause chain once, here, and tells the client nothing internal.
+//! [`json_errors`] turns the framework's own errors (unknown route, bad query parameter, missing
+//! credentials) into the same `{"error": "..."}` shape.
+
+use poem::http::{header, HeaderValue, StatusCode};
+use poem::{Endpoint, IntoResponse, Request, Response};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object};
+
+/// The body of every error answer.
+#[derive(Debug, Clone, Object)]
+pub struct ErrorBody {
+    /// What went wrong, for a person; never contains secrets, tokens or internal details.
+    pub error: String,
+}
+
+/// Errors of the read and admin API.
+#[derive(Debug, ApiResponse)]
+pub enum ApiError {
+    /// A parameter is malformed.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// No valid bearer token.
+    #[oai(status = 401)]
+    Unauthorized(
+        Json<ErrorBody>,
+        /// Always `Bearer` (RFC 6750).
+        #[oai(header = "WWW-Authenticate")]
+        String,
+    ),
+    /// The token is valid but its role may not do this (a finance token on an admin route).
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+    /// No such resource.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The request conflicts with work in progress (a rebuild already running).
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
+    /// The database is unavailable or too slow; retry later.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+/// Builds an error body.
+pub fn body(message: impl Into<String>) -> Json<ErrorBody> {
+    Json(ErrorBody {
+        error: message.into(),
+    })
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::BadRequest(body(message))
+    }
+
+    pub fn not_found(what: &str) -> ApiError {
+        ApiError::NotFound(body(format!("{what} not found")))
+    }
+
+    pub fn unauthorized() -> ApiError {
+        ApiError::Unauthorized(body("a valid bearer token is required"), "Bearer".into())
+    }
+}
+
+/// Database and other operating errors: logged with their cause chain, answered 503 so clients
+/// (and Stripe) retry.
+impl From<anyhow::Error> for ApiError {
+    fn from(error: anyhow::Error) -> ApiError {
+        tracing::error!(error = format!("{error:#}"), "request failed");
+        ApiError::Unavailable(body("the database is unavailable; retry later"))
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for ApiError {
+    fn from(error: deadpool_postgres::PoolError) -> ApiError {
+        ApiError::from(anyhow::Error::from(error))
+    }
+}
+
+impl From<tokio_postgres::Error> for ApiError {
+    fn from(error: tokio_postgres::Error) -> ApiError {
+        ApiError::from(anyhow::Error::from(error))
+    }
+}
+
+/// Middleware: any error or non-JSON error answer becomes `{"error": "..."}`; a 401 carries
+/// `WWW-Authenticate: Bearer` (RFC 6750).
+pub async fn json_errors<E: Endpoint>(next: E, request: Request) -> poem::Result<Response> {
+    let (response, message) = match next.call(request).await {
+        Ok(response) => (response.into_response(), None),
+        Err(error) => {
+            let message = error.to_string();
+            (error.into_response(), Some(message))
+        }
+    };
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return Ok(response);
+    }
+    let is_json = response
+        .content_type()
+        .is_some_and(|c| c.starts_with("application/json"));
+    let mut response = if is_json {
+        response
+    } else {
+        let message = match message {
+            Some(m) if !m.is_empty() && status != StatusCode::INTERNAL_SERVER_ERROR => m,
+            _ => status.canonical_reason().unwrap_or("error").to_lowercase(),
+        };
+        let message = match status {
+            StatusCode::UNAUTHORIZED => "a valid bearer token is required".to_owned(),
+            _ => message,
+        };
+        let mut json = Json(ErrorBody { error: message }).into_response();
+        json.set_status(status);
+        json
+    };
+    if status == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    Ok(response)
+}

@@ -1,0 +1,86 @@
+//! The HTTP edge: routes, auth, and the one place errors become answers.
+//!
+//! Raw strings stop here: handlers parse headers, bodies and parameters into checked types and
+//! hand them to `event_log` and the queries. This module never writes read models.
+
+pub mod admin;
+pub mod auth;
+pub mod error;
+pub mod ops;
+pub mod read;
+pub mod views;
+pub mod webhook;
+
+use crate::config::Config;
+use crate::event_log::Appender;
+use deadpool_postgres::Pool;
+use poem::{EndpointExt, Route};
+use poem_openapi::{OpenApiService, Tags};
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// What every handler shares.
+pub struct AppState {
+    pub config: Config,
+    pub pool: Pool,
+    pub appender: Appender,
+    /// Wakes this instance's projector after an append.
+    pub wake: Arc<Notify>,
+}
+
+#[derive(Tags)]
+pub enum Tag {
+    /// Stripe's deliveries.
+    Webhook,
+    /// Finance reads (finance or admin token).
+    Read,
+    /// Administration (admin token).
+    Admin,
+    /// Probes.
+    Operations,
+}
+
+type Apis = (
+    webhook::WebhookApi,
+    read::ReadApi,
+    admin::AdminApi,
+    ops::OpsApi,
+);
+
+/// The OpenAPI service over every route.
+pub fn service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
+    let apis = (
+        webhook::WebhookApi {
+            state: state.clone(),
+        },
+        read::ReadApi {
+            state: state.clone(),
+        },
+        admin::AdminApi {
+            state: state.clone(),
+        },
+        ops::OpsApi { state },
+    );
+    OpenApiService::new(apis, "billing-ledger", env!("CARGO_PKG_VERSION")).description(
+        "An event-sourced ledger of Stripe billing webhooks: every verified event is appended \
+         once to an immutable log in PostgreSQL and folded into read models.",
+    )
+}
+
+/// The whole application: the API, Swagger UI at `/docs`, the spec at `/openapi.yaml`.
+pub fn app(state: Arc<AppState>) -> impl poem::Endpoint {
+    let service = service(state.clone());
+    let docs = service.swagger_ui();
+    let spec = service.spec_endpoint_yaml();
+    let tokens = auth::Tokens {
+        finance: state.config.finance_tokens.clone(),
+        admin: state.config.admin_tokens.clone(),
+    };
+    Route::new()
+        .nest("/", service)
+        .nest("/docs", docs)
+        .at("/openapi.yaml", spec)
+        .data(tokens)
+        .data(webhook::BodyLimit(state.config.max_body_bytes))
+        .around(error::json_errors)
+}

@@ -1,0 +1,310 @@
+//! The read API (finance and admin tokens): the log, each tenant's pricing, Checkout Sessions,
+//! customers and unresolved events. Lists page by keyset with an opaque cursor, so a page is
+//! stable while the log grows.
+
+use super::auth::TokenAuth;
+use super::error::ApiError;
+use super::views::{
+    decode_cursor, encode_cursor, CheckoutSessionList, CheckoutSessionView, CustomerView,
+    DeliveryView, EventDetail, EventList, EventSummary, TenantPricingView, UnresolvedList,
+    UnresolvedView,
+};
+use super::AppState;
+use chrono::{DateTime, Utc};
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::OpenApi;
+use std::sync::Arc;
+use tokio_postgres::types::ToSql;
+
+/// Default page size of list routes.
+pub const PAGE_SIZE_DEFAULT: u32 = 100;
+/// Largest page size of list routes.
+pub const PAGE_SIZE_MAX: u32 = 1000;
+
+pub struct ReadApi {
+    pub state: Arc<AppState>,
+}
+
+type Params = Vec<Box<dyn ToSql + Sync + Send>>;
+
+fn page_size(limit: Option<u32>) -> i64 {
+    i64::from(limit.unwrap_or(PAGE_SIZE_DEFAULT))
+}
+
+#[OpenApi]
+impl ReadApi {
+    /// List events in log order (oldest first), filtered.
+    ///
+    /// Filters combine with AND. `tenant_id` matches events attributed to the tenant by the
+    /// projection; `from`/`to` bound Stripe's `created` (inclusive). Pass `next_cursor` back as
+    /// `cursor` for the next page; it is `null` on the last page.
+    #[oai(path = "/api/billing/events", method = "get", tag = "super::Tag::Read")]
+    #[allow(clippy::too_many_arguments)]
+    async fn list_events(
+        &self,
+        _auth: TokenAuth,
+        #[oai(name = "type")] event_type: Query<Option<String>>,
+        tenant_id: Query<Option<String>>,
+        object_id: Query<Option<String>>,
+        from: Query<Option<DateTime<Utc>>>,
+        to: Query<Option<DateTime<Utc>>>,
+        livemode: Query<Option<bool>>,
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<u32>>,
+        cursor: Query<Option<String>>,
+    ) -> Result<Json<EventList>, ApiError> {
+        let after: i64 = match cursor.0.as_deref() {
+            Some(c) => decode_cursor(c)?,
+            None => 0,
+        };
+        let mut sql = String::from(
+            "SELECT position, event_id, type, created, api_version, livemode, account, object_id,
+                    object_type, received_at, source
+             FROM events WHERE position > $1",
+        );
+        let mut params: Params = vec![Box::new(after)];
+        let mut filter = |clause: &str, value: Box<dyn ToSql + Sync + Send>| {
+            params.push(value);
+            sql.push_str(&clause.replace('?', &format!("${}", params.len())));
+        };
+        if let Some(v) = event_type.0 {
+            filter(" AND type = ?", Box::new(v));
+        }
+        if let Some(v) = object_id.0 {
+            filter(" AND object_id = ?", Box::new(v));
+        }
+        if let Some(v) = tenant_id.0 {
+            filter(
+                " AND event_id IN (SELECT event_id FROM event_tenants WHERE tenant_id = ?)",
+                Box::new(v),
+            );
+        }
+        if let Some(v) = from.0 {
+            filter(" AND created >= ?", Box::new(v));
+        }
+        if let Some(v) = to.0 {
+            filter(" AND created <= ?", Box::new(v));
+        }
+        if let Some(v) = livemode.0 {
+            filter(" AND livemode = ?", Box::new(v));
+        }
+        let limit = page_size(limit.0);
+        filter(" ORDER BY position LIMIT ?", Box::new(limit + 1));
+        let client = self.state.pool.get().await?;
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as _).collect();
+        let rows = client.query(&sql, &refs).await?;
+        let mut events: Vec<EventSummary> = rows.iter().map(EventSummary::from_row).collect();
+        let next_cursor = if events.len() as i64 > limit {
+            events.truncate(limit as usize);
+            events.last().map(|e| encode_cursor(e.position))
+        } else {
+            None
+        };
+        Ok(Json(EventList {
+            events,
+            next_cursor,
+        }))
+    }
+
+    /// One event exactly as received, with every delivery of it.
+    #[oai(
+        path = "/api/billing/events/:event_id",
+        method = "get",
+        tag = "super::Tag::Read"
+    )]
+    async fn get_event(
+        &self,
+        _auth: TokenAuth,
+        event_id: Path<String>,
+    ) -> Result<Json<EventDetail>, ApiError> {
+        let client = self.state.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT position, event_id, type, created, api_version, livemode, account,
+                        object_id, object_type, received_at, source, body, signature_timestamp,
+                        secret_index, signature
+                 FROM events WHERE event_id = $1",
+                &[&event_id.0],
+            )
+            .await?
+            .ok_or_else(|| ApiError::not_found("event"))?;
+        let deliveries = client
+            .query(
+                "SELECT delivery_id, received_at, duplicate, source, signature_timestamp,
+                        secret_index, signature, body_sha256, body
+                 FROM deliveries WHERE event_id = $1 ORDER BY delivery_id",
+                &[&event_id.0],
+            )
+            .await?;
+        let tenants = client
+            .query(
+                "SELECT tenant_id FROM event_tenants WHERE event_id = $1 ORDER BY tenant_id",
+                &[&event_id.0],
+            )
+            .await?;
+        let error = client
+            .query_opt(
+                "SELECT error FROM projection_errors WHERE event_id = $1",
+                &[&event_id.0],
+            )
+            .await?;
+        Ok(Json(EventDetail::from_rows(
+            &row,
+            deliveries.iter().map(DeliveryView::from_row).collect(),
+            tenants.iter().map(|r| r.get(0)).collect(),
+            error.map(|r| r.get(0)),
+        )))
+    }
+
+    /// A tenant's current subscription state (`tenant_pricing`).
+    #[oai(
+        path = "/api/billing/tenants/:tenant_id/pricing",
+        method = "get",
+        tag = "super::Tag::Read"
+    )]
+    async fn tenant_pricing(
+        &self,
+        _auth: TokenAuth,
+        tenant_id: Path<String>,
+    ) -> Result<Json<TenantPricingView>, ApiError> {
+        let client = self.state.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT tenant_id, status, stripe_customer_id, stripe_subscription_id, price_id,
+                        quantity, current_period_end, cancel_at_period_end, canceled_at,
+                        last_payment_failed_at, last_paid_at, last_event_id, updated_at,
+                        resolved_by
+                 FROM tenant_pricing WHERE tenant_id = $1",
+                &[&tenant_id.0],
+            )
+            .await?
+            .ok_or_else(|| ApiError::not_found("tenant"))?;
+        Ok(Json(TenantPricingView::from_row(&row)))
+    }
+
+    /// One Checkout Session.
+    #[oai(
+        path = "/api/billing/checkout-sessions/:id",
+        method = "get",
+        tag = "super::Tag::Read"
+    )]
+    async fn checkout_session(
+        &self,
+        _auth: TokenAuth,
+        id: Path<String>,
+    ) -> Result<Json<CheckoutSessionView>, ApiError> {
+        let client = self.state.pool.get().await?;
+        let sql = format!("{} WHERE id = $1", CheckoutSessionView::SELECT);
+        let row = client
+            .query_opt(&sql, &[&id.0])
+            .await?
+            .ok_or_else(|| ApiError::not_found("checkout session"))?;
+        Ok(Json(CheckoutSessionView::from_row(&row)))
+    }
+
+    /// A tenant's Checkout Sessions, by ID.
+    #[oai(
+        path = "/api/billing/checkout-sessions",
+        method = "get",
+        tag = "super::Tag::Read"
+    )]
+    async fn checkout_sessions(
+        &self,
+        _auth: TokenAuth,
+        tenant_id: Query<String>,
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<u32>>,
+        cursor: Query<Option<String>>,
+    ) -> Result<Json<CheckoutSessionList>, ApiError> {
+        let after: String = match cursor.0.as_deref() {
+            Some(c) => decode_cursor(c)?,
+            None => String::new(),
+        };
+        let limit = page_size(limit.0);
+        let client = self.state.pool.get().await?;
+        let sql = format!(
+            "{} WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+            CheckoutSessionView::SELECT
+        );
+        let rows = client
+            .query(&sql, &[&tenant_id.0, &after, &(limit + 1)])
+            .await?;
+        let mut sessions: Vec<_> = rows.iter().map(CheckoutSessionView::from_row).collect();
+        let next_cursor = if sessions.len() as i64 > limit {
+            sessions.truncate(limit as usize);
+            sessions.last().map(|s| encode_cursor(&s.id))
+        } else {
+            None
+        };
+        Ok(Json(CheckoutSessionList {
+            checkout_sessions: sessions,
+            next_cursor,
+        }))
+    }
+
+    /// One Stripe customer.
+    #[oai(
+        path = "/api/billing/customers/:id",
+        method = "get",
+        tag = "super::Tag::Read"
+    )]
+    async fn customer(
+        &self,
+        _auth: TokenAuth,
+        id: Path<String>,
+    ) -> Result<Json<CustomerView>, ApiError> {
+        let client = self.state.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT id, tenant_id, email, name, deleted, last_event_id FROM customers
+                 WHERE id = $1",
+                &[&id.0],
+            )
+            .await?
+            .ok_or_else(|| ApiError::not_found("customer"))?;
+        Ok(Json(CustomerView::from_row(&row)))
+    }
+
+    /// Events folded into a subscription or Checkout Session whose tenant is not known yet.
+    ///
+    /// They are applied to `tenant_pricing` as soon as an event links the object to a tenant.
+    #[oai(
+        path = "/api/billing/unresolved",
+        method = "get",
+        tag = "super::Tag::Read"
+    )]
+    async fn unresolved(
+        &self,
+        _auth: TokenAuth,
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<u32>>,
+        cursor: Query<Option<String>>,
+    ) -> Result<Json<UnresolvedList>, ApiError> {
+        let (after_object, after_event): (String, String) = match cursor.0.as_deref() {
+            Some(c) => decode_cursor(c)?,
+            None => (String::new(), String::new()),
+        };
+        let limit = page_size(limit.0);
+        let client = self.state.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT u.event_id, u.object_id, u.type, u.created, e.position
+                 FROM unresolved_events u JOIN events e USING (event_id)
+                 WHERE (u.object_id, u.event_id) > ($1, $2)
+                 ORDER BY u.object_id, u.event_id LIMIT $3",
+                &[&after_object, &after_event, &(limit + 1)],
+            )
+            .await?;
+        let mut unresolved: Vec<_> = rows.iter().map(UnresolvedView::from_row).collect();
+        let next_cursor = if unresolved.len() as i64 > limit {
+            unresolved.truncate(limit as usize);
+            unresolved
+                .last()
+                .map(|u| encode_cursor((&u.object_id, &u.event_id)))
+        } else {
+            None
+        };
+        Ok(Json(UnresolvedList {
+            unresolved,
+            next_cursor,
+        }))
+    }
+}

@@ -1,0 +1,304 @@
+//! The JSON shapes the API returns, built from rows. Field names are the contract's
+//! (`../shared/DESIGN.md`, Read models); times are RFC 3339 UTC, money integer minor units.
+
+use super::error::ApiError;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use poem_openapi::Object;
+use tokio_postgres::Row;
+
+/// An opaque cursor: base64url of the JSON of the last item's sort key.
+pub fn encode_cursor(key: impl serde::Serialize) -> String {
+    let json = serde_json::to_vec(&key).expect("sort keys serialize");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+}
+
+/// Reads a cursor made by [`encode_cursor`]; 400 for anything else.
+pub fn decode_cursor<T: serde::de::DeserializeOwned>(cursor: &str) -> Result<T, ApiError> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|json| serde_json::from_slice(&json).ok())
+        .ok_or_else(|| ApiError::bad_request("cursor is not one this API returned"))
+}
+
+/// An event in the log, without its body.
+#[derive(Debug, Clone, Object)]
+pub struct EventSummary {
+    /// Position in the log: dense, starting at 1, in commit order.
+    pub position: i64,
+    pub event_id: String,
+    #[oai(rename = "type")]
+    pub event_type: String,
+    /// Stripe's `created`.
+    pub created: DateTime<Utc>,
+    pub api_version: Option<String>,
+    pub livemode: bool,
+    /// Connected account, for Connect events.
+    pub account: Option<String>,
+    /// `data.object.id`.
+    pub object_id: Option<String>,
+    /// `data.object.object`.
+    pub object_type: Option<String>,
+    /// When the first delivery was committed.
+    pub received_at: DateTime<Utc>,
+    /// `webhook` (signature-verified) or `import` (backfilled, not verified).
+    pub source: String,
+}
+
+impl EventSummary {
+    /// From `position, event_id, type, created, api_version, livemode, account, object_id,
+    /// object_type, received_at, source` (columns 0 to 10).
+    pub fn from_row(row: &Row) -> EventSummary {
+        EventSummary {
+            position: row.get(0),
+            event_id: row.get(1),
+            event_type: row.get(2),
+            created: row.get(3),
+            api_version: row.get(4),
+            livemode: row.get(5),
+            account: row.get(6),
+            object_id: row.get(7),
+            object_type: row.get(8),
+            received_at: row.get(9),
+            source: row.get(10),
+        }
+    }
+}
+
+/// A page of events.
+#[derive(Debug, Object)]
+pub struct EventList {
+    pub events: Vec<EventSummary>,
+    pub next_cursor: Option<String>,
+}
+
+/// One delivery of an event (the first, and every retry or duplicate).
+#[derive(Debug, Object)]
+pub struct DeliveryView {
+    pub delivery_id: i64,
+    pub received_at: DateTime<Utc>,
+    /// The event ID was already in the log when this delivery arrived.
+    pub duplicate: bool,
+    pub source: String,
+    /// `t` of the verifying `Stripe-Signature`.
+    pub signature_timestamp: Option<DateTime<Utc>>,
+    /// Position (0-based) in `STRIPE_WEBHOOK_SECRET` of the secret that matched.
+    pub secret_index: Option<i16>,
+    /// The matching `v1` signature, for re-verification.
+    pub signature: Option<String>,
+    /// SHA-256 of the delivered body, hex.
+    pub body_sha256: String,
+    /// The delivered body, present only when it differs from the event's stored body.
+    pub body: Option<String>,
+}
+
+impl DeliveryView {
+    pub fn from_row(row: &Row) -> DeliveryView {
+        let digest: Vec<u8> = row.get(7);
+        let body: Option<Vec<u8>> = row.get(8);
+        DeliveryView {
+            delivery_id: row.get(0),
+            received_at: row.get(1),
+            duplicate: row.get(2),
+            source: row.get(3),
+            signature_timestamp: row.get(4),
+            secret_index: row.get(5),
+            signature: row.get(6),
+            body_sha256: hex::encode(digest),
+            body: body.map(|b| String::from_utf8_lossy(&b).into_owned()),
+        }
+    }
+}
+
+/// One event exactly as received, with its deliveries and what the projection made of it.
+#[derive(Debug, Object)]
+pub struct EventDetail {
+    #[oai(flatten)]
+    pub summary: EventSummary,
+    /// The body exactly as received (the signed bytes), as a string.
+    pub body: String,
+    /// The same body, parsed.
+    pub payload: serde_json::Value,
+    pub signature_timestamp: Option<DateTime<Utc>>,
+    pub secret_index: Option<i16>,
+    pub signature: Option<String>,
+    pub deliveries: Vec<DeliveryView>,
+    /// Tenants the projection attributed this event to.
+    pub tenant_ids: Vec<String>,
+    /// Why the projection could not fold this event, if it could not.
+    pub projection_error: Option<String>,
+}
+
+impl EventDetail {
+    pub fn from_rows(
+        row: &Row,
+        deliveries: Vec<DeliveryView>,
+        tenant_ids: Vec<String>,
+        projection_error: Option<String>,
+    ) -> EventDetail {
+        let raw: Vec<u8> = row.get(11);
+        EventDetail {
+            summary: EventSummary::from_row(row),
+            payload: serde_json::from_slice(&raw).unwrap_or(serde_json::Value::Null),
+            body: String::from_utf8_lossy(&raw).into_owned(),
+            signature_timestamp: row.get(12),
+            secret_index: row.get(13),
+            signature: row.get(14),
+            deliveries,
+            tenant_ids,
+            projection_error,
+        }
+    }
+}
+
+/// A tenant's current subscription state.
+#[derive(Debug, Clone, PartialEq, Object, serde::Serialize, serde::Deserialize)]
+pub struct TenantPricingView {
+    pub tenant_id: String,
+    /// Stripe's subscription status; null until an event carrying it has been folded.
+    pub status: Option<String>,
+    pub stripe_customer_id: Option<String>,
+    pub stripe_subscription_id: String,
+    pub price_id: Option<String>,
+    pub quantity: Option<i64>,
+    pub current_period_end: Option<DateTime<Utc>>,
+    pub cancel_at_period_end: bool,
+    pub canceled_at: Option<DateTime<Utc>>,
+    pub last_payment_failed_at: Option<DateTime<Utc>>,
+    pub last_paid_at: Option<DateTime<Utc>>,
+    pub last_event_id: String,
+    /// `created` of `last_event_id`: when Stripe last changed this state.
+    pub updated_at: DateTime<Utc>,
+    /// The rule that found the tenant (`subscription_metadata`, `customer_link`, ...).
+    pub resolved_by: String,
+}
+
+impl TenantPricingView {
+    pub fn from_row(row: &Row) -> TenantPricingView {
+        TenantPricingView {
+            tenant_id: row.get(0),
+            status: row.get(1),
+            stripe_customer_id: row.get(2),
+            stripe_subscription_id: row.get(3),
+            price_id: row.get(4),
+            quantity: row.get(5),
+            current_period_end: row.get(6),
+            cancel_at_period_end: row.get(7),
+            canceled_at: row.get(8),
+            last_payment_failed_at: row.get(9),
+            last_paid_at: row.get(10),
+            last_event_id: row.get(11),
+            updated_at: row.get(12),
+            resolved_by: row.get(13),
+        }
+    }
+}
+
+/// One Checkout Session.
+#[derive(Debug, Object)]
+pub struct CheckoutSessionView {
+    pub id: String,
+    pub tenant_id: Option<String>,
+    pub resolved_by: Option<String>,
+    /// `open`, `complete` or `expired`.
+    pub status: String,
+    pub payment_status: Option<String>,
+    pub mode: Option<String>,
+    pub customer_id: Option<String>,
+    pub subscription_id: Option<String>,
+    /// Minor units of `currency`.
+    pub amount_total: Option<i64>,
+    pub currency: Option<String>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub expired_at: Option<DateTime<Utc>>,
+    pub last_event_id: String,
+}
+
+impl CheckoutSessionView {
+    pub const SELECT: &'static str = "SELECT id, tenant_id, resolved_by, status, payment_status,
+        mode, customer_id, subscription_id, amount_total, currency, created_at, completed_at,
+        expired_at, last_event_id FROM checkout_sessions";
+
+    pub fn from_row(row: &Row) -> CheckoutSessionView {
+        CheckoutSessionView {
+            id: row.get(0),
+            tenant_id: row.get(1),
+            resolved_by: row.get(2),
+            status: row.get(3),
+            payment_status: row.get(4),
+            mode: row.get(5),
+            customer_id: row.get(6),
+            subscription_id: row.get(7),
+            amount_total: row.get(8),
+            currency: row.get(9),
+            created_at: row.get(10),
+            completed_at: row.get(11),
+            expired_at: row.get(12),
+            last_event_id: row.get(13),
+        }
+    }
+}
+
+/// A page of Checkout Sessions.
+#[derive(Debug, Object)]
+pub struct CheckoutSessionList {
+    pub checkout_sessions: Vec<CheckoutSessionView>,
+    pub next_cursor: Option<String>,
+}
+
+/// One Stripe customer.
+#[derive(Debug, Object)]
+pub struct CustomerView {
+    pub id: String,
+    pub tenant_id: Option<String>,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub deleted: bool,
+    pub last_event_id: String,
+}
+
+impl CustomerView {
+    pub fn from_row(row: &Row) -> CustomerView {
+        CustomerView {
+            id: row.get(0),
+            tenant_id: row.get(1),
+            email: row.get(2),
+            name: row.get(3),
+            deleted: row.get(4),
+            last_event_id: row.get(5),
+        }
+    }
+}
+
+/// An event whose tenant is not known yet.
+#[derive(Debug, Object)]
+pub struct UnresolvedView {
+    pub event_id: String,
+    /// The subscription or Checkout Session the event is about.
+    pub object_id: String,
+    #[oai(rename = "type")]
+    pub event_type: String,
+    pub created: DateTime<Utc>,
+    pub position: i64,
+}
+
+impl UnresolvedView {
+    pub fn from_row(row: &Row) -> UnresolvedView {
+        UnresolvedView {
+            event_id: row.get(0),
+            object_id: row.get(1),
+            event_type: row.get(2),
+            created: row.get(3),
+            position: row.get(4),
+        }
+    }
+}
+
+/// A page of unresolved events.
+#[derive(Debug, Object)]
+pub struct UnresolvedList {
+    pub unresolved: Vec<UnresolvedView>,
+    pub next_cursor: Option<String>,
+}

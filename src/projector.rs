@@ -1,0 +1,397 @@
+//! The projector: folds the log into the read models, on exactly one instance at a time.
+//!
+//! Election: a session-level advisory lock taken on a dedicated connection (never a pooled one,
+//! whose session outlives its borrower); PostgreSQL releases it when that connection ends, so a
+//! dead leader's lock frees itself and another instance takes over within [`ELECTION_RETRY`].
+//!
+//! On election the leader folds the log up to the stored checkpoint in memory (the fold is
+//! deterministic, so this reproduces the state behind the rows), then tails `position >
+//! checkpoint`. Each batch's rows and the new checkpoint commit in one transaction, and the
+//! checkpoint advances only by compare-and-set from the value this leader read, so a deposed
+//! leader's write rolls back. Positions are dense and commit in order (`event_log`), so tailing
+//! never skips an event.
+//!
+//! A rebuild folds the whole log into a fresh ledger and replaces every row and the checkpoint
+//! in one transaction: readers see the old rows until the commit, and the live loop resumes
+//! from the rebuilt checkpoint, so events appended meanwhile are folded right after.
+
+use crate::read_models;
+use deadpool_postgres::Pool;
+use projections::{Event, FoldError, Ledger};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// The projection's name: one fold renders `tenant_pricing`, `checkout_sessions` and
+/// `customers` together, because they share the tenant links learned from each other.
+pub const PROJECTION_NAME: &str = "billing";
+/// Bump when the fold's logic changes; the status then reports the stored rows as stale.
+pub const PROJECTION_VERSION: i32 = 1;
+/// Events read and folded per transaction.
+pub const FOLD_BATCH_EVENTS: i64 = 1_000;
+/// How often an idle projector looks for new events when no wake-up arrives.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// How often a follower retries the projector lock.
+pub const ELECTION_RETRY: Duration = Duration::from_secs(1);
+/// Advisory lock key of the projector ("billproj").
+pub const PROJECTOR_LOCK_KEY: i64 = 0x6269_6c6c_7072_6f6a;
+
+/// Runs until `shutdown`: competes for the lock, projects while holding it, and competes again
+/// after losing it. `wake` is notified by local appends.
+pub async fn run(
+    pool: Pool,
+    database_url: String,
+    livemode: bool,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    while !shutdown.is_cancelled() {
+        let led = tokio::select! {
+            result = lead(&pool, &database_url, livemode, &wake, &shutdown) => result,
+            () = shutdown.cancelled() => Ok(()),
+        };
+        if let Err(error) = led {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "projector stopped; competing again"
+            );
+        }
+        tokio::select! {
+            () = tokio::time::sleep(ELECTION_RETRY) => {}
+            () = shutdown.cancelled() => {}
+        }
+    }
+}
+
+/// Takes the lock on a fresh connection, waiting for it; returns the connection holding it.
+pub async fn acquire_lock(
+    database_url: &str,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<tokio_postgres::Client> {
+    let client = crate::db::connect(database_url).await?;
+    client
+        .batch_execute("SET application_name = 'billing-ledger projector'")
+        .await?;
+    loop {
+        if try_lock(&client).await? {
+            return Ok(client);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(ELECTION_RETRY) => {}
+            () = shutdown.cancelled() => anyhow::bail!("shutting down"),
+        }
+    }
+}
+
+/// One non-blocking attempt at the projector lock.
+pub async fn try_lock(client: &tokio_postgres::Client) -> anyhow::Result<bool> {
+    let row = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&PROJECTOR_LOCK_KEY])
+        .await?;
+    Ok(row.get(0))
+}
+
+async fn lead(
+    pool: &Pool,
+    database_url: &str,
+    livemode: bool,
+    wake: &Notify,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
+    let lock = acquire_lock(database_url, shutdown).await?;
+    tracing::info!(projection.name = PROJECTION_NAME, "projector elected");
+    let mut live = Live::resume(pool, livemode).await?;
+    loop {
+        anyhow::ensure!(!lock.is_closed(), "lost the projector lock connection");
+        if let Some(rebuild_id) = pending_rebuild(pool).await? {
+            live = rebuild(pool, livemode, rebuild_id, |_| {}).await?;
+            continue;
+        }
+        if live.step(pool).await? == 0 {
+            tokio::select! {
+                () = wake.notified() => {}
+                () = tokio::time::sleep(POLL_INTERVAL) => {}
+            }
+        }
+    }
+}
+
+/// The leader's in-memory fold and the checkpoint its rows are at.
+pub struct Live {
+    ledger: Ledger,
+    checkpoint: i64,
+}
+
+impl Live {
+    /// Rebuilds the in-memory state behind the stored rows.
+    async fn resume(pool: &Pool, livemode: bool) -> anyhow::Result<Live> {
+        let client = pool.get().await?;
+        client
+            .execute(
+                "INSERT INTO projections (name, version) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&PROJECTION_NAME, &PROJECTION_VERSION],
+            )
+            .await?;
+        let checkpoint: i64 = client
+            .query_one(
+                "SELECT position FROM projections WHERE name = $1",
+                &[&PROJECTION_NAME],
+            )
+            .await?
+            .get(0);
+        drop(client);
+        let mut ledger = Ledger::new(livemode);
+        fold_log(pool, &mut ledger, checkpoint).await?;
+        ledger.take_changes();
+        Ok(Live { ledger, checkpoint })
+    }
+
+    /// Folds and writes the next batch; returns how many events it folded.
+    async fn step(&mut self, pool: &Pool) -> anyhow::Result<usize> {
+        let batch = read_events(pool, self.checkpoint, FOLD_BATCH_EVENTS).await?;
+        let Some(last) = batch.last().map(|e| e.position) else {
+            return Ok(0);
+        };
+        let errors = fold(&mut self.ledger, &batch);
+        let changes = self.ledger.take_changes();
+        let mut client = pool.get().await?;
+        let tx = client.transaction().await?;
+        read_models::write(&tx, &changes).await?;
+        read_models::record_errors(&tx, &errors).await?;
+        let advanced = tx
+            .execute(
+                "UPDATE projections SET position = $3, updated_at = now()
+                 WHERE name = $1 AND position = $2",
+                &[&PROJECTION_NAME, &self.checkpoint, &last],
+            )
+            .await?;
+        anyhow::ensure!(advanced == 1, "checkpoint moved under this projector");
+        tx.commit().await?;
+        assert!(last > self.checkpoint, "positions only move forward");
+        self.checkpoint = last;
+        Ok(batch.len())
+    }
+}
+
+/// An event read back from the log.
+pub struct Stored {
+    pub position: i64,
+    pub event: Result<Event, String>,
+}
+
+/// Reads up to `limit` events after `after`, in log order.
+pub async fn read_events(pool: &Pool, after: i64, limit: i64) -> anyhow::Result<Vec<Stored>> {
+    let client = pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT position, body FROM events WHERE position > $1 ORDER BY position LIMIT $2",
+            &[&after, &limit],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| Stored {
+            position: row.get(0),
+            event: Event::parse(row.get(1)).map_err(|e| e.to_string()),
+        })
+        .collect())
+}
+
+/// A fold failure with the position of its event.
+pub struct RecordedError {
+    pub position: i64,
+    pub error: FoldError,
+}
+
+/// Folds a batch; returns the events the fold could not read (they stay in the log).
+fn fold(ledger: &mut Ledger, batch: &[Stored]) -> Vec<RecordedError> {
+    let mut errors = Vec::new();
+    for stored in batch {
+        let result = match &stored.event {
+            Ok(event) => ledger.apply(event).map(|_| ()),
+            Err(message) => Err(FoldError {
+                event_id: format!("at position {}", stored.position),
+                message: message.clone(),
+            }),
+        };
+        if let Err(error) = result {
+            tracing::warn!(stripe.event_id = %error.event_id, log.position = stored.position,
+                error = %error.message, "projection error recorded");
+            errors.push(RecordedError {
+                position: stored.position,
+                error,
+            });
+        }
+    }
+    errors
+}
+
+/// Folds every event with position `<= up_to` into `ledger`, in batches (never the whole log
+/// in memory). Returns the fold errors.
+async fn fold_log(
+    pool: &Pool,
+    ledger: &mut Ledger,
+    up_to: i64,
+) -> anyhow::Result<Vec<RecordedError>> {
+    let mut position = 0;
+    let mut errors = Vec::new();
+    while position < up_to {
+        let limit = FOLD_BATCH_EVENTS.min(up_to - position);
+        let batch = read_events(pool, position, limit).await?;
+        let Some(last) = batch.last().map(|e| e.position) else {
+            break;
+        };
+        errors.extend(fold(ledger, &batch));
+        position = last;
+    }
+    Ok(errors)
+}
+
+/// The oldest rebuild waiting to run, if any.
+async fn pending_rebuild(pool: &Pool) -> anyhow::Result<Option<Uuid>> {
+    let client = pool.get().await?;
+    let row = client
+        .query_opt(
+            "SELECT rebuild_id FROM rebuilds WHERE status = 'pending' ORDER BY requested_at LIMIT 1",
+            &[],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// Queues a rebuild; `None` when one is already pending or running.
+pub async fn request_rebuild(pool: &Pool) -> anyhow::Result<Option<Uuid>> {
+    let rebuild_id = Uuid::new_v4();
+    let client = pool.get().await?;
+    let inserted = client
+        .execute(
+            "INSERT INTO rebuilds (rebuild_id, projection, status) VALUES ($1, $2, 'pending')
+             ON CONFLICT DO NOTHING",
+            &[&rebuild_id, &PROJECTION_NAME],
+        )
+        .await?;
+    Ok((inserted == 1).then_some(rebuild_id))
+}
+
+/// The pending or running rebuild, if any.
+pub async fn active_rebuild(pool: &Pool) -> anyhow::Result<Option<Uuid>> {
+    let client = pool.get().await?;
+    let row = client
+        .query_opt(
+            "SELECT rebuild_id FROM rebuilds WHERE status IN ('pending', 'running')",
+            &[],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// Runs rebuild `rebuild_id` (the caller holds the projector lock): folds the log up to its
+/// head, then swaps every read-model row and the checkpoint in one transaction.
+pub async fn rebuild(
+    pool: &Pool,
+    livemode: bool,
+    rebuild_id: Uuid,
+    mut progress: impl FnMut(Progress),
+) -> anyhow::Result<Live> {
+    let result = rebuild_inner(pool, livemode, rebuild_id, &mut progress).await;
+    if let Err(error) = &result {
+        let client = pool.get().await?;
+        client
+            .execute(
+                "UPDATE rebuilds SET status = 'failed', finished_at = now(), error = $2
+                 WHERE rebuild_id = $1",
+                &[&rebuild_id, &format!("{error:#}")],
+            )
+            .await?;
+    }
+    result
+}
+
+/// How far a rebuild has come, in log positions.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub position_done: i64,
+    pub position_target: i64,
+}
+
+async fn rebuild_inner(
+    pool: &Pool,
+    livemode: bool,
+    rebuild_id: Uuid,
+    progress: &mut impl FnMut(Progress),
+) -> anyhow::Result<Live> {
+    let started = std::time::Instant::now();
+    let client = pool.get().await?;
+    let target: i64 = client
+        .query_one("SELECT position FROM log_head", &[])
+        .await?
+        .get(0);
+    client
+        .execute(
+            "UPDATE rebuilds SET status = 'running', started_at = now(), position_target = $2
+             WHERE rebuild_id = $1",
+            &[&rebuild_id, &target],
+        )
+        .await?;
+    tracing::info!(projection.name = PROJECTION_NAME, rebuild.id = %rebuild_id,
+        position_target = target, "rebuild started");
+    let mut ledger = Ledger::new(livemode);
+    let mut errors = Vec::new();
+    let mut position_done = 0;
+    while position_done < target {
+        let limit = FOLD_BATCH_EVENTS.min(target - position_done);
+        let batch = read_events(pool, position_done, limit).await?;
+        let Some(last) = batch.last().map(|e| e.position) else {
+            break;
+        };
+        errors.extend(fold(&mut ledger, &batch));
+        position_done = last;
+        progress(Progress {
+            position_done,
+            position_target: target,
+        });
+        client
+            .execute(
+                "UPDATE rebuilds SET position_done = $2 WHERE rebuild_id = $1",
+                &[&rebuild_id, &position_done],
+            )
+            .await?;
+    }
+    drop(client);
+    ledger.mark_all_changed();
+    let changes = ledger.take_changes();
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    tx.batch_execute(
+        "DELETE FROM tenant_pricing; DELETE FROM checkout_sessions; DELETE FROM customers;
+         DELETE FROM unresolved_events; DELETE FROM event_tenants;",
+    )
+    .await?;
+    tx.execute(
+        "DELETE FROM projection_errors WHERE projection = $1",
+        &[&PROJECTION_NAME],
+    )
+    .await?;
+    read_models::write(&tx, &changes).await?;
+    read_models::record_errors(&tx, &errors).await?;
+    tx.execute(
+        "UPDATE projections SET position = $2, version = $3, updated_at = now() WHERE name = $1",
+        &[&PROJECTION_NAME, &target, &PROJECTION_VERSION],
+    )
+    .await?;
+    tx.execute(
+        "UPDATE rebuilds SET status = 'done', finished_at = now(), position_done = $2
+         WHERE rebuild_id = $1",
+        &[&rebuild_id, &target],
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(projection.name = PROJECTION_NAME, rebuild.id = %rebuild_id,
+        events = target, duration_ms = started.elapsed().as_millis() as u64, "rebuild swapped in");
+    Ok(Live {
+        ledger,
+        checkpoint: target,
+    })
+}

@@ -1,0 +1,246 @@
+//! Writing the rows the fold renders into the read-model tables.
+//!
+//! Called only by the projector, inside the transaction that also advances its checkpoint, so
+//! rows and checkpoint are always consistent. Rows are upserted in bulk with `unnest`, one
+//! statement per table.
+
+use crate::event_log::unix;
+use crate::projector::{RecordedError, PROJECTION_NAME};
+use deadpool_postgres::Transaction;
+use projections::Changes;
+
+/// Applies `changes`: upserts and deletes `tenant_pricing`, upserts `checkout_sessions` and
+/// `customers`, replaces each object's unresolved events, records event-tenant attributions.
+pub async fn write(tx: &Transaction<'_>, changes: &Changes) -> anyhow::Result<()> {
+    write_tenant_pricing(tx, changes).await?;
+    write_checkout_sessions(tx, changes).await?;
+    write_customers(tx, changes).await?;
+    write_unresolved(tx, changes).await?;
+    if !changes.event_tenants.is_empty() {
+        let (tenants, events): (Vec<&str>, Vec<&str>) = changes
+            .event_tenants
+            .iter()
+            .map(|(t, e)| (t.as_str(), e.as_str()))
+            .unzip();
+        tx.execute(
+            "INSERT INTO event_tenants (tenant_id, event_id, position)
+             SELECT t.tenant_id, t.event_id, e.position
+             FROM unnest($1::text[], $2::text[]) AS t (tenant_id, event_id)
+             JOIN events e ON e.event_id = t.event_id
+             ON CONFLICT DO NOTHING",
+            &[&tenants, &events],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn write_tenant_pricing(tx: &Transaction<'_>, changes: &Changes) -> anyhow::Result<()> {
+    let deleted: Vec<&str> = changes
+        .tenant_pricing
+        .iter()
+        .filter(|(_, row)| row.is_none())
+        .map(|(tenant, _)| tenant.as_str())
+        .collect();
+    if !deleted.is_empty() {
+        tx.execute(
+            "DELETE FROM tenant_pricing WHERE tenant_id = ANY($1)",
+            &[&deleted],
+        )
+        .await?;
+    }
+    let rows: Vec<_> = changes.tenant_pricing.values().flatten().collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let tenant_id: Vec<&str> = rows.iter().map(|r| r.tenant_id.as_str()).collect();
+    let status: Vec<Option<&str>> = rows.iter().map(|r| r.status.map(|s| s.as_str())).collect();
+    let customer: Vec<Option<&str>> = rows
+        .iter()
+        .map(|r| r.stripe_customer_id.as_deref())
+        .collect();
+    let subscription: Vec<&str> = rows
+        .iter()
+        .map(|r| r.stripe_subscription_id.as_str())
+        .collect();
+    let price: Vec<Option<&str>> = rows.iter().map(|r| r.price_id.as_deref()).collect();
+    let quantity: Vec<Option<i64>> = rows.iter().map(|r| r.quantity).collect();
+    let period_end: Vec<_> = rows
+        .iter()
+        .map(|r| r.current_period_end.map(unix))
+        .collect();
+    let cancel: Vec<bool> = rows.iter().map(|r| r.cancel_at_period_end).collect();
+    let canceled_at: Vec<_> = rows.iter().map(|r| r.canceled_at.map(unix)).collect();
+    let failed_at: Vec<_> = rows
+        .iter()
+        .map(|r| r.last_payment_failed_at.map(unix))
+        .collect();
+    let paid_at: Vec<_> = rows.iter().map(|r| r.last_paid_at.map(unix)).collect();
+    let last_event: Vec<&str> = rows.iter().map(|r| r.last_event_id.as_str()).collect();
+    let updated_at: Vec<_> = rows.iter().map(|r| unix(r.updated_at)).collect();
+    let resolved_by: Vec<&str> = rows.iter().map(|r| r.resolved_by.as_str()).collect();
+    tx.execute(
+        "INSERT INTO tenant_pricing (tenant_id, status, stripe_customer_id, stripe_subscription_id,
+             price_id, quantity, current_period_end, cancel_at_period_end, canceled_at,
+             last_payment_failed_at, last_paid_at, last_event_id, updated_at, resolved_by)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+             $6::bigint[], $7::timestamptz[], $8::boolean[], $9::timestamptz[],
+             $10::timestamptz[], $11::timestamptz[], $12::text[], $13::timestamptz[], $14::text[])
+         ON CONFLICT (tenant_id) DO UPDATE SET status = excluded.status,
+             stripe_customer_id = excluded.stripe_customer_id,
+             stripe_subscription_id = excluded.stripe_subscription_id,
+             price_id = excluded.price_id, quantity = excluded.quantity,
+             current_period_end = excluded.current_period_end,
+             cancel_at_period_end = excluded.cancel_at_period_end,
+             canceled_at = excluded.canceled_at,
+             last_payment_failed_at = excluded.last_payment_failed_at,
+             last_paid_at = excluded.last_paid_at, last_event_id = excluded.last_event_id,
+             updated_at = excluded.updated_at, resolved_by = excluded.resolved_by",
+        &[
+            &tenant_id,
+            &status,
+            &customer,
+            &subscription,
+            &price,
+            &quantity,
+            &period_end,
+            &cancel,
+            &canceled_at,
+            &failed_at,
+            &paid_at,
+            &last_event,
+            &updated_at,
+            &resolved_by,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn write_checkout_sessions(tx: &Transaction<'_>, changes: &Changes) -> anyhow::Result<()> {
+    let rows = &changes.checkout_sessions;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let id: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    let tenant: Vec<Option<&str>> = rows.iter().map(|r| r.tenant_id.as_deref()).collect();
+    let resolved_by: Vec<Option<&str>> = rows
+        .iter()
+        .map(|r| r.resolved_by.map(|b| b.as_str()))
+        .collect();
+    let status: Vec<&str> = rows.iter().map(|r| r.status.as_str()).collect();
+    let payment_status: Vec<Option<&str>> =
+        rows.iter().map(|r| r.payment_status.as_deref()).collect();
+    let mode: Vec<Option<&str>> = rows.iter().map(|r| r.mode.as_deref()).collect();
+    let customer: Vec<Option<&str>> = rows.iter().map(|r| r.customer_id.as_deref()).collect();
+    let subscription: Vec<Option<&str>> =
+        rows.iter().map(|r| r.subscription_id.as_deref()).collect();
+    let amount: Vec<Option<i64>> = rows.iter().map(|r| r.amount_total).collect();
+    let currency: Vec<Option<&str>> = rows.iter().map(|r| r.currency.as_deref()).collect();
+    let created_at: Vec<_> = rows.iter().map(|r| r.created_at.map(unix)).collect();
+    let completed_at: Vec<_> = rows.iter().map(|r| r.completed_at.map(unix)).collect();
+    let expired_at: Vec<_> = rows.iter().map(|r| r.expired_at.map(unix)).collect();
+    let last_event: Vec<&str> = rows.iter().map(|r| r.last_event_id.as_str()).collect();
+    tx.execute(
+        "INSERT INTO checkout_sessions (id, tenant_id, resolved_by, status, payment_status, mode,
+             customer_id, subscription_id, amount_total, currency, created_at, completed_at,
+             expired_at, last_event_id)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+             $6::text[], $7::text[], $8::text[], $9::bigint[], $10::text[], $11::timestamptz[],
+             $12::timestamptz[], $13::timestamptz[], $14::text[])
+         ON CONFLICT (id) DO UPDATE SET tenant_id = excluded.tenant_id,
+             resolved_by = excluded.resolved_by, status = excluded.status,
+             payment_status = excluded.payment_status, mode = excluded.mode,
+             customer_id = excluded.customer_id, subscription_id = excluded.subscription_id,
+             amount_total = excluded.amount_total, currency = excluded.currency,
+             created_at = excluded.created_at, completed_at = excluded.completed_at,
+             expired_at = excluded.expired_at, last_event_id = excluded.last_event_id",
+        &[
+            &id,
+            &tenant,
+            &resolved_by,
+            &status,
+            &payment_status,
+            &mode,
+            &customer,
+            &subscription,
+            &amount,
+            &currency,
+            &created_at,
+            &completed_at,
+            &expired_at,
+            &last_event,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn write_customers(tx: &Transaction<'_>, changes: &Changes) -> anyhow::Result<()> {
+    let rows = &changes.customers;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let id: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    let tenant: Vec<Option<&str>> = rows.iter().map(|r| r.tenant_id.as_deref()).collect();
+    let email: Vec<Option<&str>> = rows.iter().map(|r| r.email.as_deref()).collect();
+    let name: Vec<Option<&str>> = rows.iter().map(|r| r.name.as_deref()).collect();
+    let deleted: Vec<bool> = rows.iter().map(|r| r.deleted).collect();
+    let last_event: Vec<&str> = rows.iter().map(|r| r.last_event_id.as_str()).collect();
+    tx.execute(
+        "INSERT INTO customers (id, tenant_id, email, name, deleted, last_event_id)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::boolean[],
+             $6::text[])
+         ON CONFLICT (id) DO UPDATE SET tenant_id = excluded.tenant_id, email = excluded.email,
+             name = excluded.name, deleted = excluded.deleted,
+             last_event_id = excluded.last_event_id",
+        &[&id, &tenant, &email, &name, &deleted, &last_event],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn write_unresolved(tx: &Transaction<'_>, changes: &Changes) -> anyhow::Result<()> {
+    if changes.unresolved.is_empty() {
+        return Ok(());
+    }
+    let objects: Vec<&str> = changes.unresolved.keys().map(String::as_str).collect();
+    tx.execute(
+        "DELETE FROM unresolved_events WHERE object_id = ANY($1)",
+        &[&objects],
+    )
+    .await?;
+    let rows: Vec<_> = changes.unresolved.values().flatten().collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let event_id: Vec<&str> = rows.iter().map(|u| u.event_id.as_str()).collect();
+    let object_id: Vec<&str> = rows.iter().map(|u| u.object_id.as_str()).collect();
+    let event_type: Vec<&str> = rows.iter().map(|u| u.event_type.as_str()).collect();
+    let created: Vec<_> = rows.iter().map(|u| unix(u.created)).collect();
+    tx.execute(
+        "INSERT INTO unresolved_events (event_id, object_id, type, created)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])",
+        &[&event_id, &object_id, &event_type, &created],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Records fold failures; an event's error is kept once (a rebuild re-records the same one).
+pub async fn record_errors(tx: &Transaction<'_>, errors: &[RecordedError]) -> anyhow::Result<()> {
+    for recorded in errors {
+        tx.execute(
+            "INSERT INTO projection_errors (projection, event_id, position, error)
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            &[
+                &PROJECTION_NAME,
+                &recorded.error.event_id,
+                &recorded.position,
+                &recorded.error.message,
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! The read and admin API: tokens, roles, errors, pagination.
+
+use crate::events::envelope;
+use crate::support::{TestApp, ADMIN_TOKEN, FINANCE_TOKEN};
+use serde_json::{json, Value};
+
+const READ_ROUTES: [&str; 7] = [
+    "/api/billing/events",
+    "/api/billing/events/evt_missing",
+    "/api/billing/tenants/t-missing/pricing",
+    "/api/billing/checkout-sessions/cs_missing",
+    "/api/billing/checkout-sessions?tenant_id=t-missing",
+    "/api/billing/customers/cus_missing",
+    "/api/billing/unresolved",
+];
+
+#[tokio::test]
+async fn tokens_and_roles_guard_every_route() {
+    let app = TestApp::start().await;
+    let admin_get = "/api/billing/admin/projections";
+    for path in READ_ROUTES.iter().chain([&admin_get]) {
+        let none = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(none.status(), 401, "{path} without a token");
+        assert_eq!(none.headers()["www-authenticate"], "Bearer");
+        let body: Value = none.json().await.unwrap();
+        assert!(body["error"].is_string(), "{path}: JSON error");
+        let wrong = app.get(path, "not-a-token").await;
+        assert_eq!(wrong.status(), 401, "{path} with a wrong token");
+        assert!(wrong.json::<Value>().await.unwrap()["error"].is_string());
+    }
+    for path in READ_ROUTES {
+        for token in [FINANCE_TOKEN, ADMIN_TOKEN] {
+            let status = app.get(path, token).await.status();
+            let expected = if path.contains("missing") && !path.contains('?') {
+                404
+            } else {
+                200
+            };
+            assert_eq!(status, expected, "{path}");
+        }
+    }
+    assert_eq!(app.get(admin_get, FINANCE_TOKEN).await.status(), 403);
+    assert_eq!(app.get(admin_get, ADMIN_TOKEN).await.status(), 200);
+    let rebuild = "/api/billing/admin/projections/rebuild";
+    let post = |token: &'static str| app.http.post(app.url(rebuild)).bearer_auth(token).send();
+    let forbidden = post(FINANCE_TOKEN).await.unwrap();
+    assert_eq!(forbidden.status(), 403);
+    assert!(forbidden.json::<Value>().await.unwrap()["error"]
+        .as_str()
+        .unwrap()
+        .contains("admin"));
+    assert_eq!(
+        app.http
+            .post(app.url(rebuild))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(post(ADMIN_TOKEN).await.unwrap().status(), 202);
+    let missing = app
+        .get("/api/billing/events/evt_missing", FINANCE_TOKEN)
+        .await;
+    assert_eq!(
+        missing.json::<Value>().await.unwrap(),
+        json!({"error": "event not found"})
+    );
+    let unknown = app.get("/api/billing/nothing-here", FINANCE_TOKEN).await;
+    assert_eq!(unknown.status(), 404);
+    assert!(unknown.json::<Value>().await.unwrap()["error"].is_string());
+}
+
+#[tokio::test]
+async fn events_page_by_cursor_and_filter() {
+    let app = TestApp::start().await;
+    for i in 0..7 {
+        let event_type = if i % 2 == 0 {
+            "customer.created"
+        } else {
+            "customer.updated"
+        };
+        let object = json!({"id": format!("cus_{}", i % 3), "object": "customer"});
+        app.deliver(&envelope(
+            &format!("evt_page_{i}"),
+            event_type,
+            1_700_000_000 + i,
+            object,
+        ))
+        .await;
+    }
+    let mut seen = Vec::new();
+    let mut path = "/api/billing/events?limit=3".to_owned();
+    loop {
+        let page = app.get_json(&path).await;
+        let events = page["events"].as_array().unwrap();
+        assert!(events.len() <= 3);
+        seen.extend(
+            events
+                .iter()
+                .map(|e| e["event_id"].as_str().unwrap().to_owned()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/api/billing/events?limit=3&cursor={cursor}"),
+            None => break,
+        }
+    }
+    let expected: Vec<String> = (0..7).map(|i| format!("evt_page_{i}")).collect();
+    assert_eq!(seen, expected);
+
+    let updated = app
+        .get_json("/api/billing/events?type=customer.updated")
+        .await;
+    assert_eq!(updated["events"].as_array().unwrap().len(), 3);
+    let one = app
+        .get_json("/api/billing/events?type=customer.created&object_id=cus_0")
+        .await;
+    let ids: Vec<&str> = one["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["evt_page_0", "evt_page_6"]);
+    let window = app
+        .get_json("/api/billing/events?from=2023-11-14T22:13:21Z&to=2023-11-14T22:13:22Z")
+        .await;
+    assert_eq!(window["events"].as_array().unwrap().len(), 2);
+
+    for bad in ["limit=0", "limit=1001", "cursor=%21%21", "from=yesterday"] {
+        let response = app
+            .get(&format!("/api/billing/events?{bad}"), FINANCE_TOKEN)
+            .await;
+        assert_eq!(response.status(), 400, "{bad}");
+        assert!(
+            response.json::<Value>().await.unwrap()["error"].is_string(),
+            "{bad}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn event_detail_shows_every_delivery() {
+    let app = TestApp::start().await;
+    let event = envelope(
+        "evt_detail",
+        "customer.created",
+        1_700_000_000,
+        json!({"id": "cus_d", "object": "customer"}),
+    );
+    app.deliver(&event).await;
+    app.deliver(&event).await;
+    let detail = app.get_json("/api/billing/events/evt_detail").await;
+    assert_eq!(detail["position"], 1);
+    assert_eq!(detail["type"], "customer.created");
+    assert_eq!(detail["source"], "webhook");
+    assert_eq!(detail["secret_index"], 0);
+    let deliveries = detail["deliveries"].as_array().unwrap();
+    assert_eq!(deliveries.len(), 2);
+    assert_eq!(deliveries[0]["duplicate"], false);
+    assert_eq!(deliveries[1]["duplicate"], true);
+    assert_eq!(
+        deliveries[1]["body"],
+        Value::Null,
+        "same bytes are not stored twice"
+    );
+}
+
+#[tokio::test]
+async fn probes_and_docs_answer() {
+    let app = TestApp::start().await;
+    assert_eq!(
+        app.http
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.http
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let spec = app.http.get(app.url("/openapi.yaml")).send().await.unwrap();
+    assert_eq!(spec.status(), 200);
+    assert!(spec.text().await.unwrap().contains("/api/billing/webhook"));
+    let docs = app.http.get(app.url("/docs")).send().await.unwrap();
+    assert_eq!(docs.status(), 200);
+    assert!(docs.text().await.unwrap().contains("swagger"));
+}

@@ -1,0 +1,11 @@
+//! The one integration test binary: every test talks to a real PostgreSQL through the real
+//! service (see `support`).
+
+mod api;
+mod events;
+mod fixtures;
+mod flows;
+mod log;
+mod openapi;
+mod support;
+mod webhook;
