@@ -6,11 +6,15 @@
 -- `position > checkpoint` therefore never skips an event committed late (the gap problem of
 -- identity columns, whose values are taken at insert time but become visible at commit time).
 
+-- Tamper evidence: each event's `chain_hash` is SHA-256 over the previous event's chain hash,
+-- its position, its event ID and the SHA-256 of its stored body (see src/chain.rs). The head
+-- row keeps the latest, so `billing-ledger verify` can recompute the whole chain.
 CREATE TABLE log_head (
     singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
-    position bigint NOT NULL CHECK (position >= 0)
+    position bigint NOT NULL CHECK (position >= 0),
+    chain_hash bytea NOT NULL
 );
-INSERT INTO log_head (position) VALUES (0);
+INSERT INTO log_head (position, chain_hash) VALUES (0, '\x0000000000000000000000000000000000000000000000000000000000000000');
 
 CREATE TABLE events (
     position bigint PRIMARY KEY CHECK (position > 0),
@@ -31,7 +35,8 @@ CREATE TABLE events (
     signature_timestamp timestamptz,
     -- Position (0-based) in STRIPE_WEBHOOK_SECRET of the secret that matched; never the secret.
     secret_index smallint,
-    signature text
+    signature text,
+    chain_hash bytea NOT NULL
 );
 CREATE INDEX events_type_position ON events (type, position);
 CREATE INDEX events_object_position ON events (object_id, position);

@@ -1,7 +1,7 @@
 //! The commands of the `billing-ledger` binary other than the HTTP service itself: each parses
 //! its arguments, does one job, prints what happened and returns the exit code.
 
-use crate::config::{Command, Config, LogFormat, RebuildArgs, SendArgs, SignArgs};
+use crate::config::{Command, Config, ImportArgs, LogFormat, RebuildArgs, SendArgs, SignArgs};
 use crate::signature::{self, WebhookSecret};
 use crate::{db, projector};
 use anyhow::Context;
@@ -27,6 +27,17 @@ pub async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Rebuild(args) => rebuild(args).await,
+        Command::Verify(args) => {
+            db::migrate(&args.database_url).await?;
+            let pool = db::pool(&args.database_url)?;
+            let verdict = crate::chain::verify(&pool).await?;
+            println!("{}", verdict_line(&verdict));
+            Ok(match verdict {
+                crate::chain::Verdict::Intact { .. } => ExitCode::SUCCESS,
+                crate::chain::Verdict::Broken { .. } => ExitCode::FAILURE,
+            })
+        }
+        Command::Import(args) => import(args).await,
         Command::Sign(args) => sign(args),
         Command::Send(args) => send(args).await,
         Command::Openapi => {
@@ -210,4 +221,119 @@ fn collect_json(path: &Path, files: &mut Vec<PathBuf>) -> anyhow::Result<()> {
         files.push(path.to_owned());
     }
     Ok(())
+}
+
+/// The one-line summary `verify` prints.
+pub fn verdict_line(verdict: &crate::chain::Verdict) -> String {
+    match verdict {
+        crate::chain::Verdict::Intact { events, head_hash } => {
+            format!("intact: {events} events, head hash {head_hash}")
+        }
+        crate::chain::Verdict::Broken {
+            position,
+            event_id,
+            problem,
+            events_verified,
+        } => format!(
+            "BROKEN at position {position} (event {}): {problem}; {events_verified} events verified before it",
+            event_id.as_deref().unwrap_or("none")
+        ),
+    }
+}
+
+/// Lines appended per transaction by `import`.
+pub const IMPORT_BATCH_EVENTS: usize = 500;
+/// Longest line `import` reads, bytes (Stripe events are a few KiB).
+pub const IMPORT_LINE_BYTES_MAX: usize = 1_048_576;
+
+/// What `import` did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    pub imported: usize,
+    pub already_present: usize,
+    /// `(line number, why)` for every line not stored.
+    pub invalid: Vec<(usize, String)>,
+}
+
+async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let url = &args.database.database_url;
+    db::migrate(url).await?;
+    let pool = db::pool(url)?;
+    let report = import_file(&pool, &args.file).await?;
+    for (line, why) in &report.invalid {
+        println!("line {line}: not imported: {why}");
+    }
+    println!(
+        "imported {}, already present {}, invalid {}",
+        report.imported,
+        report.already_present,
+        report.invalid.len()
+    );
+    Ok(if report.invalid.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Appends every valid line of a JSON-lines file as an imported event; a bad line is reported
+/// by number and nothing of it is stored. IDs already in the log are skipped.
+pub async fn import_file(
+    pool: &deadpool_postgres::Pool,
+    file: &Path,
+) -> anyhow::Result<ImportReport> {
+    use crate::event_log::{append_batch, Delivery, Source};
+    let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let mut report = ImportReport::default();
+    let mut batch: Vec<Delivery> = Vec::new();
+    let received_at = chrono::Utc::now();
+    for (index, raw) in text.split(|b| *b == b'\n').enumerate() {
+        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        if line.len() > IMPORT_LINE_BYTES_MAX {
+            report.invalid.push((
+                index + 1,
+                format!("longer than {IMPORT_LINE_BYTES_MAX} bytes"),
+            ));
+            continue;
+        }
+        match projections::Event::parse(line) {
+            Ok(event) => batch.push(Delivery {
+                event,
+                body: bytes::Bytes::copy_from_slice(line),
+                received_at,
+                source: Source::Import,
+                signature_timestamp: None,
+                secret_index: None,
+                signature: None,
+            }),
+            Err(error) => report.invalid.push((index + 1, error.to_string())),
+        }
+        if batch.len() == IMPORT_BATCH_EVENTS {
+            count(
+                &mut report,
+                &append_batch(pool, &batch.iter().collect::<Vec<_>>()).await?,
+            );
+            batch.clear();
+        }
+    }
+    if !batch.is_empty() {
+        count(
+            &mut report,
+            &append_batch(pool, &batch.iter().collect::<Vec<_>>()).await?,
+        );
+    }
+    Ok(report)
+}
+
+fn count(report: &mut ImportReport, appended: &[crate::event_log::Appended]) {
+    for a in appended {
+        if a.duplicate {
+            report.already_present += 1;
+        } else {
+            report.imported += 1;
+        }
+    }
 }

@@ -35,6 +35,10 @@ pub enum Command {
     Migrate(DatabaseArgs),
     /// Rebuild read models from the log, print progress, exit.
     Rebuild(RebuildArgs),
+    /// Check the log's hash chain; exit non-zero on damage.
+    Verify(DatabaseArgs),
+    /// Backfill events from a JSON-lines export of Stripe's Events API (stored as imported).
+    Import(ImportArgs),
     /// Print a valid Stripe-Signature header for FILE's bytes.
     Sign(SignArgs),
     /// Sign and POST event files like Stripe would, and report each answer.
@@ -106,6 +110,14 @@ pub struct RebuildArgs {
     /// Which mode's events the read models take (must match the running service's).
     #[arg(long, env = "LEDGER_LIVEMODE", default_value_t = false, action = clap::ArgAction::Set)]
     pub livemode: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// One Stripe event object per line.
+    pub file: PathBuf,
 }
 
 #[derive(Debug, Clone, Args)]

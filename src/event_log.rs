@@ -145,10 +145,11 @@ async fn write_batches(pool: Pool, mut receiver: mpsc::Receiver<Request>) {
 pub async fn append_batch(pool: &Pool, deliveries: &[&Delivery]) -> anyhow::Result<Vec<Appended>> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    let head: i64 = tx
-        .query_one("SELECT position FROM log_head FOR UPDATE", &[])
-        .await?
-        .get(0);
+    let head_row = tx
+        .query_one("SELECT position, chain_hash FROM log_head FOR UPDATE", &[])
+        .await?;
+    let head: i64 = head_row.get(0);
+    let mut chain_hash: Vec<u8> = head_row.get(1);
     let ids: Vec<&str> = deliveries.iter().map(|d| d.event.id.as_str()).collect();
     let stored = tx
         .query(
@@ -169,7 +170,10 @@ pub async fn append_batch(pool: &Pool, deliveries: &[&Delivery]) -> anyhow::Resu
         let digest = Sha256::digest(&delivery.body).to_vec();
         let answer = match known.get(&delivery.event.id) {
             Some((position, stored_digest)) => {
-                rows.push(delivery, true, &digest, stored_digest != &digest);
+                // An import skips what is already stored; a webhook delivery is recorded.
+                if delivery.source == Source::Webhook {
+                    rows.push(delivery, true, &digest, stored_digest != &digest);
+                }
                 Appended {
                     position: *position,
                     duplicate: true,
@@ -177,7 +181,8 @@ pub async fn append_batch(pool: &Pool, deliveries: &[&Delivery]) -> anyhow::Resu
             }
             None => {
                 next += 1;
-                events.push(next, delivery, &digest);
+                chain_hash = crate::chain::link(&chain_hash, next, &delivery.event.id, &digest);
+                events.push(next, delivery, &digest, chain_hash.clone());
                 rows.push(delivery, false, &digest, false);
                 known.insert(delivery.event.id.clone(), (next, digest));
                 Appended {
@@ -190,15 +195,20 @@ pub async fn append_batch(pool: &Pool, deliveries: &[&Delivery]) -> anyhow::Resu
     }
     if next > head {
         events.insert(&tx).await?;
-        tx.execute("UPDATE log_head SET position = $1", &[&next])
-            .await?;
+        tx.execute(
+            "UPDATE log_head SET position = $1, chain_hash = $2",
+            &[&next, &chain_hash],
+        )
+        .await?;
         tx.execute(
             "SELECT pg_notify('ledger_events', $1)",
             &[&next.to_string()],
         )
         .await?;
     }
-    rows.insert(&tx).await?;
+    if !rows.event_id.is_empty() {
+        rows.insert(&tx).await?;
+    }
     tx.commit().await?;
     Ok(answers)
 }
@@ -221,10 +231,12 @@ struct EventColumns<'a> {
     signature_timestamp: Vec<Option<DateTime<Utc>>>,
     secret_index: Vec<Option<i16>>,
     signature: Vec<Option<&'a str>>,
+    chain_hash: Vec<Vec<u8>>,
 }
 
 impl<'a> EventColumns<'a> {
-    fn push(&mut self, position: i64, d: &'a Delivery, digest: &[u8]) {
+    fn push(&mut self, position: i64, d: &'a Delivery, digest: &[u8], chain_hash: Vec<u8>) {
+        self.chain_hash.push(chain_hash);
         self.position.push(position);
         self.event_id.push(&d.event.id);
         self.event_type.push(&d.event.event_type);
@@ -250,11 +262,11 @@ impl<'a> EventColumns<'a> {
         tx.execute(
             "INSERT INTO events (position, event_id, type, created, api_version, livemode, account,
                  object_id, object_type, body, body_sha256, received_at, source,
-                 signature_timestamp, secret_index, signature)
+                 signature_timestamp, secret_index, signature, chain_hash)
              SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[],
                  $5::text[], $6::boolean[], $7::text[], $8::text[], $9::text[], $10::bytea[],
                  $11::bytea[], $12::timestamptz[], $13::text[], $14::timestamptz[],
-                 $15::smallint[], $16::text[])",
+                 $15::smallint[], $16::text[], $17::bytea[])",
             &[
                 &self.position,
                 &self.event_id,
@@ -272,6 +284,7 @@ impl<'a> EventColumns<'a> {
                 &self.signature_timestamp,
                 &self.secret_index,
                 &self.signature,
+                &self.chain_hash,
             ],
         )
         .await?;

@@ -10,6 +10,7 @@
 //! [`run`] starts exactly what `billing-ledger serve` starts, on a listener the caller bound, so
 //! tests run the production service on `127.0.0.1:0`.
 
+pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod db;
@@ -18,6 +19,7 @@ pub mod http;
 pub mod projector;
 pub mod read_models;
 pub mod signature;
+pub mod timeline;
 
 use config::Config;
 use std::future::Future;

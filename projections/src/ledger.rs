@@ -627,6 +627,21 @@ impl Ledger {
         self.render.customers = self.customers.keys().cloned().collect();
     }
 
+    /// One tenant's `tenant_pricing` row, rendered from scratch.
+    pub fn tenant_pricing(&self, tenant_id: &str) -> Option<TenantPricing> {
+        let ids: Vec<&String> = self
+            .subscriptions
+            .iter()
+            .filter(|(_, state)| {
+                self.subscription_tenant(state)
+                    .is_some_and(|claim| claim.tenant_id == tenant_id)
+            })
+            .map(|(id, _)| id)
+            .collect();
+        let current = self.current_subscription(ids)?;
+        Some(self.render_pricing(tenant_id, current))
+    }
+
     /// Every read model, rendered from scratch (independent of incremental bookkeeping).
     pub fn read_models(&self) -> ReadModels {
         let mut models = ReadModels::default();

@@ -85,8 +85,62 @@ pub struct ProjectionList {
     pub projections: Vec<ProjectionView>,
 }
 
+/// The integrity report.
+#[derive(Debug, Object)]
+pub struct VerifyReport {
+    /// True when every stored body and position matches the hash chain.
+    pub intact: bool,
+    /// Events verified (all of them when intact).
+    pub events_verified: i64,
+    /// The chain hash of the last event (hex) when intact: record it outside the database.
+    pub head_hash: Option<String>,
+    /// The first position that does not match, when broken.
+    pub broken_position: Option<i64>,
+    pub broken_event_id: Option<String>,
+    /// What differs, when broken.
+    pub problem: Option<String>,
+}
+
 #[OpenApi]
 impl AdminApi {
+    /// Recompute the log's hash chain and report the first damage, or the verified head.
+    #[oai(
+        path = "/api/billing/admin/verify",
+        method = "get",
+        tag = "super::Tag::Admin"
+    )]
+    async fn verify(&self, auth: TokenAuth) -> Result<Json<VerifyReport>, ApiError> {
+        auth.require_admin()?;
+        let report = match crate::chain::verify(&self.state.pool).await? {
+            crate::chain::Verdict::Intact { events, head_hash } => VerifyReport {
+                intact: true,
+                events_verified: events,
+                head_hash: Some(head_hash),
+                broken_position: None,
+                broken_event_id: None,
+                problem: None,
+            },
+            crate::chain::Verdict::Broken {
+                position,
+                event_id,
+                problem,
+                events_verified,
+            } => {
+                tracing::error!(log.position = position, stripe.event_id = event_id.as_deref().unwrap_or(""),
+                    %problem, "log integrity check failed");
+                VerifyReport {
+                    intact: false,
+                    events_verified,
+                    head_hash: None,
+                    broken_position: Some(position),
+                    broken_event_id: event_id,
+                    problem: Some(problem),
+                }
+            }
+        };
+        Ok(Json(report))
+    }
+
     /// Queue a rebuild of the read models from the whole log.
     ///
     /// The rows are rebuilt into memory from the log and swapped in, with the checkpoint, in

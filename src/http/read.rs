@@ -6,10 +6,11 @@ use super::auth::TokenAuth;
 use super::error::ApiError;
 use super::views::{
     decode_cursor, encode_cursor, CheckoutSessionList, CheckoutSessionView, CustomerView,
-    DeliveryView, EventDetail, EventList, EventSummary, TenantPricingView, UnresolvedList,
-    UnresolvedView,
+    DeliveryView, EventDetail, EventList, EventSummary, HistoryEntry, HistoryList,
+    TenantPricingView, UnresolvedList, UnresolvedView,
 };
 use super::AppState;
+use crate::timeline::{self, Bound};
 use chrono::{DateTime, Utc};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
@@ -24,6 +25,24 @@ pub const PAGE_SIZE_MAX: u32 = 1000;
 
 pub struct ReadApi {
     pub state: Arc<AppState>,
+}
+
+impl ReadApi {
+    async fn current_pricing(&self, tenant_id: &str) -> Result<Json<TenantPricingView>, ApiError> {
+        let client = self.state.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT tenant_id, status, stripe_customer_id, stripe_subscription_id, price_id,
+                        quantity, current_period_end, cancel_at_period_end, canceled_at,
+                        last_payment_failed_at, last_paid_at, last_event_id, updated_at,
+                        resolved_by
+                 FROM tenant_pricing WHERE tenant_id = $1",
+                &[&tenant_id],
+            )
+            .await?
+            .ok_or_else(|| ApiError::not_found("tenant"))?;
+        Ok(Json(TenantPricingView::from_row(&row)))
+    }
 }
 
 type Params = Vec<Box<dyn ToSql + Sync + Send>>;
@@ -156,7 +175,11 @@ impl ReadApi {
         )))
     }
 
-    /// A tenant's current subscription state (`tenant_pricing`).
+    /// A tenant's current subscription state (`tenant_pricing`), or its state in the past.
+    ///
+    /// With `as_of` (RFC 3339), the state folded from the tenant's events Stripe created up to
+    /// that instant; with `as_of_position`, from its events up to that log position. Both use
+    /// the projector's fold, so `as_of` now equals the current row.
     #[oai(
         path = "/api/billing/tenants/:tenant_id/pricing",
         method = "get",
@@ -166,20 +189,61 @@ impl ReadApi {
         &self,
         _auth: TokenAuth,
         tenant_id: Path<String>,
+        as_of: Query<Option<DateTime<Utc>>>,
+        #[oai(validator(minimum(value = "0")))] as_of_position: Query<Option<i64>>,
     ) -> Result<Json<TenantPricingView>, ApiError> {
-        let client = self.state.pool.get().await?;
-        let row = client
-            .query_opt(
-                "SELECT tenant_id, status, stripe_customer_id, stripe_subscription_id, price_id,
-                        quantity, current_period_end, cancel_at_period_end, canceled_at,
-                        last_payment_failed_at, last_paid_at, last_event_id, updated_at,
-                        resolved_by
-                 FROM tenant_pricing WHERE tenant_id = $1",
-                &[&tenant_id.0],
-            )
-            .await?
-            .ok_or_else(|| ApiError::not_found("tenant"))?;
-        Ok(Json(TenantPricingView::from_row(&row)))
+        let bound = match (as_of.0, as_of_position.0) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::bad_request(
+                    "give as_of or as_of_position, not both",
+                ))
+            }
+            (Some(instant), None) => Bound::CreatedAtOrBefore(instant),
+            (None, Some(position)) => Bound::PositionAtOrBefore(position),
+            (None, None) => return self.current_pricing(&tenant_id.0).await,
+        };
+        let events = timeline::tenant_events(&self.state.pool, &tenant_id.0, bound).await?;
+        timeline::state(&events, &tenant_id.0, self.state.config.livemode)
+            .map(|row| Json(TenantPricingView::from_model(&row)))
+            .ok_or_else(|| ApiError::not_found("tenant state at that point"))
+    }
+
+    /// Every event that touched a tenant, in Stripe order (`created`, then log position), each
+    /// with the tenant's state after it and the fields it changed.
+    #[oai(
+        path = "/api/billing/tenants/:tenant_id/history",
+        method = "get",
+        tag = "super::Tag::Read"
+    )]
+    async fn tenant_history(
+        &self,
+        _auth: TokenAuth,
+        tenant_id: Path<String>,
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<u32>>,
+        cursor: Query<Option<String>>,
+    ) -> Result<Json<HistoryList>, ApiError> {
+        let skip: usize = match cursor.0.as_deref() {
+            Some(c) => decode_cursor(c)?,
+            None => 0,
+        };
+        let limit = page_size(limit.0) as usize;
+        let events = timeline::tenant_events(&self.state.pool, &tenant_id.0, Bound::All).await?;
+        if events.is_empty() {
+            return Err(ApiError::not_found("tenant"));
+        }
+        let steps = timeline::history(&events, &tenant_id.0, self.state.config.livemode);
+        let total = steps.len();
+        let history: Vec<HistoryEntry> = steps
+            .into_iter()
+            .skip(skip)
+            .take(limit)
+            .map(HistoryEntry::from_step)
+            .collect();
+        let next_cursor = (skip + limit < total).then(|| encode_cursor(skip + limit));
+        Ok(Json(HistoryList {
+            history,
+            next_cursor,
+        }))
     }
 
     /// One Checkout Session.

@@ -195,6 +195,66 @@ impl TenantPricingView {
     }
 }
 
+impl TenantPricingView {
+    /// From the fold's row (as-of and history answers).
+    pub fn from_model(row: &projections::TenantPricing) -> TenantPricingView {
+        let time = |s: Option<i64>| s.map(crate::event_log::unix);
+        TenantPricingView {
+            tenant_id: row.tenant_id.clone(),
+            status: row.status.map(|s| s.as_str().to_owned()),
+            stripe_customer_id: row.stripe_customer_id.clone(),
+            stripe_subscription_id: row.stripe_subscription_id.clone(),
+            price_id: row.price_id.clone(),
+            quantity: row.quantity,
+            current_period_end: time(row.current_period_end),
+            cancel_at_period_end: row.cancel_at_period_end,
+            canceled_at: time(row.canceled_at),
+            last_payment_failed_at: time(row.last_payment_failed_at),
+            last_paid_at: time(row.last_paid_at),
+            last_event_id: row.last_event_id.clone(),
+            updated_at: crate::event_log::unix(row.updated_at),
+            resolved_by: row.resolved_by.as_str().to_owned(),
+        }
+    }
+}
+
+/// One step of a tenant's history.
+#[derive(Debug, Object)]
+pub struct HistoryEntry {
+    pub position: i64,
+    pub event_id: String,
+    #[oai(rename = "type")]
+    pub event_type: String,
+    /// Stripe's `created`.
+    pub created: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    /// The tenant's `tenant_pricing` after this event (null while no subscription is known).
+    pub state: Option<TenantPricingView>,
+    /// Fields of `state` this event changed.
+    pub changed: Vec<String>,
+}
+
+impl HistoryEntry {
+    pub fn from_step(step: crate::timeline::Step<'_>) -> HistoryEntry {
+        HistoryEntry {
+            position: step.event.position,
+            event_id: step.event.event.id.clone(),
+            event_type: step.event.event.event_type.clone(),
+            created: crate::event_log::unix(step.event.event.created),
+            received_at: step.event.received_at,
+            state: step.state.as_ref().map(TenantPricingView::from_model),
+            changed: step.changed,
+        }
+    }
+}
+
+/// A page of a tenant's history.
+#[derive(Debug, Object)]
+pub struct HistoryList {
+    pub history: Vec<HistoryEntry>,
+    pub next_cursor: Option<String>,
+}
+
 /// One Checkout Session.
 #[derive(Debug, Object)]
 pub struct CheckoutSessionView {

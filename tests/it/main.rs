@@ -2,6 +2,7 @@
 //! service (see `support`).
 
 mod api;
+mod audit;
 mod events;
 mod fixtures;
 mod flows;
