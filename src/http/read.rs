@@ -3,6 +3,7 @@
 //! stable while the log grows.
 
 use super::auth::TokenAuth;
+use super::csv::{self, EventsResponse};
 use super::error::ApiError;
 use super::views::{
     decode_cursor, encode_cursor, CheckoutSessionList, CheckoutSessionView, CustomerView,
@@ -45,7 +46,57 @@ impl ReadApi {
     }
 }
 
-type Params = Vec<Box<dyn ToSql + Sync + Send>>;
+/// Query parameters, owned so a streaming export can outlive the request.
+pub type Params = Vec<Box<dyn ToSql + Sync + Send>>;
+
+/// The filters of `GET /api/billing/events`.
+struct EventFilters {
+    event_type: Option<String>,
+    tenant_id: Option<String>,
+    object_id: Option<String>,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    livemode: Option<bool>,
+}
+
+impl EventFilters {
+    /// The page of events after position `after`, at most `limit` rows, in log order.
+    fn query(&self, after: i64, limit: i64) -> (String, Params) {
+        let mut sql = String::from(
+            "SELECT position, event_id, type, created, api_version, livemode, account, object_id,
+                    object_type, received_at, source
+             FROM events WHERE position > $1",
+        );
+        let mut params: Params = vec![Box::new(after)];
+        let mut filter = |clause: &str, value: Box<dyn ToSql + Sync + Send>| {
+            params.push(value);
+            sql.push_str(&clause.replace('?', &format!("${}", params.len())));
+        };
+        if let Some(v) = &self.event_type {
+            filter(" AND type = ?", Box::new(v.clone()));
+        }
+        if let Some(v) = &self.object_id {
+            filter(" AND object_id = ?", Box::new(v.clone()));
+        }
+        if let Some(v) = &self.tenant_id {
+            filter(
+                " AND event_id IN (SELECT event_id FROM event_tenants WHERE tenant_id = ?)",
+                Box::new(v.clone()),
+            );
+        }
+        if let Some(v) = self.from {
+            filter(" AND created >= ?", Box::new(v));
+        }
+        if let Some(v) = self.to {
+            filter(" AND created <= ?", Box::new(v));
+        }
+        if let Some(v) = self.livemode {
+            filter(" AND livemode = ?", Box::new(v));
+        }
+        filter(" ORDER BY position LIMIT ?", Box::new(limit));
+        (sql, params)
+    }
+}
 
 fn page_size(limit: Option<u32>) -> i64 {
     i64::from(limit.unwrap_or(PAGE_SIZE_DEFAULT))
@@ -57,11 +108,13 @@ impl ReadApi {
     ///
     /// Filters combine with AND. `tenant_id` matches events attributed to the tenant by the
     /// projection; `from`/`to` bound Stripe's `created` (inclusive). Pass `next_cursor` back as
-    /// `cursor` for the next page; it is `null` on the last page.
+    /// `cursor` for the next page; it is `null` on the last page. With `Accept: text/csv` the
+    /// answer is CSV: every matching event from `cursor` on (up to `limit` when given), streamed.
     #[oai(path = "/api/billing/events", method = "get", tag = "super::Tag::Read")]
     #[allow(clippy::too_many_arguments)]
     async fn list_events(
         &self,
+        request: &poem::Request,
         _auth: TokenAuth,
         #[oai(name = "type")] event_type: Query<Option<String>>,
         tenant_id: Query<Option<String>>,
@@ -71,44 +124,34 @@ impl ReadApi {
         livemode: Query<Option<bool>>,
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<u32>>,
         cursor: Query<Option<String>>,
-    ) -> Result<Json<EventList>, ApiError> {
+    ) -> Result<EventsResponse, ApiError> {
         let after: i64 = match cursor.0.as_deref() {
             Some(c) => decode_cursor(c)?,
             None => 0,
         };
-        let mut sql = String::from(
-            "SELECT position, event_id, type, created, api_version, livemode, account, object_id,
-                    object_type, received_at, source
-             FROM events WHERE position > $1",
-        );
-        let mut params: Params = vec![Box::new(after)];
-        let mut filter = |clause: &str, value: Box<dyn ToSql + Sync + Send>| {
-            params.push(value);
-            sql.push_str(&clause.replace('?', &format!("${}", params.len())));
+        let filters = EventFilters {
+            event_type: event_type.0,
+            tenant_id: tenant_id.0,
+            object_id: object_id.0,
+            from: from.0,
+            to: to.0,
+            livemode: livemode.0,
         };
-        if let Some(v) = event_type.0 {
-            filter(" AND type = ?", Box::new(v));
-        }
-        if let Some(v) = object_id.0 {
-            filter(" AND object_id = ?", Box::new(v));
-        }
-        if let Some(v) = tenant_id.0 {
-            filter(
-                " AND event_id IN (SELECT event_id FROM event_tenants WHERE tenant_id = ?)",
-                Box::new(v),
-            );
-        }
-        if let Some(v) = from.0 {
-            filter(" AND created >= ?", Box::new(v));
-        }
-        if let Some(v) = to.0 {
-            filter(" AND created <= ?", Box::new(v));
-        }
-        if let Some(v) = livemode.0 {
-            filter(" AND livemode = ?", Box::new(v));
+        let wants_csv = request
+            .header("accept")
+            .is_some_and(|accept| accept.contains("text/csv"));
+        if wants_csv {
+            let page: csv::PageQuery = Box::new(move |after, limit| filters.query(after, limit));
+            let total = limit.0.map(i64::from);
+            return Ok(EventsResponse::Csv(csv::stream(
+                self.state.pool.clone(),
+                page,
+                after,
+                total,
+            )));
         }
         let limit = page_size(limit.0);
-        filter(" ORDER BY position LIMIT ?", Box::new(limit + 1));
+        let (sql, params) = filters.query(after, limit + 1);
         let client = self.state.pool.get().await?;
         let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as _).collect();
         let rows = client.query(&sql, &refs).await?;
@@ -119,10 +162,10 @@ impl ReadApi {
         } else {
             None
         };
-        Ok(Json(EventList {
+        Ok(EventsResponse::Json(Json(EventList {
             events,
             next_cursor,
-        }))
+        })))
     }
 
     /// One event exactly as received, with every delivery of it.
