@@ -6,6 +6,9 @@ CREATE TABLE projections (
     version integer NOT NULL,
     -- Last log position folded into the read models; written in the same transaction as them.
     position bigint NOT NULL DEFAULT 0,
+    -- The instance whose projector wrote `position` (its instance ID); the checkpoint advances
+    -- only by compare-and-set on (position, owner), so a deposed projector's write rolls back.
+    owner text,
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 

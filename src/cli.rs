@@ -90,7 +90,8 @@ async fn rebuild(args: RebuildArgs) -> anyhow::Result<ExitCode> {
         let rebuild_id = projector::request_rebuild(&pool)
             .await?
             .context("a rebuild is already queued; start `serve` to run it")?;
-        projector::rebuild(&pool, args.livemode, rebuild_id, |p| {
+        let owner = format!("rebuild command {}", uuid::Uuid::new_v4());
+        projector::rebuild(&pool, args.livemode, rebuild_id, &owner, |p| {
             println!(
                 "rebuild {rebuild_id}: {}/{} events",
                 p.position_done, p.position_target

@@ -89,6 +89,9 @@ pub struct ServeArgs {
     /// Which mode's events the read models take: true (live) or false (test).
     #[arg(long, env = "LEDGER_LIVEMODE", default_value_t = false, action = clap::ArgAction::Set)]
     pub livemode: bool,
+    /// On election, rebuild the read models when they come from another fold version.
+    #[arg(long)]
+    pub rebuild_stale: bool,
     /// Log format: text or json.
     #[arg(long, env = "LEDGER_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -155,6 +158,9 @@ pub struct Config {
     pub admin_tokens: Vec<String>,
     pub max_body_bytes: usize,
     pub livemode: bool,
+    /// A fresh ID per process: who holds the projector (`projections.owner`).
+    pub instance_id: String,
+    pub rebuild_stale: bool,
 }
 
 /// A setting that stops start-up; the message names the setting, never its value.
@@ -199,6 +205,8 @@ impl Config {
             admin_tokens: split_list(&args.admin_tokens).map(str::to_owned).collect(),
             max_body_bytes: args.max_body_bytes,
             livemode: args.livemode,
+            instance_id: uuid::Uuid::new_v4().to_string(),
+            rebuild_stale: args.rebuild_stale,
         })
     }
 }

@@ -105,6 +105,41 @@ async fn connect_or_create(database_url: &str) -> anyhow::Result<tokio_postgres:
     connect(database_url).await
 }
 
+/// Opens a dedicated connection that LISTENs on `channel`; every notification (and the
+/// connection's end) is signalled on the returned receiver. PostgreSQL delivers NOTIFY at the
+/// notifying transaction's commit, so a wake-up always finds its rows visible.
+pub async fn connect_listening(
+    database_url: &str,
+    channel: &str,
+) -> anyhow::Result<(tokio_postgres::Client, tokio::sync::mpsc::Receiver<()>)> {
+    use futures_util::StreamExt;
+    let (client, mut connection) = pg_config(database_url)?
+        .connect(NoTls)
+        .await
+        .context("connecting to PostgreSQL")?;
+    let (wake, woken) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(tokio_postgres::AsyncMessage::Notification(_)) => {
+                    let _ = wake.try_send(());
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::debug!(%error, "listening connection closed");
+                    break;
+                }
+            }
+        }
+    });
+    client
+        .batch_execute(&format!("LISTEN {channel}"))
+        .await
+        .context("listening for appends")?;
+    Ok((client, woken))
+}
+
 /// Applies pending migrations under an advisory lock, so instances starting together take turns.
 /// Creates the database when it does not exist yet.
 pub async fn migrate(database_url: &str) -> anyhow::Result<usize> {

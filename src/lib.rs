@@ -43,10 +43,15 @@ pub async fn run(
     let pool = db::pool(&config.database_url)?;
     let wake = Arc::new(tokio::sync::Notify::new());
     let stop = CancellationToken::new();
+    let settings = projector::Settings {
+        database_url: config.database_url.clone(),
+        livemode: config.livemode,
+        instance_id: config.instance_id.clone(),
+        rebuild_stale: config.rebuild_stale,
+    };
     let projector = tokio::spawn(projector::run(
         pool.clone(),
-        config.database_url.clone(),
-        config.livemode,
+        settings,
         wake.clone(),
         stop.clone(),
     ));
@@ -78,6 +83,8 @@ pub fn openapi_yaml() -> String {
         admin_tokens: Vec::new(),
         max_body_bytes: 1,
         livemode: false,
+        instance_id: String::new(),
+        rebuild_stale: false,
     };
     let state = Arc::new(http::AppState {
         appender: event_log::Appender::detached(),

@@ -38,18 +38,28 @@ pub const ELECTION_RETRY: Duration = Duration::from_secs(1);
 /// Advisory lock key of the projector ("billproj").
 pub const PROJECTOR_LOCK_KEY: i64 = 0x6269_6c6c_7072_6f6a;
 
+/// PostgreSQL NOTIFY channel every append signals (payload: the new head position).
+pub const APPEND_CHANNEL: &str = "ledger_events";
+
+/// How this instance's projector runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database_url: String,
+    pub livemode: bool,
+    /// Identifies this process in `projections.owner` and the lock connection's
+    /// `application_name`.
+    pub instance_id: String,
+    /// Queue a rebuild on election when the stored rows come from another fold version.
+    pub rebuild_stale: bool,
+}
+
 /// Runs until `shutdown`: competes for the lock, projects while holding it, and competes again
-/// after losing it. `wake` is notified by local appends.
-pub async fn run(
-    pool: Pool,
-    database_url: String,
-    livemode: bool,
-    wake: Arc<Notify>,
-    shutdown: CancellationToken,
-) {
+/// after losing it. `wake` is notified by local appends; appends by other instances arrive by
+/// LISTEN on the lock connection. Returning releases the lock (its connection closes).
+pub async fn run(pool: Pool, settings: Settings, wake: Arc<Notify>, shutdown: CancellationToken) {
     while !shutdown.is_cancelled() {
         let led = tokio::select! {
-            result = lead(&pool, &database_url, livemode, &wake, &shutdown) => result,
+            result = lead(&pool, &settings, &wake, &shutdown) => result,
             () = shutdown.cancelled() => Ok(()),
         };
         if let Err(error) = led {
@@ -65,18 +75,21 @@ pub async fn run(
     }
 }
 
-/// Takes the lock on a fresh connection, waiting for it; returns the connection holding it.
-pub async fn acquire_lock(
-    database_url: &str,
+/// Takes the lock on a fresh listening connection, waiting for it; returns the connection
+/// holding it and its append notifications.
+async fn acquire_lock(
+    settings: &Settings,
     shutdown: &CancellationToken,
-) -> anyhow::Result<tokio_postgres::Client> {
-    let client = crate::db::connect(database_url).await?;
+) -> anyhow::Result<(tokio_postgres::Client, tokio::sync::mpsc::Receiver<()>)> {
+    let (client, notifications) =
+        crate::db::connect_listening(&settings.database_url, APPEND_CHANNEL).await?;
+    let name = format!("billing-ledger projector {}", settings.instance_id);
     client
-        .batch_execute("SET application_name = 'billing-ledger projector'")
+        .execute("SELECT set_config('application_name', $1, false)", &[&name])
         .await?;
     loop {
         if try_lock(&client).await? {
-            return Ok(client);
+            return Ok((client, notifications));
         }
         tokio::select! {
             () = tokio::time::sleep(ELECTION_RETRY) => {}
@@ -95,45 +108,65 @@ pub async fn try_lock(client: &tokio_postgres::Client) -> anyhow::Result<bool> {
 
 async fn lead(
     pool: &Pool,
-    database_url: &str,
-    livemode: bool,
+    settings: &Settings,
     wake: &Notify,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let lock = acquire_lock(database_url, shutdown).await?;
-    tracing::info!(projection.name = PROJECTION_NAME, "projector elected");
-    let mut live = Live::resume(pool, livemode).await?;
+    let (lock, mut appended) = acquire_lock(settings, shutdown).await?;
+    tracing::info!(projection.name = PROJECTION_NAME, instance.id = %settings.instance_id, "projector elected");
+    let owner = settings.instance_id.as_str();
+    let stored_version = claim(pool, owner).await?;
+    if settings.rebuild_stale && stored_version != PROJECTION_VERSION {
+        if let Some(rebuild_id) = request_rebuild(pool).await? {
+            tracing::info!(rebuild.id = %rebuild_id, stored_version, "stale projection: rebuild queued");
+        }
+    }
+    let mut live = Live::resume(pool, settings.livemode, owner).await?;
     loop {
         anyhow::ensure!(!lock.is_closed(), "lost the projector lock connection");
         if let Some(rebuild_id) = pending_rebuild(pool).await? {
-            live = rebuild(pool, livemode, rebuild_id, |_| {}).await?;
+            live = rebuild(pool, settings.livemode, rebuild_id, owner, |_| {}).await?;
             continue;
         }
         if live.step(pool).await? == 0 {
             tokio::select! {
                 () = wake.notified() => {}
+                _ = appended.recv() => {}
                 () = tokio::time::sleep(POLL_INTERVAL) => {}
             }
         }
     }
 }
 
+/// Records this instance as the projection's owner; returns the stored fold version.
+async fn claim(pool: &Pool, owner: &str) -> anyhow::Result<i32> {
+    let client = pool.get().await?;
+    client
+        .execute(
+            "INSERT INTO projections (name, version) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&PROJECTION_NAME, &PROJECTION_VERSION],
+        )
+        .await?;
+    let row = client
+        .query_one(
+            "UPDATE projections SET owner = $2 WHERE name = $1 RETURNING version",
+            &[&PROJECTION_NAME, &owner],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
 /// The leader's in-memory fold and the checkpoint its rows are at.
 pub struct Live {
     ledger: Ledger,
     checkpoint: i64,
+    owner: String,
 }
 
 impl Live {
     /// Rebuilds the in-memory state behind the stored rows.
-    async fn resume(pool: &Pool, livemode: bool) -> anyhow::Result<Live> {
+    async fn resume(pool: &Pool, livemode: bool, owner: &str) -> anyhow::Result<Live> {
         let client = pool.get().await?;
-        client
-            .execute(
-                "INSERT INTO projections (name, version) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                &[&PROJECTION_NAME, &PROJECTION_VERSION],
-            )
-            .await?;
         let checkpoint: i64 = client
             .query_one(
                 "SELECT position FROM projections WHERE name = $1",
@@ -145,7 +178,11 @@ impl Live {
         let mut ledger = Ledger::new(livemode);
         fold_log(pool, &mut ledger, checkpoint).await?;
         ledger.take_changes();
-        Ok(Live { ledger, checkpoint })
+        Ok(Live {
+            ledger,
+            checkpoint,
+            owner: owner.to_owned(),
+        })
     }
 
     /// Folds and writes the next batch; returns how many events it folded.
@@ -163,8 +200,8 @@ impl Live {
         let advanced = tx
             .execute(
                 "UPDATE projections SET position = $3, updated_at = now()
-                 WHERE name = $1 AND position = $2",
-                &[&PROJECTION_NAME, &self.checkpoint, &last],
+                 WHERE name = $1 AND position = $2 AND owner = $4",
+                &[&PROJECTION_NAME, &self.checkpoint, &last, &self.owner],
             )
             .await?;
         anyhow::ensure!(advanced == 1, "checkpoint moved under this projector");
@@ -293,9 +330,10 @@ pub async fn rebuild(
     pool: &Pool,
     livemode: bool,
     rebuild_id: Uuid,
+    owner: &str,
     mut progress: impl FnMut(Progress),
 ) -> anyhow::Result<Live> {
-    let result = rebuild_inner(pool, livemode, rebuild_id, &mut progress).await;
+    let result = rebuild_inner(pool, livemode, rebuild_id, owner, &mut progress).await;
     if let Err(error) = &result {
         let client = pool.get().await?;
         client
@@ -320,6 +358,7 @@ async fn rebuild_inner(
     pool: &Pool,
     livemode: bool,
     rebuild_id: Uuid,
+    owner: &str,
     progress: &mut impl FnMut(Progress),
 ) -> anyhow::Result<Live> {
     let started = std::time::Instant::now();
@@ -377,8 +416,10 @@ async fn rebuild_inner(
     read_models::write(&tx, &changes).await?;
     read_models::record_errors(&tx, &errors).await?;
     tx.execute(
-        "UPDATE projections SET position = $2, version = $3, updated_at = now() WHERE name = $1",
-        &[&PROJECTION_NAME, &target, &PROJECTION_VERSION],
+        "INSERT INTO projections (name, version, position, owner) VALUES ($1, $3, $2, $4)
+         ON CONFLICT (name) DO UPDATE SET position = $2, version = $3, owner = $4,
+             updated_at = now()",
+        &[&PROJECTION_NAME, &target, &PROJECTION_VERSION, &owner],
     )
     .await?;
     tx.execute(
@@ -393,5 +434,6 @@ async fn rebuild_inner(
     Ok(Live {
         ledger,
         checkpoint: target,
+        owner: owner.to_owned(),
     })
 }

@@ -73,6 +73,9 @@ pub struct ProjectionView {
     pub lag_seconds: f64,
     /// Whether some instance holds the projector lock.
     pub projector_running: bool,
+    /// Instance ID of the projector that last wrote the checkpoint (the lock holder while
+    /// `projector_running`); each `serve` process logs its ID when elected.
+    pub projector_instance: Option<String>,
     pub error_count: i64,
     pub last_error: Option<ProjectionErrorView>,
     /// The running or most recent rebuild.
@@ -183,7 +186,8 @@ impl AdminApi {
                     EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
                         AND classid = ($3::int8 >> 32)::oid AND objid = ($3::int8 & 4294967295)::oid
                         AND objsubid = 1),
-                    (SELECT count(*) FROM projection_errors WHERE projection = $1)
+                    (SELECT count(*) FROM projection_errors WHERE projection = $1),
+                    p.owner
                  FROM log_head h LEFT JOIN projections p ON p.name = $1",
                 &[&PROJECTION_NAME, &PROJECTION_VERSION, &PROJECTOR_LOCK_KEY],
             )
@@ -250,6 +254,7 @@ impl AdminApi {
                     0.0
                 },
                 projector_running,
+                projector_instance: row.get(6),
                 error_count: row.get(5),
                 last_error,
                 rebuild,

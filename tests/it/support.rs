@@ -198,6 +198,8 @@ pub fn test_config(database_url: &str) -> Config {
         admin_tokens: vec![ADMIN_TOKEN.into()],
         max_body_bytes: 64 * 1024,
         livemode: false,
+        instance_id: uuid::Uuid::new_v4().to_string(),
+        rebuild_stale: false,
     }
 }
 
