@@ -3,6 +3,7 @@
 
 mod api;
 mod audit;
+mod engine;
 mod events;
 mod fixtures;
 mod flows;
