@@ -9,6 +9,9 @@ CREATE TABLE projections (
     -- The instance whose projector wrote `position` (its instance ID); the checkpoint advances
     -- only by compare-and-set on (position, owner), so a deposed projector's write rolls back.
     owner text,
+    -- Why the projector last stopped (cleared by its next successful batch).
+    last_failure text,
+    last_failure_at timestamptz,
     updated_at timestamptz NOT NULL DEFAULT now()
 );
 

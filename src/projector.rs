@@ -63,10 +63,9 @@ pub async fn run(pool: Pool, settings: Settings, wake: Arc<Notify>, shutdown: Ca
             () = shutdown.cancelled() => Ok(()),
         };
         if let Err(error) = led {
-            tracing::warn!(
-                error = format!("{error:#}"),
-                "projector stopped; competing again"
-            );
+            let error = format!("{error:#}");
+            tracing::warn!(%error, "projector stopped; competing again");
+            record_failure(&pool, &error).await;
         }
         tokio::select! {
             () = tokio::time::sleep(ELECTION_RETRY) => {}
@@ -138,6 +137,19 @@ async fn lead(
     }
 }
 
+/// Makes a projector failure visible in the status (best effort: the database may be the
+/// cause).
+async fn record_failure(pool: &Pool, error: &str) {
+    if let Ok(client) = pool.get().await {
+        let _ = client
+            .execute(
+                "UPDATE projections SET last_failure = $2, last_failure_at = now() WHERE name = $1",
+                &[&PROJECTION_NAME, &error],
+            )
+            .await;
+    }
+}
+
 /// Records this instance as the projection's owner; returns the stored fold version.
 async fn claim(pool: &Pool, owner: &str) -> anyhow::Result<i32> {
     let client = pool.get().await?;
@@ -191,7 +203,7 @@ impl Live {
         let Some(last) = batch.last().map(|e| e.position) else {
             return Ok(0);
         };
-        let errors = fold(&mut self.ledger, &batch);
+        let errors = fold(&mut self.ledger, &batch, true);
         let changes = self.ledger.take_changes();
         let mut client = pool.get().await?;
         let tx = client.transaction().await?;
@@ -199,7 +211,8 @@ impl Live {
         read_models::record_errors(&tx, &errors).await?;
         let advanced = tx
             .execute(
-                "UPDATE projections SET position = $3, updated_at = now()
+                "UPDATE projections SET position = $3, updated_at = now(), last_failure = NULL,
+                     last_failure_at = NULL
                  WHERE name = $1 AND position = $2 AND owner = $4",
                 &[&PROJECTION_NAME, &self.checkpoint, &last, &self.owner],
             )
@@ -242,8 +255,9 @@ pub struct RecordedError {
     pub error: FoldError,
 }
 
-/// Folds a batch; returns the events the fold could not read (they stay in the log).
-fn fold(ledger: &mut Ledger, batch: &[Stored]) -> Vec<RecordedError> {
+/// Folds a batch; returns the events the fold could not read (they stay in the log). Each
+/// failure is logged once, when first met (`log`), not again when state is re-folded.
+fn fold(ledger: &mut Ledger, batch: &[Stored], log: bool) -> Vec<RecordedError> {
     let mut errors = Vec::new();
     for stored in batch {
         let result = match &stored.event {
@@ -254,8 +268,10 @@ fn fold(ledger: &mut Ledger, batch: &[Stored]) -> Vec<RecordedError> {
             }),
         };
         if let Err(error) = result {
-            tracing::warn!(stripe.event_id = %error.event_id, log.position = stored.position,
+            if log {
+                tracing::warn!(stripe.event_id = %error.event_id, log.position = stored.position,
                 error = %error.message, "projection error recorded");
+            }
             errors.push(RecordedError {
                 position: stored.position,
                 error,
@@ -280,7 +296,7 @@ async fn fold_log(
         let Some(last) = batch.last().map(|e| e.position) else {
             break;
         };
-        errors.extend(fold(ledger, &batch));
+        errors.extend(fold(ledger, &batch, false));
         position = last;
     }
     Ok(errors)
@@ -385,7 +401,7 @@ async fn rebuild_inner(
         let Some(last) = batch.last().map(|e| e.position) else {
             break;
         };
-        errors.extend(fold(&mut ledger, &batch));
+        errors.extend(fold(&mut ledger, &batch, false));
         position_done = last;
         progress(Progress {
             position_done,
@@ -418,7 +434,7 @@ async fn rebuild_inner(
     tx.execute(
         "INSERT INTO projections (name, version, position, owner) VALUES ($1, $3, $2, $4)
          ON CONFLICT (name) DO UPDATE SET position = $2, version = $3, owner = $4,
-             updated_at = now()",
+             updated_at = now(), last_failure = NULL, last_failure_at = NULL",
         &[&PROJECTION_NAME, &target, &PROJECTION_VERSION, &owner],
     )
     .await?;

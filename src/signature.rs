@@ -56,6 +56,8 @@ impl std::fmt::Debug for WebhookSecret {
 pub enum SignatureError {
     #[error("missing Stripe-Signature header")]
     MissingHeader,
+    #[error("Stripe-Signature header is longer than 8192 bytes")]
+    HeaderTooLong,
     #[error("Stripe-Signature header has no valid timestamp `t`")]
     NoTimestamp,
     #[error("Stripe-Signature header has no v1 signature")]
@@ -124,7 +126,7 @@ pub fn verify(
 ) -> Result<Verified, SignatureError> {
     let header = header.ok_or(SignatureError::MissingHeader)?;
     if header.len() > HEADER_BYTES_MAX {
-        return Err(SignatureError::NoMatch);
+        return Err(SignatureError::HeaderTooLong);
     }
     let parsed = parse_header(header)?;
     let mut matched = None;

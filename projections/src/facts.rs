@@ -127,8 +127,77 @@ pub enum Fact {
     Ignored,
 }
 
-/// Reads one event into a [`Fact`]. Errors name the field that could not be read.
+/// Longest Stripe object ID kept in a read model, in bytes (Stripe's are under 100).
+pub const OBJECT_ID_BYTES_MAX: usize = 255;
+/// Longest free-text value (a customer's name or email) kept in a read model, in bytes.
+pub const TEXT_BYTES_MAX: usize = 4_096;
+
+/// Checks a string the fold would write: PostgreSQL `text` cannot hold NUL, and an indexed ID
+/// must stay far below the B-tree row limit (about 2.7 KB).
+fn storable(value: &str, what: &str, bytes_max: usize) -> Result<(), String> {
+    if value.contains('\0') {
+        return Err(format!("{what} contains a NUL character"));
+    }
+    if value.len() > bytes_max {
+        return Err(format!("{what} is longer than {bytes_max} bytes"));
+    }
+    Ok(())
+}
+
+fn storable_ids<'a>(ids: impl IntoIterator<Item = Option<&'a String>>) -> Result<(), String> {
+    ids.into_iter()
+        .flatten()
+        .try_for_each(|id| storable(id, "an ID", OBJECT_ID_BYTES_MAX))
+}
+
+/// Every string a fact carries must be storable; otherwise the event is a projection error.
+fn check_storable(fact: &Fact) -> Result<(), String> {
+    let short = |v: Option<&String>, what: &str| match v {
+        Some(v) => storable(v, what, OBJECT_ID_BYTES_MAX),
+        None => Ok(()),
+    };
+    match fact {
+        Fact::Subscription { id, snapshot, .. } => storable_ids([
+            Some(id),
+            snapshot.customer_id.as_ref(),
+            snapshot.price_id.as_ref(),
+        ]),
+        Fact::Invoice(f) => storable_ids([Some(&f.subscription_id), f.customer_id.as_ref()]),
+        Fact::Session { id, snapshot, .. } => {
+            storable_ids([
+                Some(id),
+                snapshot.customer_id.as_ref(),
+                snapshot.subscription_id.as_ref(),
+            ])?;
+            short(snapshot.payment_status.as_ref(), "payment_status")?;
+            short(snapshot.mode.as_ref(), "mode")?;
+            short(snapshot.currency.as_ref(), "currency")
+        }
+        Fact::Customer { id, snapshot, .. } => {
+            storable_ids([Some(id)])?;
+            for (value, what) in [(&snapshot.email, "email"), (&snapshot.name, "name")] {
+                if let Some(value) = value {
+                    storable(value, what, TEXT_BYTES_MAX)?;
+                }
+            }
+            Ok(())
+        }
+        Fact::Ignored => Ok(()),
+    }
+}
+
+/// Reads one event into a [`Fact`]. Errors name the field that could not be read, or the
+/// value the read models cannot store.
 pub fn read(event: &Event) -> Result<Fact, FoldError> {
+    let fact = read_fact(event)?;
+    check_storable(&fact).map_err(|message| FoldError {
+        event_id: event.id.clone(),
+        message,
+    })?;
+    Ok(fact)
+}
+
+fn read_fact(event: &Event) -> Result<Fact, FoldError> {
     let fail = |message: String| FoldError {
         event_id: event.id.clone(),
         message,

@@ -535,6 +535,37 @@ fn unreadable_payloads_are_errors_naming_the_event() {
 }
 
 #[test]
+fn values_the_read_models_cannot_store_are_errors() {
+    let nul_name = event(
+        "evt_nul",
+        "customer.created",
+        T,
+        json!({"id": "cus_1", "name": "Bob\u{0}"}),
+    );
+    let long_id = event(
+        "evt_long",
+        "customer.created",
+        T,
+        json!({"id": "c".repeat(3000)}),
+    );
+    let nul_sub = invoice(
+        "evt_nsub",
+        "invoice.paid",
+        T,
+        "sub_\u{0}",
+        "cus_1",
+        "subscription_cycle",
+        true,
+    );
+    let mut ledger = Ledger::new(false);
+    for e in [&nul_name, &long_id, &nul_sub] {
+        let error = ledger.apply(e).unwrap_err();
+        assert_eq!(error.event_id, e.id);
+    }
+    assert_eq!(ledger.read_models(), ReadModels::default());
+}
+
+#[test]
 fn session_lifecycle_and_customers() {
     let expired = event(
         "evt_x",

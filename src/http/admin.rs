@@ -61,8 +61,9 @@ pub struct ProjectionView {
     pub version: i32,
     /// The fold version this build runs.
     pub code_version: i32,
-    /// `live`, `rebuilding`, `stale` (rows from another fold version: rebuild), or `idle` (no
-    /// instance holds the projector lock).
+    /// `live`, `rebuilding`, `failed` (the projector stopped on an error, see
+    /// `projector_failure`; it retries every second), `stale` (rows from another fold version:
+    /// rebuild), or `idle` (no instance holds the projector lock).
     pub status: String,
     /// Last log position folded into the rows.
     pub checkpoint: i64,
@@ -76,6 +77,8 @@ pub struct ProjectionView {
     /// Instance ID of the projector that last wrote the checkpoint (the lock holder while
     /// `projector_running`); each `serve` process logs its ID when elected.
     pub projector_instance: Option<String>,
+    /// Why the projector last stopped, until its next successful batch.
+    pub projector_failure: Option<String>,
     pub error_count: i64,
     pub last_error: Option<ProjectionErrorView>,
     /// The running or most recent rebuild.
@@ -187,7 +190,7 @@ impl AdminApi {
                         AND classid = ($3::int8 >> 32)::oid AND objid = ($3::int8 & 4294967295)::oid
                         AND objsubid = 1),
                     (SELECT count(*) FROM projection_errors WHERE projection = $1),
-                    p.owner
+                    p.owner, p.last_failure
                  FROM log_head h LEFT JOIN projections p ON p.name = $1",
                 &[&PROJECTION_NAME, &PROJECTION_VERSION, &PROJECTOR_LOCK_KEY],
             )
@@ -230,8 +233,11 @@ impl AdminApi {
         let rebuilding = rebuild
             .as_ref()
             .is_some_and(|r| r.status == "running" || r.status == "pending");
+        let failure: Option<String> = row.get(7);
         let status = if rebuilding {
             "rebuilding"
+        } else if failure.is_some() {
+            "failed"
         } else if version != PROJECTION_VERSION {
             "stale"
         } else if !projector_running {
@@ -255,6 +261,7 @@ impl AdminApi {
                 },
                 projector_running,
                 projector_instance: row.get(6),
+                projector_failure: failure,
                 error_count: row.get(5),
                 last_error,
                 rebuild,

@@ -66,10 +66,25 @@ impl ApiError {
     }
 }
 
+/// Whether PostgreSQL refused a parameter's text (a NUL character, SQLSTATE 22021): the
+/// client's input, not an outage.
+fn is_bad_text(error: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    error.code() == Some(&SqlState::CHARACTER_NOT_IN_REPERTOIRE)
+        || error.code() == Some(&SqlState::UNTRANSLATABLE_CHARACTER)
+}
+
 /// Database and other operating errors: logged with their cause chain, answered 503 so clients
-/// (and Stripe) retry.
+/// (and Stripe) retry. A parameter PostgreSQL cannot hold as text is a 400.
 impl From<anyhow::Error> for ApiError {
     fn from(error: anyhow::Error) -> ApiError {
+        let bad_text = error
+            .chain()
+            .filter_map(|cause| cause.downcast_ref::<tokio_postgres::Error>())
+            .any(is_bad_text);
+        if bad_text {
+            return ApiError::bad_request("parameters must not contain NUL characters");
+        }
         tracing::error!(error = format!("{error:#}"), "request failed");
         ApiError::Unavailable(body("the database is unavailable; retry later"))
     }
@@ -119,7 +134,8 @@ pub async fn json_errors<E: Endpoint>(next: E, request: Request) -> poem::Result
         json.set_status(status);
         json
     };
-    if status == StatusCode::UNAUTHORIZED {
+    // Our own 401s say what they need; this covers the framework's (a missing bearer token).
+    if status == StatusCode::UNAUTHORIZED && !is_json {
         response
             .headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -127,7 +127,25 @@ async fn events_page_by_cursor_and_filter() {
         .await;
     assert_eq!(window["events"].as_array().unwrap().len(), 2);
 
-    for bad in ["limit=0", "limit=1001", "cursor=%21%21", "from=yesterday"] {
+    for path in [
+        "/api/billing/events/%00",
+        "/api/billing/customers/a%00b",
+        "/api/billing/tenants/%00/pricing",
+    ] {
+        let response = app.get(path, FINANCE_TOKEN).await;
+        assert_eq!(response.status(), 400, "{path}");
+        assert!(response.json::<Value>().await.unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .contains("NUL"));
+    }
+    for bad in [
+        "limit=0",
+        "limit=1001",
+        "cursor=%21%21",
+        "from=yesterday",
+        "type=%00",
+    ] {
         let response = app
             .get(&format!("/api/billing/events?{bad}"), FINANCE_TOKEN)
             .await;

@@ -325,3 +325,66 @@ async fn start_up_refuses_an_unreachable_database_with_a_clear_error() {
         "{error:#}"
     );
 }
+
+#[tokio::test]
+async fn a_value_the_read_models_cannot_store_is_a_projection_error_not_a_stall() {
+    let app = TestApp::start().await;
+    let nul = envelope(
+        "evt_nul_name",
+        "customer.created",
+        1_700_000_000,
+        json!({"id": "cus_n", "object": "customer", "name": "Bob\u{0}"}),
+    );
+    let long = envelope(
+        "evt_long_id",
+        "customer.created",
+        1_700_000_001,
+        json!({"id": "c".repeat(3000), "object": "customer"}),
+    );
+    let fine = envelope(
+        "evt_fine",
+        "customer.created",
+        1_700_000_002,
+        json!({"id": "cus_f", "object": "customer", "name": "Zoë"}),
+    );
+    for event in [&nul, &long, &fine] {
+        app.deliver(event).await;
+    }
+    app.wait_projected().await;
+    let errors: Vec<String> = app
+        .db
+        .client()
+        .await
+        .query(
+            "SELECT event_id FROM projection_errors ORDER BY position",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(errors, ["evt_nul_name", "evt_long_id"]);
+    assert_eq!(
+        app.get_json("/api/billing/customers/cus_f").await["name"],
+        "Zoë"
+    );
+    let detail = app.get_json("/api/billing/events/evt_nul_name").await;
+    assert!(detail["projection_error"].as_str().unwrap().contains("NUL"));
+    let status: Value = app
+        .get(
+            "/api/billing/admin/projections",
+            crate::support::ADMIN_TOKEN,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["projections"][0]["status"], "live");
+    assert_eq!(status["projections"][0]["lag_events"], 0);
+    assert_eq!(status["projections"][0]["error_count"], 2);
+    assert_eq!(
+        status["projections"][0]["last_error"]["event_id"],
+        "evt_long_id"
+    );
+}
