@@ -13,9 +13,9 @@ pub async fn execute(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve(args) => {
             let config = Config::from_args(&args)?;
-            let listener = tokio::net::TcpListener::bind(args.listen)
+            let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
-                .with_context(|| format!("LEDGER_LISTEN: cannot listen on {}", args.listen))?;
+                .with_context(|| format!("LEDGER_LISTEN: cannot listen on {}", config.listen))?;
             let address = listener.local_addr()?;
             tracing::info!(%address, livemode = config.livemode, "billing-ledger listening");
             crate::run(config, listener, shutdown_signal()).await?;

@@ -62,11 +62,11 @@ pub struct ServeArgs {
     #[arg(long, env = "STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
     /// Largest accepted age (and future skew) of the signature timestamp, seconds.
-    #[arg(long, env = "STRIPE_WEBHOOK_TOLERANCE_SECS", default_value_t = TOLERANCE_SECS_DEFAULT)]
-    pub tolerance_secs: u64,
+    #[arg(long, env = "STRIPE_WEBHOOK_TOLERANCE_SECS", default_value_t = TOLERANCE_SECS_DEFAULT.to_string())]
+    pub tolerance_secs: String,
     /// Listen address.
     #[arg(long, env = "LEDGER_LISTEN", default_value = LISTEN_DEFAULT)]
-    pub listen: SocketAddr,
+    pub listen: String,
     /// Bearer tokens allowed to read, comma-separated.
     #[arg(
         long,
@@ -84,11 +84,11 @@ pub struct ServeArgs {
     )]
     pub admin_tokens: String,
     /// Largest accepted webhook body, bytes.
-    #[arg(long, env = "LEDGER_MAX_BODY_BYTES", default_value_t = BODY_BYTES_MAX_DEFAULT)]
-    pub max_body_bytes: usize,
+    #[arg(long, env = "LEDGER_MAX_BODY_BYTES", default_value_t = BODY_BYTES_MAX_DEFAULT.to_string())]
+    pub max_body_bytes: String,
     /// Which mode's events the read models take: true (live) or false (test).
-    #[arg(long, env = "LEDGER_LIVEMODE", default_value_t = false, action = clap::ArgAction::Set)]
-    pub livemode: bool,
+    #[arg(long, env = "LEDGER_LIVEMODE", default_value = "false")]
+    pub livemode: String,
     /// On election, rebuild the read models when they come from another fold version.
     #[arg(long)]
     pub rebuild_stale: bool,
@@ -148,10 +148,15 @@ pub struct SendArgs {
     pub paths: Vec<PathBuf>,
 }
 
+/// Largest accepted `STRIPE_WEBHOOK_TOLERANCE_SECS`: one day. Stripe signs every retry anew,
+/// so a larger window only widens replay.
+pub const TOLERANCE_SECS_MAX: u64 = 86_400;
+
 /// Everything `serve` needs, checked.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database_url: String,
+    pub listen: SocketAddr,
     pub webhook_secrets: Vec<WebhookSecret>,
     pub tolerance_secs: u64,
     pub finance_tokens: Vec<String>,
@@ -189,22 +194,55 @@ impl Config {
                 problem: "required: one or more whsec_... secrets, comma-separated",
             });
         }
-        if args.max_body_bytes == 0 {
-            return Err(ConfigError {
+        let tolerance_secs = args
+            .tolerance_secs
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|t| *t <= TOLERANCE_SECS_MAX)
+            .ok_or(ConfigError {
+                setting: "STRIPE_WEBHOOK_TOLERANCE_SECS",
+                problem: "must be a whole number of seconds from 0 to 86400",
+            })?;
+        let max_body_bytes = args
+            .max_body_bytes
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|b| *b > 0)
+            .ok_or(ConfigError {
                 setting: "LEDGER_MAX_BODY_BYTES",
-                problem: "must be a positive number of bytes",
-            });
-        }
+                problem: "must be a positive whole number of bytes",
+            })?;
+        let listen = args
+            .listen
+            .trim()
+            .parse::<SocketAddr>()
+            .map_err(|_| ConfigError {
+                setting: "LEDGER_LISTEN",
+                problem: "must be an address and port such as 127.0.0.1:3000",
+            })?;
+        let livemode = match args.livemode.trim() {
+            "true" | "1" => true,
+            "false" | "0" => false,
+            _ => {
+                return Err(ConfigError {
+                    setting: "LEDGER_LIVEMODE",
+                    problem: "must be true or false",
+                })
+            }
+        };
         Ok(Config {
             database_url: args.database.database_url.clone(),
+            listen,
             webhook_secrets,
-            tolerance_secs: args.tolerance_secs,
+            tolerance_secs,
             finance_tokens: split_list(&args.finance_tokens)
                 .map(str::to_owned)
                 .collect(),
             admin_tokens: split_list(&args.admin_tokens).map(str::to_owned).collect(),
-            max_body_bytes: args.max_body_bytes,
-            livemode: args.livemode,
+            max_body_bytes,
+            livemode,
             instance_id: uuid::Uuid::new_v4().to_string(),
             rebuild_stale: args.rebuild_stale,
         })
@@ -213,4 +251,42 @@ impl Config {
 
 fn split_list(raw: &str) -> impl Iterator<Item = &str> {
     raw.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> Result<Config, ConfigError> {
+        let mut argv = vec!["billing-ledger", "serve"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Serve(serve) => Config::from_args(&serve),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn each_bad_setting_is_named_without_its_value() {
+        let secret = "--webhook-secret=whsec_a,whsec_b";
+        assert_eq!(serve(&[secret]).unwrap().webhook_secrets.len(), 2);
+        let cases = [
+            (
+                vec!["--webhook-secret=sk_live_oops"],
+                "STRIPE_WEBHOOK_SECRET",
+            ),
+            (
+                vec![secret, "--tolerance-secs=abc"],
+                "STRIPE_WEBHOOK_TOLERANCE_SECS",
+            ),
+            (vec![secret, "--max-body-bytes=0"], "LEDGER_MAX_BODY_BYTES"),
+            (vec![secret, "--listen=nowhere"], "LEDGER_LISTEN"),
+            (vec![secret, "--livemode=maybe"], "LEDGER_LIVEMODE"),
+        ];
+        for (args, setting) in cases {
+            let error = serve(&args).unwrap_err();
+            assert_eq!(error.setting, setting);
+            assert!(!error.to_string().contains("sk_live_oops"));
+        }
+    }
 }

@@ -77,6 +77,7 @@ pub fn openapi_yaml() -> String {
     let pool = db::pool(config::DATABASE_URL_DEFAULT).expect("the default URL parses");
     let config = Config {
         database_url: String::new(),
+        listen: ([127, 0, 0, 1], 0).into(),
         webhook_secrets: Vec::new(),
         tolerance_secs: 0,
         finance_tokens: Vec::new(),

@@ -189,6 +189,7 @@ pub struct TestApp {
 pub fn test_config(database_url: &str) -> Config {
     Config {
         database_url: database_url.to_owned(),
+        listen: ([127, 0, 0, 1], 0).into(),
         webhook_secrets: vec![
             WebhookSecret::parse(SECRET).unwrap(),
             WebhookSecret::parse(SECRET_OLD).unwrap(),
