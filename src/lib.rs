@@ -16,6 +16,7 @@ pub mod config;
 pub mod db;
 pub mod event_log;
 pub mod http;
+pub mod metrics;
 pub mod projector;
 pub mod read_models;
 pub mod signature;
@@ -57,6 +58,7 @@ pub async fn run(
     ));
     let state = Arc::new(http::AppState {
         appender: event_log::Appender::start(pool.clone()),
+        metrics: metrics::Metrics::default(),
         config,
         pool,
         wake,
@@ -89,6 +91,7 @@ pub fn openapi_yaml() -> String {
     };
     let state = Arc::new(http::AppState {
         appender: event_log::Appender::detached(),
+        metrics: metrics::Metrics::default(),
         config,
         pool,
         wake: Arc::default(),

@@ -25,6 +25,7 @@ pub struct AppState {
     pub config: Config,
     pub pool: Pool,
     pub appender: Appender,
+    pub metrics: crate::metrics::Metrics,
     /// Wakes this instance's projector after an append.
     pub wake: Arc<Notify>,
 }

@@ -1,7 +1,7 @@
 //! Liveness and readiness for orchestrators.
 
 use super::AppState;
-use poem_openapi::payload::Json;
+use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use std::sync::Arc;
 
@@ -34,6 +34,13 @@ impl OpsApi {
         Json(Health {
             status: "ok".into(),
         })
+    }
+
+    /// Prometheus metrics (text format 0.0.4): webhooks by outcome, append latency, log head,
+    /// projection position and lag, fold errors, unresolved events, rebuild progress.
+    #[oai(path = "/metrics", method = "get", tag = "super::Tag::Operations")]
+    async fn metrics(&self) -> PlainText<String> {
+        PlainText(self.state.metrics.render(&self.state.pool).await)
     }
 
     /// The database is reachable and migrations are applied.

@@ -8,6 +8,7 @@
 use super::error::{body, ErrorBody};
 use super::AppState;
 use crate::event_log::{AppendError, Delivery, Source};
+use crate::metrics::WebhookOutcome;
 use crate::signature;
 use bytes::Bytes;
 use poem::{Request, RequestBody};
@@ -140,6 +141,7 @@ impl WebhookApi {
         let bytes = match raw.0 {
             Ok(bytes) => bytes,
             Err(BodyProblem::TooLarge(limit)) => {
+                state.metrics.webhook(WebhookOutcome::TooLarge);
                 tracing::warn!(
                     webhook.outcome = "too_large",
                     limit_bytes = limit,
@@ -148,6 +150,7 @@ impl WebhookApi {
                 return WebhookResponse::TooLarge(body(format!("body larger than {limit} bytes")));
             }
             Err(BodyProblem::Unreadable(cause)) => {
+                state.metrics.webhook(WebhookOutcome::NotAnEvent);
                 tracing::warn!(webhook.outcome = "unreadable", %cause, "webhook refused");
                 return WebhookResponse::NotAnEvent(body("the body could not be read"));
             }
@@ -168,6 +171,7 @@ impl WebhookApi {
         ) {
             Ok(verified) => verified,
             Err(error) => {
+                state.metrics.webhook(WebhookOutcome::BadSignature);
                 tracing::warn!(webhook.outcome = "bad_signature", reason = %error, "webhook refused");
                 return WebhookResponse::BadSignature(body(error.to_string()));
             }
@@ -175,6 +179,7 @@ impl WebhookApi {
         let event = match Event::parse(&bytes) {
             Ok(event) => event,
             Err(error) => {
+                state.metrics.webhook(WebhookOutcome::NotAnEvent);
                 tracing::warn!(webhook.outcome = "not_an_event", reason = %error, "webhook refused");
                 return WebhookResponse::NotAnEvent(body(format!("not a Stripe event: {error}")));
             }
@@ -193,6 +198,12 @@ impl WebhookApi {
         match state.appender.append(delivery).await {
             Ok(appended) => {
                 state.wake.notify_one();
+                state.metrics.append_latency(started.elapsed());
+                state.metrics.webhook(if appended.duplicate {
+                    WebhookOutcome::Duplicate
+                } else {
+                    WebhookOutcome::Stored
+                });
                 tracing::info!(stripe.event_id = %event_id, log.position = appended.position,
                     duplicate = appended.duplicate,
                     duration_ms = started.elapsed().as_millis() as u64, "webhook stored");
@@ -203,6 +214,7 @@ impl WebhookApi {
                 }))
             }
             Err(error) => {
+                state.metrics.webhook(WebhookOutcome::Unavailable);
                 let cause = match &error {
                     AppendError::Unavailable(source) => format!("{source:#}"),
                     other => other.to_string(),

@@ -337,3 +337,44 @@ async fn paging_while_events_arrive_misses_nothing_and_repeats_nothing() {
     let expected: Vec<i64> = (1..=5_000).collect();
     assert_eq!(seen, expected, "every position once, in order");
 }
+
+#[tokio::test]
+async fn metrics_count_outcomes_and_report_the_projection() {
+    let app = TestApp::start().await;
+    let event = envelope(
+        "evt_m1",
+        "customer.created",
+        1_700_000_000,
+        json!({"id": "cus_m", "object": "customer"}),
+    );
+    app.deliver(&event).await;
+    app.deliver(&event).await;
+    assert_eq!(
+        app.post_signed(b"{}", Some("t=1,v1=00")).await.status(),
+        401
+    );
+    app.wait_projected().await;
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "billing_ledger_webhooks_total{outcome=\"stored\"} 1",
+        "billing_ledger_webhooks_total{outcome=\"duplicate\"} 1",
+        "billing_ledger_webhooks_total{outcome=\"bad_signature\"} 1",
+        "billing_ledger_append_duration_seconds_count 2",
+        "billing_ledger_log_head_position 1",
+        "billing_ledger_projection_position 1",
+        "billing_ledger_projection_lag_events 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+}

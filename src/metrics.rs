@@ -1,0 +1,190 @@
+//! Prometheus metrics (`GET /metrics`, text format 0.0.4).
+//!
+//! Counters and the append-latency histogram are this instance's; the log and projection
+//! gauges are read from the database at scrape time, so every instance reports the same
+//! shared truth (the projector may run elsewhere).
+
+use deadpool_postgres::Pool;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: &'static str,
+}
+
+/// What a webhook delivery came to; the `outcome` label of `billing_ledger_webhooks_total`.
+#[derive(Debug, Clone, Copy)]
+pub enum WebhookOutcome {
+    Stored,
+    Duplicate,
+    BadSignature,
+    NotAnEvent,
+    TooLarge,
+    Unavailable,
+}
+
+impl WebhookOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            WebhookOutcome::Stored => "stored",
+            WebhookOutcome::Duplicate => "duplicate",
+            WebhookOutcome::BadSignature => "bad_signature",
+            WebhookOutcome::NotAnEvent => "not_an_event",
+            WebhookOutcome::TooLarge => "too_large",
+            WebhookOutcome::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// This instance's metrics.
+pub struct Metrics {
+    registry: Registry,
+    webhooks: Family<Outcome, Counter>,
+    append_seconds: Histogram,
+    log_head: Gauge,
+    projection_position: Gauge,
+    projection_lag_events: Gauge,
+    projection_lag_seconds: Gauge<f64, AtomicU64>,
+    projection_errors: Gauge,
+    unresolved_events: Gauge,
+    rebuild_progress: Gauge<f64, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let mut registry = Registry::with_prefix("billing_ledger");
+        let webhooks = Family::<Outcome, Counter>::default();
+        registry.register(
+            "webhooks",
+            "Webhook deliveries by outcome",
+            webhooks.clone(),
+        );
+        // 0.5 ms to about 16 s.
+        let append_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register(
+            "append_duration_seconds",
+            "Time from a verified delivery to its committed append",
+            append_seconds.clone(),
+        );
+        let log_head = Gauge::default();
+        registry.register(
+            "log_head_position",
+            "Last position appended to the log",
+            log_head.clone(),
+        );
+        let projection_position = Gauge::default();
+        registry.register(
+            "projection_position",
+            "Last log position folded into the read models",
+            projection_position.clone(),
+        );
+        let projection_lag_events = Gauge::default();
+        registry.register(
+            "projection_lag_events",
+            "Events appended but not yet folded",
+            projection_lag_events.clone(),
+        );
+        let projection_lag_seconds = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "projection_lag_seconds",
+            "Age of the oldest event not yet folded",
+            projection_lag_seconds.clone(),
+        );
+        let projection_errors = Gauge::default();
+        registry.register(
+            "projection_errors",
+            "Events the fold could not read",
+            projection_errors.clone(),
+        );
+        let unresolved_events = Gauge::default();
+        registry.register(
+            "unresolved_events",
+            "Events whose tenant is not known yet",
+            unresolved_events.clone(),
+        );
+        let rebuild_progress = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "rebuild_progress_ratio",
+            "Progress of the running rebuild, 0 to 1 (1 when none runs)",
+            rebuild_progress.clone(),
+        );
+        Metrics {
+            registry,
+            webhooks,
+            append_seconds,
+            log_head,
+            projection_position,
+            projection_lag_events,
+            projection_lag_seconds,
+            projection_errors,
+            unresolved_events,
+            rebuild_progress,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts one webhook delivery.
+    pub fn webhook(&self, outcome: WebhookOutcome) {
+        self.webhooks
+            .get_or_create(&Outcome {
+                outcome: outcome.label(),
+            })
+            .inc();
+    }
+
+    /// Records one committed append's latency.
+    pub fn append_latency(&self, duration: std::time::Duration) {
+        self.append_seconds.observe(duration.as_secs_f64());
+    }
+
+    /// Renders every metric, refreshing the shared gauges from the database first (left as
+    /// they were when it does not answer).
+    pub async fn render(&self, pool: &Pool) -> String {
+        if let Err(error) = self.refresh(pool).await {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "metrics: database gauges not refreshed"
+            );
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+
+    async fn refresh(&self, pool: &Pool) -> anyhow::Result<()> {
+        let client = pool.get().await?;
+        let row = client
+            .query_one(
+                "SELECT h.position, coalesce(p.position, 0),
+                    coalesce(extract(epoch FROM now() - (SELECT received_at FROM events
+                        WHERE position = coalesce(p.position, 0) + 1))::float8, 0),
+                    (SELECT count(*) FROM projection_errors),
+                    (SELECT count(*) FROM unresolved_events),
+                    (SELECT CASE WHEN coalesce(position_target, 0) = 0 THEN 0
+                                 ELSE position_done::float8 / position_target END
+                     FROM rebuilds WHERE status IN ('pending', 'running') LIMIT 1)
+                 FROM log_head h LEFT JOIN projections p ON p.name = $1",
+                &[&crate::projector::PROJECTION_NAME],
+            )
+            .await?;
+        let (head, position): (i64, i64) = (row.get(0), row.get(1));
+        self.log_head.set(head);
+        self.projection_position.set(position);
+        self.projection_lag_events.set(head - position);
+        self.projection_lag_seconds
+            .set(if head > position { row.get(2) } else { 0.0 });
+        self.projection_errors.set(row.get(3));
+        self.unresolved_events.set(row.get(4));
+        self.rebuild_progress
+            .set(row.get::<_, Option<f64>>(5).unwrap_or(1.0));
+        Ok(())
+    }
+}
