@@ -162,6 +162,10 @@ fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// First and longest pause between `send --retry` attempts.
+const SEND_BACKOFF_FIRST: std::time::Duration = std::time::Duration::from_millis(100);
+const SEND_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Longest `send` waits for one answer.
 const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -175,29 +179,46 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     let (mut accepted, mut refused) = (0, 0);
     for file in &files {
         let body = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-        let header = signature::sign(&secret, chrono::Utc::now().timestamp(), &body);
-        let answer = client
-            .post(&args.url)
-            .header("content-type", "application/json")
-            .header("stripe-signature", header)
-            .body(body)
-            .send()
-            .await;
-        match answer {
-            Ok(response) => {
-                let status = response.status();
-                let text = response.text().await.unwrap_or_default();
-                println!("{} {} {}", status.as_u16(), file.display(), text.trim());
-                if status.is_success() {
-                    accepted += 1;
-                } else {
-                    refused += 1;
+        let deadline =
+            std::time::Instant::now() + std::time::Duration::from_secs(args.retry_for_secs);
+        let mut backoff = SEND_BACKOFF_FIRST;
+        loop {
+            let header = signature::sign(&secret, chrono::Utc::now().timestamp(), &body);
+            let answer = client
+                .post(&args.url)
+                .header("content-type", "application/json")
+                .header("stripe-signature", header)
+                .body(body.clone())
+                .send()
+                .await;
+            let (line, retryable, ok) = match answer {
+                Ok(response) => {
+                    let status = response.status();
+                    let text = response.text().await.unwrap_or_default();
+                    let retryable = status.is_server_error()
+                        || status.as_u16() == 408
+                        || status.as_u16() == 429;
+                    (
+                        format!("{} {} {}", status.as_u16(), file.display(), text.trim()),
+                        retryable,
+                        status.is_success(),
+                    )
                 }
+                Err(error) => (format!("--- {} {error}", file.display()), true, false),
+            };
+            if args.retry && retryable && std::time::Instant::now() < deadline {
+                eprintln!("{line} (retrying in {backoff:?})");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(SEND_BACKOFF_MAX);
+                continue;
             }
-            Err(error) => {
-                println!("--- {} {error}", file.display());
+            println!("{line}");
+            if ok {
+                accepted += 1;
+            } else {
                 refused += 1;
             }
+            break;
         }
     }
     println!("{accepted} accepted, {refused} refused");

@@ -143,6 +143,13 @@ pub struct SendArgs {
     /// The endpoint secret (whsec_...).
     #[arg(long)]
     pub secret: String,
+    /// Retry a delivery that failed (no answer, 408, 429 or 5xx), re-signed each time, with
+    /// exponential backoff, as Stripe does.
+    #[arg(long)]
+    pub retry: bool,
+    /// With --retry, how long to keep retrying one file, seconds.
+    #[arg(long, default_value_t = 60)]
+    pub retry_for_secs: u64,
     /// Event files, or directories searched recursively for *.json files.
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,

@@ -206,3 +206,43 @@ mod tests {
         assert_eq!(check(""), Err(SignatureError::NoTimestamp));
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Bounded fuzzing of the header parser: any header, any body, never a panic, and never a
+    //! pass without the secret's MAC.
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        #[test]
+        fn arbitrary_headers_never_panic_or_pass(header in ".{0,300}", body in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let key = WebhookSecret::parse("whsec_fuzz").unwrap();
+            prop_assert!(verify(Some(&header), &body, &[key], 300, 1_700_000_000).is_err());
+        }
+
+        #[test]
+        fn structured_headers_pass_only_with_the_mac(
+            t in 1_699_999_000i64..1_700_001_000,
+            extra in proptest::collection::vec("(v0|v1|t|x|V1| v1)=[0-9a-f]{0,64}", 0..4),
+            body in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let key = WebhookSecret::parse("whsec_fuzz").unwrap();
+            let good = sign(&key, t, &body);
+            let mac = good.split_once("v1=").unwrap().1.to_owned();
+            let mut items = extra.clone();
+            items.push(format!("t={t}"));
+            let forged = items.join(",");
+            let forged_result = verify(Some(&forged), &body, &[key.clone()], 300, 1_700_000_000);
+            let expected_item = format!("v1={}", mac);
+            let mac_given = extra.iter().any(|e| *e == expected_item);
+            prop_assert!(forged_result.is_err() || mac_given);
+            items.push(format!("v1={mac}"));
+            let fresh = (t - 1_700_000_000).abs() <= 300;
+            let result = verify(Some(&items.join(",")), &body, &[key], 300, 1_700_000_000);
+            prop_assert_eq!(result.is_ok(), fresh);
+        }
+    }
+}

@@ -774,3 +774,83 @@ proptest! {
         prop_assert_eq!(rebuilt_rows, from_scratch);
     }
 }
+
+// ---- bounded fuzzing of the envelope and the fold's readers ----
+
+fn arbitrary_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|f| json!(f)),
+        ".{0,12}".prop_map(Value::String),
+        prop_oneof![
+            Just("active"),
+            Just("canceled"),
+            Just("paid"),
+            Just("sub_1"),
+            Just("cus_1"),
+            Just("subscription_create")
+        ]
+        .prop_map(|s| Value::String(s.to_owned())),
+    ];
+    leaf.prop_recursive(4, 48, 6, |inner| {
+        let keys = prop_oneof![
+            Just("id"),
+            Just("status"),
+            Just("customer"),
+            Just("subscription"),
+            Just("items"),
+            Just("data"),
+            Just("price"),
+            Just("quantity"),
+            Just("current_period_end"),
+            Just("metadata"),
+            Just("tenant_id"),
+            Just("parent"),
+            Just("subscription_details"),
+            Just("paid"),
+            Just("billing_reason"),
+            Just("lines"),
+            Just("amount_total"),
+            Just("client_reference_id"),
+            Just("email"),
+            Just("name"),
+            Just("deleted"),
+        ];
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            proptest::collection::btree_map(keys.prop_map(str::to_owned), inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_envelope(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let _ = Event::parse(&bytes);
+    }
+
+    #[test]
+    fn arbitrary_objects_are_folded_or_refused_without_panic_or_partial_state(
+        object in arbitrary_json(),
+        event_type in prop_oneof![
+            Just("customer.subscription.updated"), Just("customer.subscription.deleted"),
+            Just("invoice.payment_failed"), Just("invoice.paid"), Just("checkout.session.completed"),
+            Just("checkout.session.expired"), Just("customer.updated"), Just("customer.deleted"),
+        ],
+    ) {
+        let Value::Object(_) = object else { return Ok(()) };
+        let e = event("evt_fuzz", event_type, T, object);
+        let mut ledger = Ledger::new(false);
+        if ledger.apply(&e).is_err() {
+            prop_assert_eq!(ledger.read_models(), ReadModels::default());
+        }
+        ledger.take_changes();
+    }
+}

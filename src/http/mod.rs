@@ -85,4 +85,36 @@ pub fn app(state: Arc<AppState>) -> impl poem::Endpoint {
         .data(tokens)
         .data(webhook::BodyLimit(state.config.max_body_bytes))
         .around(error::json_errors)
+        .around(request_span)
+}
+
+/// Longest `X-Request-Id` taken from a client, bytes; longer or odd ones are replaced.
+pub const REQUEST_ID_BYTES_MAX: usize = 128;
+
+/// Middleware: every request runs in a span carrying its request ID (the client's
+/// `X-Request-Id` when sane, else a fresh UUID), echoed in the response's `X-Request-Id`.
+async fn request_span<E: poem::Endpoint>(
+    next: E,
+    request: poem::Request,
+) -> poem::Result<poem::Response> {
+    use poem::IntoResponse;
+    use tracing::Instrument;
+    let id = request
+        .header("x-request-id")
+        .filter(|id| {
+            !id.is_empty()
+                && id.len() <= REQUEST_ID_BYTES_MAX
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let span = tracing::info_span!("request", request.id = %id, http.method = %request.method(),
+        http.path = %request.uri().path());
+    let mut response = next.call(request).instrument(span).await?.into_response();
+    if let Ok(value) = poem::http::HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    Ok(response)
 }

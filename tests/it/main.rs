@@ -5,6 +5,7 @@ mod api;
 mod audit;
 mod engine;
 mod events;
+mod faults;
 mod fixtures;
 mod flows;
 mod log;
