@@ -91,6 +91,7 @@ async fn rebuild(args: RebuildArgs) -> anyhow::Result<ExitCode> {
     let lock = db::connect(url).await?;
     if projector::try_lock(&lock).await? {
         // No service is projecting: rebuild here, holding the lock so none starts meanwhile.
+        let started = std::time::Instant::now();
         let rebuild_id = projector::request_rebuild(&pool)
             .await?
             .context("a rebuild is already queued; start `serve` to run it")?;
@@ -102,7 +103,11 @@ async fn rebuild(args: RebuildArgs) -> anyhow::Result<ExitCode> {
             );
         })
         .await?;
-        println!("rebuild {rebuild_id}: done");
+        println!(
+            "rebuild {rebuild_id}: done in {:.1} s, peak memory {}",
+            started.elapsed().as_secs_f64(),
+            peak_memory().unwrap_or_else(|| "unknown".into())
+        );
         return Ok(ExitCode::SUCCESS);
     }
     // A running service holds the projector: queue the rebuild there and follow it.
@@ -145,6 +150,14 @@ async fn rebuild(args: RebuildArgs) -> anyhow::Result<ExitCode> {
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
+}
+
+/// This process's peak resident memory (`VmHWM` in /proc/self/status, Linux), e.g. `84 MiB`.
+fn peak_memory() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(format!("{} MiB", kib / 1024))
 }
 
 fn parse_secret(raw: &str) -> anyhow::Result<WebhookSecret> {

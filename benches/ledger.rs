@@ -1,0 +1,552 @@
+//! Benchmarks that print figures (they never fail on a slow machine).
+//!
+//! ```sh
+//! cargo bench --bench ledger -- ingest    # webhook throughput vs pgbench's durable insert
+//! cargo bench --bench ledger -- rebuild   # 1,000,000 events: rebuild vs a COPY of the log
+//! cargo bench --bench ledger -- query     # p99 of reads on that log under concurrency
+//! ```
+//!
+//! `DATABASE_URL` names the server (`./dev` provisions one); each mode makes its own
+//! databases. The 1,000,000-event log is generated once into `billing_ledger_bench_1m` and kept
+//! for later runs (drop it to regenerate). The load generator runs in this process, on the same
+//! two cores as the service and PostgreSQL, as the issue's setup asks.
+
+use billing_ledger::event_log::{append_batch, Delivery, Source};
+use billing_ledger::signature::{sign, WebhookSecret};
+use std::time::{Duration, Instant};
+use tokio_postgres::NoTls;
+
+const SECRET: &str = "whsec_bench";
+const TOKEN: &str = "bench-token";
+const INGEST_SECONDS: u64 = 8;
+const TENANTS: usize = 20_000;
+const EVENTS_PER_TENANT: usize = 50;
+const BIG_LOG: &str = "billing_ledger_bench_1m";
+
+fn server_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| billing_ledger::config::DATABASE_URL_DEFAULT.into())
+}
+
+fn url_for(database: &str) -> String {
+    let mut config: tokio_postgres::Config = server_url().parse().unwrap();
+    config.dbname(database);
+    let host = match &config.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(h) => h.clone(),
+        tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let user = config.get_user().unwrap_or("postgres").to_owned();
+    format!("host={host} port={port} user={user} dbname={database}")
+}
+
+async fn admin() -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&url_for("postgres"), NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+async fn fresh_database(name: &str) -> String {
+    let admin = admin().await;
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    url_for(name)
+}
+
+/// A realistic ~3 KB `customer.subscription.updated` body.
+fn event_body(id: &str, n: usize, padding: usize) -> String {
+    format!(
+        r#"{{"id":"{id}","object":"event","api_version":"2024-06-20","created":{created},"livemode":false,"pending_webhooks":1,"request":{{"id":"req_{n}","idempotency_key":null}},"type":"customer.subscription.updated","data":{{"object":{{"id":"sub_{sub}","object":"subscription","customer":"cus_{sub}","status":"{status}","current_period_end":{end},"cancel_at_period_end":false,"created":1700000000,"items":{{"object":"list","data":[{{"id":"si_{sub}","object":"subscription_item","price":{{"id":"price_pro","object":"price","unit_amount":4900,"currency":"usd"}},"quantity":{qty}}}]}},"metadata":{{"tenant_id":"tenant-{sub}"}},"description":"{pad}"}},"previous_attributes":{{"status":"trialing"}}}}}}"#,
+        created = 1_700_000_000 + n as i64,
+        sub = n % TENANTS,
+        status = if n % 11 == 0 { "past_due" } else { "active" },
+        end = 1_702_592_000 + n as i64,
+        qty = 1 + n % 5,
+        pad = "x".repeat(padding),
+    )
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+struct Service {
+    base: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+async fn start_service(database_url: &str) -> Service {
+    let config = billing_ledger::config::Config {
+        database_url: database_url.into(),
+        listen: ([127, 0, 0, 1], 0).into(),
+        webhook_secrets: vec![WebhookSecret::parse(SECRET).unwrap()],
+        tolerance_secs: 300,
+        finance_tokens: vec![TOKEN.into()],
+        admin_tokens: vec![TOKEN.into()],
+        max_body_bytes: 1 << 20,
+        livemode: false,
+        instance_id: "bench".into(),
+        rebuild_stale: false,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(billing_ledger::run(config, listener, async {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::new();
+    for _ in 0..400 {
+        if http.get(format!("{base}/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Service { base, stop, task }
+}
+
+/// Posts signed events from `workers` tasks for `seconds`, optionally paced to `rate` per
+/// second overall; returns (accepted per second, sorted latencies).
+async fn load(
+    base: &str,
+    workers: usize,
+    seconds: u64,
+    rate: Option<f64>,
+    run: usize,
+) -> (f64, Vec<Duration>) {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(workers)
+        .build()
+        .unwrap();
+    let key = WebhookSecret::parse(SECRET).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..workers {
+        let (http, key, url) = (
+            http.clone(),
+            key.clone(),
+            format!("{base}/api/billing/webhook"),
+        );
+        let interval = rate.map(|r| Duration::from_secs_f64(workers as f64 / r));
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut n = 0usize;
+            let mut next = Instant::now();
+            while Instant::now() < deadline {
+                if let Some(interval) = interval {
+                    tokio::time::sleep_until(next.into()).await;
+                    next += interval;
+                }
+                let id = format!("evt_r{run}_w{worker}_{n}");
+                let body = event_body(&id, worker * 1_000_000 + n, 2_200);
+                let header = sign(&key, chrono::Utc::now().timestamp(), body.as_bytes());
+                let sent = Instant::now();
+                let response = http
+                    .post(&url)
+                    .header("stripe-signature", header)
+                    .body(body)
+                    .send()
+                    .await;
+                if response.map(|r| r.status().is_success()).unwrap_or(false) {
+                    latencies.push(sent.elapsed());
+                }
+                n += 1;
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.unwrap());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort();
+    (latencies.len() as f64 / elapsed, latencies)
+}
+
+/// pgbench's transactions per second for the shipped durable single-row insert.
+fn pgbench(database: &str, clients: usize, seconds: u64) -> Option<f64> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/pgbench-insert.sql");
+    let config: tokio_postgres::Config = server_url().parse().unwrap();
+    let host = match &config.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(h) => h.clone(),
+        tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+    };
+    let port = config
+        .get_ports()
+        .first()
+        .copied()
+        .unwrap_or(5432)
+        .to_string();
+    let user = config.get_user().unwrap_or("postgres").to_owned();
+    let bin = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()
+        .and_then(|dirs| {
+            dirs.filter_map(|d| d.ok())
+                .map(|d| d.path().join("bin/pgbench"))
+                .find(|p| p.exists())
+        })
+        .unwrap_or_else(|| "pgbench".into());
+    let output = std::process::Command::new(bin)
+        .args([
+            "-n",
+            "-h",
+            &host,
+            "-p",
+            &port,
+            "-U",
+            &user,
+            "-c",
+            &clients.to_string(),
+            "-j",
+            "2",
+        ])
+        .args(["-T", &seconds.to_string(), "-f", script, database])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .find(|l| l.starts_with("tps = "))
+        .and_then(|l| {
+            l.trim_start_matches("tps = ")
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+}
+
+async fn ingest() {
+    let url = fresh_database("billing_ledger_bench_ingest").await;
+    let service = start_service(&url).await;
+    let client = {
+        let (c, conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+        tokio::spawn(conn);
+        c
+    };
+    client
+        .batch_execute("CREATE TABLE IF NOT EXISTS pgbench_events (id bigserial PRIMARY KEY, event_id text UNIQUE NOT NULL, body bytea NOT NULL, received_at timestamptz NOT NULL DEFAULT now())")
+        .await
+        .unwrap();
+    println!("ingest: signed ~3 KB events, {INGEST_SECONDS} s per run, service + PostgreSQL + load on one 2-core machine");
+    println!(
+        "{:>11} {:>12} {:>14} {:>7} {:>9} {:>9}",
+        "concurrency", "events/s", "pgbench tps", "ratio", "p50 ms", "p99 ms"
+    );
+    let mut max_rate: f64 = 0.0;
+    for (run, workers) in [1usize, 16, 64].into_iter().enumerate() {
+        let (rate, latencies) = load(&service.base, workers, INGEST_SECONDS, None, run).await;
+        max_rate = max_rate.max(rate);
+        let tps = pgbench("billing_ledger_bench_ingest", workers, INGEST_SECONDS);
+        println!(
+            "{:>11} {:>12.0} {:>14} {:>7} {:>9.1} {:>9.1}",
+            workers,
+            rate,
+            tps.map_or("n/a".into(), |t| format!("{t:.0}")),
+            tps.map_or("n/a".into(), |t| format!("{:.2}", rate / t)),
+            percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+            percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        );
+    }
+    let half = max_rate / 2.0;
+    let (rate, latencies) = load(&service.base, 64, INGEST_SECONDS, Some(half), 9).await;
+    println!(
+        "paced at half the maximum ({half:.0}/s, 64 workers): {rate:.0} events/s, p50 {:.1} ms, p99 {:.1} ms",
+        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+    );
+    let _ = service.stop.send(());
+    let _ = service.task.await;
+}
+
+/// Generates the 1,000,000-event log once: per tenant a checkout, a customer, the
+/// subscription's creation and updates, monthly invoices (some failing), some cancellations.
+async fn big_log() -> String {
+    let admin = admin().await;
+    let exists = admin
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&BIG_LOG])
+        .await
+        .unwrap()
+        .is_some();
+    let url = url_for(BIG_LOG);
+    if exists {
+        return url;
+    }
+    let url = fresh_database(BIG_LOG).await;
+    billing_ledger::db::migrate(&url).await.unwrap();
+    let pool = billing_ledger::db::pool(&url).unwrap();
+    let started = Instant::now();
+    let total = TENANTS * EVENTS_PER_TENANT;
+    let mut n = 0usize;
+    let mut batch: Vec<Delivery> = Vec::with_capacity(1_000);
+    for step in 0..EVENTS_PER_TENANT {
+        for tenant in 0..TENANTS {
+            let body = generated_event(tenant, step, n);
+            batch.push(Delivery {
+                event: projections::Event::parse(body.as_bytes()).unwrap(),
+                body: body.into(),
+                received_at: chrono::Utc::now(),
+                source: Source::Import,
+                signature_timestamp: None,
+                secret_index: None,
+                signature: None,
+            });
+            n += 1;
+            if batch.len() == 1_000 {
+                append_batch(&pool, &batch.iter().collect::<Vec<_>>())
+                    .await
+                    .unwrap();
+                batch.clear();
+            }
+        }
+        eprint!("\rgenerating the log: {n}/{total}");
+    }
+    eprintln!(" in {:.0} s", started.elapsed().as_secs_f64());
+    url
+}
+
+fn generated_event(tenant: usize, step: usize, n: usize) -> String {
+    let created = 1_600_000_000 + (step as i64) * 86_400 * 15 + tenant as i64 % 86_400;
+    let (t, cus, sub) = (
+        format!("tenant-{tenant}"),
+        format!("cus_{tenant}"),
+        format!("sub_{tenant}"),
+    );
+    let id = format!("evt_{tenant}_{step}");
+    let pad = "p".repeat(900);
+    let (event_type, object) = match step {
+        0 => (
+            "customer.created",
+            format!(
+                r#"{{"id":"{cus}","object":"customer","email":"billing@{t}.example","name":"Tenant {tenant}","metadata":{{"tenant_id":"{t}"}},"description":"{pad}"}}"#
+            ),
+        ),
+        1 => (
+            "checkout.session.completed",
+            format!(
+                r#"{{"id":"cs_{tenant}","object":"checkout.session","client_reference_id":"{t}","customer":"{cus}","subscription":"{sub}","mode":"subscription","status":"complete","payment_status":"paid","amount_total":4900,"currency":"usd","created":{created},"metadata":{{}},"description":"{pad}"}}"#
+            ),
+        ),
+        s if s % 2 == 0 || (tenant % 50 == 0 && s == EVENTS_PER_TENANT - 1) => {
+            let status = if tenant % 50 == 0 && s == EVENTS_PER_TENANT - 1 {
+                "canceled"
+            } else if (tenant + s) % 13 == 0 {
+                "past_due"
+            } else {
+                "active"
+            };
+            let kind = if s == 2 {
+                "customer.subscription.created"
+            } else if status == "canceled" {
+                "customer.subscription.deleted"
+            } else {
+                "customer.subscription.updated"
+            };
+            (
+                kind,
+                format!(
+                    r#"{{"id":"{sub}","object":"subscription","customer":"{cus}","status":"{status}","current_period_end":{end},"cancel_at_period_end":false,"created":1600000000,"items":{{"object":"list","data":[{{"id":"si_{tenant}","price":{{"id":"price_{p}"}},"quantity":{q}}}]}},"metadata":{{"tenant_id":"{t}"}},"description":"{pad}"}}"#,
+                    end = created + 30 * 86_400,
+                    p = tenant % 3,
+                    q = 1 + tenant % 7
+                ),
+            )
+        }
+        s => {
+            let failed = (tenant + s) % 13 == 1;
+            let kind = if failed {
+                "invoice.payment_failed"
+            } else {
+                "invoice.paid"
+            };
+            (
+                kind,
+                format!(
+                    r#"{{"id":"in_{tenant}_{s}","object":"invoice","customer":"{cus}","subscription":"{sub}","billing_reason":"subscription_cycle","paid":{paid},"status":"{status}","amount_paid":4900,"description":"{pad}"}}"#,
+                    paid = !failed,
+                    status = if failed { "open" } else { "paid" }
+                ),
+            )
+        }
+    };
+    let _ = n;
+    format!(
+        r#"{{"id":"{id}","object":"event","api_version":"2024-06-20","created":{created},"livemode":false,"type":"{event_type}","data":{{"object":{object}}}}}"#
+    )
+}
+
+async fn rebuild() {
+    let url = big_log().await;
+    let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let events: i64 = client
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let bytes: i64 = client
+        .query_one("SELECT sum(length(body))::int8 FROM events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let started = Instant::now();
+    client
+        .batch_execute(
+            "COPY (SELECT position, event_id, body FROM events ORDER BY position) TO '/dev/null'",
+        )
+        .await
+        .unwrap();
+    let copy = started.elapsed().as_secs_f64();
+    // The real command, in its own process, so its peak memory is its own.
+    let started = Instant::now();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_billing-ledger"))
+        .args(["rebuild", "--projection", "billing"])
+        .env("DATABASE_URL", &url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let rebuild = started.elapsed().as_secs_f64();
+    let text = String::from_utf8_lossy(&output.stdout);
+    let summary = text.lines().last().unwrap_or_default();
+    println!(
+        "rebuild: {events} events ({:.0} MiB of bodies) across {TENANTS} tenants",
+        bytes as f64 / 1_048_576.0
+    );
+    println!(
+        "  COPY of the log in position order: {copy:.1} s ({:.0} events/s)",
+        events as f64 / copy
+    );
+    println!(
+        "  billing-ledger rebuild:            {rebuild:.1} s ({:.0} events/s)",
+        events as f64 / rebuild
+    );
+    println!("  ratio to PostgreSQL's read rate:   {:.2}", copy / rebuild);
+    println!("  {summary}");
+}
+
+async fn query() {
+    let url = big_log().await;
+    let service = start_service(&url).await;
+    // Let the projector catch up with the log (the rebuild benchmark may have done so).
+    let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    loop {
+        let row = client
+            .query_one("SELECT (SELECT position FROM log_head), coalesce((SELECT position FROM projections), 0)", &[])
+            .await
+            .unwrap();
+        if row.get::<_, i64>(0) == row.get::<_, i64>(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let http = reqwest::Client::new();
+    println!("query: 16 concurrent readers, 2,000 requests per route, on the 1,000,000-event log");
+    println!(
+        "{:<52} {:>8} {:>8} {:>8}",
+        "route", "p50 ms", "p99 ms", "req/s"
+    );
+    let routes: [(&str, Box<dyn Fn(usize) -> String>); 4] = [
+        (
+            "events filtered by tenant and type, 100 a page",
+            Box::new(|i| {
+                format!(
+                    "/api/billing/events?tenant_id=tenant-{}&type=invoice.paid&limit=100",
+                    i * 7919 % TENANTS
+                )
+            }),
+        ),
+        (
+            "events filtered by type, 100 a page, deep cursor",
+            Box::new(|i| {
+                format!(
+                    "/api/billing/events?type=invoice.payment_failed&limit=100&cursor={}",
+                    billing_ledger::http::views::encode_cursor((i * 104_729 % 900_000) as i64)
+                )
+            }),
+        ),
+        (
+            "tenant pricing",
+            Box::new(|i| format!("/api/billing/tenants/tenant-{}/pricing", i * 7919 % TENANTS)),
+        ),
+        (
+            "tenant timeline (history, 50 events)",
+            Box::new(|i| format!("/api/billing/tenants/tenant-{}/history", i * 7919 % TENANTS)),
+        ),
+    ];
+    for (name, path) in routes {
+        let paths: Vec<String> = (0..2_000).map(|i| path(i)).collect();
+        let chunks: Vec<Vec<String>> = paths.chunks(125).map(|c| c.to_vec()).collect();
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for chunk in chunks {
+            let (http, base) = (http.clone(), service.base.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                for path in chunk {
+                    let sent = Instant::now();
+                    let r = http
+                        .get(format!("{base}{path}"))
+                        .bearer_auth(TOKEN)
+                        .send()
+                        .await
+                        .unwrap();
+                    assert!(r.status().is_success(), "{path}: {}", r.status());
+                    r.bytes().await.unwrap();
+                    latencies.push(sent.elapsed());
+                }
+                latencies
+            }));
+        }
+        let mut latencies = Vec::new();
+        for t in tasks {
+            latencies.extend(t.await.unwrap());
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        latencies.sort();
+        println!(
+            "{name:<52} {:>8.1} {:>8.1} {:>8.0}",
+            percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+            percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+            latencies.len() as f64 / elapsed
+        );
+    }
+    let _ = service.stop.send(());
+    let _ = service.task.await;
+}
+
+fn main() {
+    let mode = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .unwrap_or_else(|| "all".into());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        match mode.as_str() {
+            "ingest" => ingest().await,
+            "rebuild" => rebuild().await,
+            "query" => query().await,
+            "all" => {
+                ingest().await;
+                rebuild().await;
+                query().await;
+            }
+            other => eprintln!("unknown benchmark {other:?}: ingest, rebuild, query or all"),
+        }
+    });
+}
