@@ -11,7 +11,7 @@
 //! for later runs (drop it to regenerate). The load generator runs in this process, on the same
 //! two cores as the service and PostgreSQL, as the setup asks.
 
-use billing_ledger::event_log::{append_batch, Delivery, Source};
+use billing_ledger::event_log::{append_batch, Delivery};
 use billing_ledger::signature::{sign, WebhookSecret};
 use std::time::{Duration, Instant};
 use tokio_postgres::NoTls;
@@ -294,15 +294,7 @@ async fn big_log() -> String {
     for step in 0..EVENTS_PER_TENANT {
         for tenant in 0..TENANTS {
             let body = generated_event(tenant, step, n);
-            batch.push(Delivery {
-                event: projections::Event::parse(body.as_bytes()).unwrap(),
-                body: body.into(),
-                received_at: chrono::Utc::now(),
-                source: Source::Import,
-                signature_timestamp: None,
-                secret_index: None,
-                signature: None,
-            });
+            batch.push(Delivery::imported(body.into(), chrono::Utc::now()).unwrap());
             n += 1;
             if batch.len() == 1_000 {
                 append_batch(&pool, &batch.iter().collect::<Vec<_>>())

@@ -321,7 +321,7 @@ pub async fn import_file(
     pool: &deadpool_postgres::Pool,
     file: &Path,
 ) -> anyhow::Result<ImportReport> {
-    use crate::event_log::{append_batch, Delivery, Source};
+    use crate::event_log::{append_batch, Delivery};
     let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let mut report = ImportReport::default();
     let mut batch: Vec<Delivery> = Vec::new();
@@ -338,16 +338,8 @@ pub async fn import_file(
             ));
             continue;
         }
-        match projections::Event::parse(line) {
-            Ok(event) => batch.push(Delivery {
-                event,
-                body: bytes::Bytes::copy_from_slice(line),
-                received_at,
-                source: Source::Import,
-                signature_timestamp: None,
-                secret_index: None,
-                signature: None,
-            }),
+        match Delivery::imported(bytes::Bytes::copy_from_slice(line), received_at) {
+            Ok(delivery) => batch.push(delivery),
             Err(error) => report.invalid.push((index + 1, error.to_string())),
         }
         if batch.len() == IMPORT_BATCH_EVENTS {

@@ -6,7 +6,7 @@ use super::auth::TokenAuth;
 use super::csv::{self, EventsResponse};
 use super::error::ApiError;
 use super::views::{
-    decode_cursor, encode_cursor, CheckoutSessionList, CheckoutSessionView, CustomerView,
+    cursor_or, encode_cursor, page, CheckoutSessionList, CheckoutSessionView, CustomerView,
     DeliveryView, EventDetail, EventList, EventSummary, HistoryEntry, HistoryList,
     TenantPricingView, UnresolvedList, UnresolvedView,
 };
@@ -125,10 +125,7 @@ impl ReadApi {
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<u32>>,
         cursor: Query<Option<String>>,
     ) -> Result<EventsResponse, ApiError> {
-        let after: i64 = match cursor.0.as_deref() {
-            Some(c) => decode_cursor(c)?,
-            None => 0,
-        };
+        let after: i64 = cursor_or(cursor.0.as_deref(), 0)?;
         let filters = EventFilters {
             event_type: event_type.0,
             tenant_id: tenant_id.0,
@@ -155,13 +152,8 @@ impl ReadApi {
         let client = self.state.pool.get().await?;
         let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as _).collect();
         let rows = client.query(&sql, &refs).await?;
-        let mut events: Vec<EventSummary> = rows.iter().map(EventSummary::from_row).collect();
-        let next_cursor = if events.len() as i64 > limit {
-            events.truncate(limit as usize);
-            events.last().map(|e| encode_cursor(e.position))
-        } else {
-            None
-        };
+        let events: Vec<EventSummary> = rows.iter().map(EventSummary::from_row).collect();
+        let (events, next_cursor) = page(events, limit, |e| e.position);
         Ok(EventsResponse::Json(Json(EventList {
             events,
             next_cursor,
@@ -265,10 +257,7 @@ impl ReadApi {
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<u32>>,
         cursor: Query<Option<String>>,
     ) -> Result<Json<HistoryList>, ApiError> {
-        let skip: usize = match cursor.0.as_deref() {
-            Some(c) => decode_cursor(c)?,
-            None => 0,
-        };
+        let skip: usize = cursor_or(cursor.0.as_deref(), 0)?;
         let limit = page_size(limit.0) as usize;
         let events = timeline::tenant_events(&self.state.pool, &tenant_id.0, Bound::All).await?;
         if events.is_empty() {
@@ -322,10 +311,7 @@ impl ReadApi {
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<u32>>,
         cursor: Query<Option<String>>,
     ) -> Result<Json<CheckoutSessionList>, ApiError> {
-        let after: String = match cursor.0.as_deref() {
-            Some(c) => decode_cursor(c)?,
-            None => String::new(),
-        };
+        let after: String = cursor_or(cursor.0.as_deref(), String::new())?;
         let limit = page_size(limit.0);
         let client = self.state.pool.get().await?;
         let sql = format!(
@@ -335,13 +321,8 @@ impl ReadApi {
         let rows = client
             .query(&sql, &[&tenant_id.0, &after, &(limit + 1)])
             .await?;
-        let mut sessions: Vec<_> = rows.iter().map(CheckoutSessionView::from_row).collect();
-        let next_cursor = if sessions.len() as i64 > limit {
-            sessions.truncate(limit as usize);
-            sessions.last().map(|s| encode_cursor(&s.id))
-        } else {
-            None
-        };
+        let sessions: Vec<_> = rows.iter().map(CheckoutSessionView::from_row).collect();
+        let (sessions, next_cursor) = page(sessions, limit, |s| s.id.clone());
         Ok(Json(CheckoutSessionList {
             checkout_sessions: sessions,
             next_cursor,
@@ -385,10 +366,8 @@ impl ReadApi {
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<u32>>,
         cursor: Query<Option<String>>,
     ) -> Result<Json<UnresolvedList>, ApiError> {
-        let (after_object, after_event): (String, String) = match cursor.0.as_deref() {
-            Some(c) => decode_cursor(c)?,
-            None => (String::new(), String::new()),
-        };
+        let (after_object, after_event): (String, String) =
+            cursor_or(cursor.0.as_deref(), (String::new(), String::new()))?;
         let limit = page_size(limit.0);
         let client = self.state.pool.get().await?;
         let rows = client
@@ -400,15 +379,10 @@ impl ReadApi {
                 &[&after_object, &after_event, &(limit + 1)],
             )
             .await?;
-        let mut unresolved: Vec<_> = rows.iter().map(UnresolvedView::from_row).collect();
-        let next_cursor = if unresolved.len() as i64 > limit {
-            unresolved.truncate(limit as usize);
-            unresolved
-                .last()
-                .map(|u| encode_cursor((&u.object_id, &u.event_id)))
-        } else {
-            None
-        };
+        let unresolved: Vec<_> = rows.iter().map(UnresolvedView::from_row).collect();
+        let (unresolved, next_cursor) = page(unresolved, limit, |u| {
+            (u.object_id.clone(), u.event_id.clone())
+        });
         Ok(Json(UnresolvedList {
             unresolved,
             next_cursor,

@@ -22,6 +22,29 @@ pub fn decode_cursor<T: serde::de::DeserializeOwned>(cursor: &str) -> Result<T, 
         .ok_or_else(|| ApiError::bad_request("cursor is not one this API returned"))
 }
 
+/// Reads an optional cursor, `start` when absent.
+pub fn cursor_or<T: serde::de::DeserializeOwned>(
+    cursor: Option<&str>,
+    start: T,
+) -> Result<T, ApiError> {
+    cursor.map_or(Ok(start), decode_cursor)
+}
+
+/// Cuts a page fetched with one row more than `limit`: the page, and the cursor after its last
+/// item when more rows exist.
+pub fn page<T, K: serde::Serialize>(
+    mut items: Vec<T>,
+    limit: i64,
+    key: impl Fn(&T) -> K,
+) -> (Vec<T>, Option<String>) {
+    if items.len() as i64 <= limit {
+        return (items, None);
+    }
+    items.truncate(limit as usize);
+    let cursor = items.last().map(|last| encode_cursor(key(last)));
+    (items, cursor)
+}
+
 /// An event in the log, without its body.
 #[derive(Debug, Clone, Object)]
 pub struct EventSummary {

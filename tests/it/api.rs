@@ -275,7 +275,7 @@ fn rfc3339(value: &Value) -> String {
 
 #[tokio::test]
 async fn paging_while_events_arrive_misses_nothing_and_repeats_nothing() {
-    use billing_ledger::event_log::{append_batch, Delivery, Source};
+    use billing_ledger::event_log::{append_batch, Delivery};
     let app = TestApp::start().await;
     let pool = billing_ledger::db::pool(&app.db.url).unwrap();
     let writer = tokio::spawn(async move {
@@ -289,16 +289,7 @@ async fn paging_while_events_arrive_misses_nothing_and_repeats_nothing() {
                         1_700_000_000 + batch,
                         json!({"id": format!("cus_{i}")}),
                     );
-                    let bytes = body.to_string();
-                    Delivery {
-                        event: projections::Event::parse(bytes.as_bytes()).unwrap(),
-                        body: bytes.into(),
-                        received_at: chrono::Utc::now(),
-                        source: Source::Import,
-                        signature_timestamp: None,
-                        secret_index: None,
-                        signature: None,
-                    }
+                    Delivery::imported(body.to_string().into(), chrono::Utc::now()).unwrap()
                 })
                 .collect();
             append_batch(&pool, &deliveries.iter().collect::<Vec<_>>())

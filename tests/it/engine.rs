@@ -2,8 +2,11 @@
 //! rebuilds under load, crashes.
 
 use crate::events::{checkout_completed, envelope, subscription};
-use crate::support::{snapshot, test_config, TestApp, TestDb, ADMIN_TOKEN, SECRET};
-use billing_ledger::event_log::{append_batch, Delivery, Source};
+use crate::support::{
+    post_to, rebuild_and_wait, snapshot, spawn_post, test_config, TestApp, TestDb, ADMIN_TOKEN,
+    SECRET,
+};
+use billing_ledger::event_log::{append_batch, Delivery};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -19,16 +22,7 @@ fn customer_event(id: &str, customer: &str) -> Value {
 }
 
 fn delivery(event: &Value) -> Delivery {
-    let body = event.to_string();
-    Delivery {
-        event: projections::Event::parse(body.as_bytes()).unwrap(),
-        body: body.into(),
-        received_at: chrono::Utc::now(),
-        source: Source::Import,
-        signature_timestamp: None,
-        secret_index: None,
-        signature: None,
-    }
+    Delivery::imported(event.to_string().into(), chrono::Utc::now()).unwrap()
 }
 
 async fn checkpoint_and_head(db: &TestDb) -> (i64, i64) {
@@ -93,25 +87,11 @@ async fn out_of_order_commit(commit: bool) {
     let app = TestApp::start().await;
     let mut holder = app.db.client().await;
     let held = hold_position(&mut holder, "evt_a").await;
-    let b = {
-        let http = app.http.clone();
-        let url = app.url("/api/billing/webhook");
-        let body = customer_event("evt_b", "cus_b").to_string();
-        let header = billing_ledger::signature::sign(
-            &billing_ledger::signature::WebhookSecret::parse(SECRET).unwrap(),
-            crate::support::now(),
-            body.as_bytes(),
-        );
-        tokio::spawn(async move {
-            http.post(url)
-                .header("stripe-signature", header)
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        })
-    };
+    let b = spawn_post(
+        &app.http,
+        app.url("/api/billing/webhook"),
+        customer_event("evt_b", "cus_b").to_string(),
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         !b.is_finished(),
@@ -232,20 +212,8 @@ async fn a_follower_takes_over_when_the_leader_loses_its_lock() {
             for i in 0..300 {
                 let body =
                     customer_event(&format!("evt_lead_{i}"), &format!("cus_lead_{i}")).to_string();
-                let header = billing_ledger::signature::sign(
-                    &billing_ledger::signature::WebhookSecret::parse(SECRET).unwrap(),
-                    crate::support::now(),
-                    body.as_bytes(),
-                );
                 let url = if i % 2 == 0 { &a } else { &b };
-                let status = http
-                    .post(url)
-                    .header("stripe-signature", header)
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status();
+                let status = post_to(&http, url, body).await;
                 assert_eq!(status, 200);
             }
         })
@@ -279,39 +247,12 @@ async fn a_follower_takes_over_when_the_leader_loses_its_lock() {
         300
     );
     let live = snapshot(&first.db).await;
-    rebuild_via(&second).await;
+    rebuild_and_wait(&second).await;
     assert_eq!(
         snapshot(&first.db).await,
         live,
         "equal to a fold of the whole log"
     );
-}
-
-/// Requests a rebuild through `app`'s admin API and waits for it to finish.
-async fn rebuild_via(app: &TestApp) -> Value {
-    let response = app
-        .http
-        .post(app.url("/api/billing/admin/projections/rebuild"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    let id = response.json::<Value>().await.unwrap()["rebuild_id"].clone();
-    for _ in 0..2_400 {
-        let status: Value = app
-            .get("/api/billing/admin/projections", ADMIN_TOKEN)
-            .await
-            .json()
-            .await
-            .unwrap();
-        let projection = &status["projections"][0];
-        if projection["rebuild"]["rebuild_id"] == id && projection["rebuild"]["status"] == "done" {
-            return projection.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("rebuild did not finish");
 }
 
 #[tokio::test]
@@ -396,25 +337,13 @@ async fn rebuild_under_load_keeps_answering_and_misses_nothing() {
                     T0,
                 )
                 .to_string();
-                let header = billing_ledger::signature::sign(
-                    &billing_ledger::signature::WebhookSecret::parse(SECRET).unwrap(),
-                    crate::support::now(),
-                    body.as_bytes(),
-                );
-                let status = http
-                    .post(&url)
-                    .header("stripe-signature", header)
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status();
+                let status = post_to(&http, &url, body).await;
                 assert_eq!(status, 200, "webhooks are answered during the rebuild");
             }
         })
     };
     let started = std::time::Instant::now();
-    let status = rebuild_via(&second).await;
+    let status = rebuild_and_wait(&second).await;
     eprintln!(
         "rebuild of {} events took {:?}",
         status["rebuild"]["position_target"],
@@ -431,7 +360,7 @@ async fn rebuild_under_load_keeps_answering_and_misses_nothing() {
         200
     );
     let live = snapshot(&first.db).await;
-    rebuild_via(&first).await;
+    rebuild_and_wait(&first).await;
     assert_eq!(
         snapshot(&first.db).await,
         live,
@@ -471,18 +400,10 @@ async fn a_killed_service_catches_up_on_restart() {
     };
     let mut child = spawn();
     wait_up(http.clone(), base.clone()).await;
-    let key = billing_ledger::signature::WebhookSecret::parse(SECRET).unwrap();
     for i in 0..50 {
         let body = customer_event(&format!("evt_k{i}"), &format!("cus_k{i}")).to_string();
-        let header = billing_ledger::signature::sign(&key, crate::support::now(), body.as_bytes());
-        let r = http
-            .post(format!("{base}/api/billing/webhook"))
-            .header("stripe-signature", header)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        let status = post_to(&http, &format!("{base}/api/billing/webhook"), body).await;
+        assert_eq!(status, 200);
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();

@@ -1,7 +1,9 @@
 //! Faults survived: the database going away under load, a slow database, graceful shutdown.
 
 use crate::events::envelope;
-use crate::support::{admin_client, snapshot, test_config, TestApp, TestDb, ADMIN_TOKEN, SECRET};
+use crate::support::{
+    cut_connections, rebuild_and_wait, snapshot, spawn_post, test_config, TestApp, TestDb, SECRET,
+};
 use billing_ledger::config::{Command, SendArgs};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -13,26 +15,6 @@ fn customer(i: usize) -> Value {
         1_700_000_000 + i as i64,
         json!({"id": format!("cus_f{i}"), "object": "customer", "metadata": {"tenant_id": format!("t{}", i % 7)}}),
     )
-}
-
-async fn cut_connections(name: &str, allow: bool) {
-    let admin = admin_client().await;
-    admin
-        .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS {allow}"))
-        .await
-        .unwrap();
-    if !allow {
-        let terminate = format!("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{name}'");
-        while admin
-            .query_one(&terminate, &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-            > 0
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
 }
 
 #[tokio::test]
@@ -78,25 +60,7 @@ async fn a_retrying_sender_stores_everything_once_across_an_outage() {
     );
     app.wait_projected().await;
     let live = snapshot(&app.db).await;
-    let response = app
-        .http
-        .post(app.url("/api/billing/admin/projections/rebuild"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    for _ in 0..400 {
-        if app
-            .db
-            .count("SELECT count(*) FROM rebuilds WHERE status = 'done'")
-            .await
-            == 1
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    rebuild_and_wait(&app).await;
     assert_eq!(
         snapshot(&app.db).await,
         live,
@@ -117,24 +81,11 @@ async fn a_stalled_database_gets_503_within_a_bounded_time_and_recovers() {
     let started = Instant::now();
     let mut waiting = Vec::new();
     for i in 2..22 {
-        let http = app.http.clone();
-        let url = app.url("/api/billing/webhook");
-        let body = customer(i).to_string();
-        let header = billing_ledger::signature::sign(
-            &billing_ledger::signature::WebhookSecret::parse(SECRET).unwrap(),
-            crate::support::now(),
-            body.as_bytes(),
-        );
-        waiting.push(tokio::spawn(async move {
-            http.post(url)
-                .header("stripe-signature", header)
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }));
+        waiting.push(spawn_post(
+            &app.http,
+            app.url("/api/billing/webhook"),
+            customer(i).to_string(),
+        ));
     }
     for task in waiting {
         assert_eq!(task.await.unwrap(), 503);
@@ -181,26 +132,11 @@ async fn graceful_shutdown_finishes_in_flight_requests_and_releases_the_projecto
     tx.batch_execute("SELECT * FROM log_head FOR UPDATE")
         .await
         .unwrap();
-    let in_flight = {
-        let http = first.http.clone();
-        let url = first.url("/api/billing/webhook");
-        let body = customer(1).to_string();
-        let header = billing_ledger::signature::sign(
-            &billing_ledger::signature::WebhookSecret::parse(SECRET).unwrap(),
-            crate::support::now(),
-            body.as_bytes(),
-        );
-        tokio::spawn(async move {
-            http.post(url)
-                .header("stripe-signature", header)
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        })
-    };
+    let in_flight = spawn_post(
+        &first.http,
+        first.url("/api/billing/webhook"),
+        customer(1).to_string(),
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     let stopping = tokio::spawn(first.stop());
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -5,7 +5,6 @@ use crate::events::{checkout_completed, invoice, subscription};
 use crate::support::{snapshot, TestApp, ADMIN_TOKEN};
 use billing_ledger::config::{Command, DatabaseArgs, RebuildArgs};
 use serde_json::{json, Value};
-use std::time::Duration;
 
 const T0: i64 = 1_700_000_000;
 const MONTH: i64 = 2_592_000;
@@ -194,19 +193,6 @@ async fn our_fixtures_in_the_basil_shape_fold_into_tenant_pricing() {
     assert_eq!(customer["deleted"], false);
 }
 
-async fn wait_rebuild_done(app: &TestApp, rebuild_id: &str) {
-    for _ in 0..400 {
-        let status = app.get("/api/billing/admin/projections", ADMIN_TOKEN).await;
-        let status: Value = status.json().await.unwrap();
-        let rebuild = &status["projections"][0]["rebuild"];
-        if rebuild["rebuild_id"] == rebuild_id && rebuild["status"] == "done" {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("rebuild {rebuild_id} did not finish");
-}
-
 #[tokio::test]
 async fn rebuild_reproduces_the_live_read_models() {
     let app = TestApp::start().await;
@@ -238,16 +224,7 @@ async fn rebuild_reproduces_the_live_read_models() {
     assert_eq!(live["tenant_pricing"].as_array().unwrap().len(), 1);
     assert_eq!(live["unresolved_events"].as_array().unwrap().len(), 1);
 
-    let response = app
-        .http
-        .post(app.url("/api/billing/admin/projections/rebuild"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    let accepted: Value = response.json().await.unwrap();
-    wait_rebuild_done(&app, accepted["rebuild_id"].as_str().unwrap()).await;
+    crate::support::rebuild_and_wait(&app).await;
     assert_eq!(snapshot(&app.db).await, live, "API rebuild");
 
     // The command-line rebuild, with no service running, gives the same rows.

@@ -351,3 +351,86 @@ pub async fn snapshot(db: &TestDb) -> Value {
     }
     Value::Object(out)
 }
+
+/// A `Stripe-Signature` for `body`, signed now with the primary secret.
+pub fn signature_now(body: &[u8]) -> String {
+    sign(&WebhookSecret::parse(SECRET).unwrap(), now(), body)
+}
+
+/// Posts `body`, signed now, to a webhook `url`; returns the status code.
+pub async fn post_to(http: &reqwest::Client, url: &str, body: String) -> u16 {
+    let header = signature_now(body.as_bytes());
+    http.post(url)
+        .header("stripe-signature", header)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// [`post_to`] from a task.
+pub fn spawn_post(
+    http: &reqwest::Client,
+    url: String,
+    body: String,
+) -> tokio::task::JoinHandle<u16> {
+    let http = http.clone();
+    tokio::spawn(async move { post_to(&http, &url, body).await })
+}
+
+/// Requests a rebuild through `app`'s admin API, waits for it to finish, and returns the
+/// projection's status after it.
+pub async fn rebuild_and_wait(app: &TestApp) -> Value {
+    let response = app
+        .http
+        .post(app.url("/api/billing/admin/projections/rebuild"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let id = response.json::<Value>().await.unwrap()["rebuild_id"].clone();
+    for _ in 0..2_400 {
+        let status: Value = app
+            .get("/api/billing/admin/projections", ADMIN_TOKEN)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let projection = &status["projections"][0];
+        if projection["rebuild"]["rebuild_id"] == id && projection["rebuild"]["status"] == "done" {
+            return projection.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("rebuild did not finish");
+}
+
+/// Refuses (or again allows) new connections to a test database; when refusing, also ends
+/// every open one and waits until none is left. The ALTER commits first, so no connection can
+/// slip in between.
+pub async fn cut_connections(database: &str, allow: bool) {
+    let admin = admin_client().await;
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {database} ALLOW_CONNECTIONS {allow}"
+        ))
+        .await
+        .unwrap();
+    if !allow {
+        let terminate = format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{database}'"
+        );
+        while admin
+            .query_one(&terminate, &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            > 0
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
