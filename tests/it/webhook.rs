@@ -255,25 +255,7 @@ async fn bad_bodies_are_refused_and_nothing_is_stored() {
 #[tokio::test]
 async fn database_down_answers_503_and_stores_nothing() {
     let app = TestApp::start().await;
-    let admin = crate::support::admin_client().await;
-    let name = &app.db.name;
-    // The ALTER commits first, so no connection can start between it and the terminations.
-    admin
-        .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
-        .await
-        .unwrap();
-    let terminate = format!(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{name}'"
-    );
-    while admin
-        .query_one(&terminate, &[])
-        .await
-        .unwrap()
-        .get::<_, i64>(0)
-        > 0
-    {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    crate::support::cut_connections(&app.db.name, false).await;
     let response = app.post_event(&body("evt_while_down")).await;
     assert_eq!(response.status(), 503);
     let error: Value = response.json().await.unwrap();
@@ -288,10 +270,7 @@ async fn database_down_answers_503_and_stores_nothing() {
         503
     );
 
-    admin
-        .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
-        .await
-        .unwrap();
+    crate::support::cut_connections(&app.db.name, true).await;
     assert_eq!(stored(&app).await, 0, "nothing stored while down");
     // Stripe's retry then lands.
     let mut status = 0;
