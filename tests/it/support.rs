@@ -1,7 +1,8 @@
 //! Test harness: a fresh database per test, cloned from a migrated template, and the real
 //! service started on `127.0.0.1:0`.
 //!
-//! Databases are named `blt_<pid>_<n>`; each run drops the ones earlier runs left behind.
+//! Databases are named `blt_<pid>_<n>`; each run drops the ones earlier runs left behind
+//! (not those of a run still alive, nor any still in use).
 //! The template's name carries a hash of `schema/`, so a schema change makes a new template.
 
 use billing_ledger::config::Config;
@@ -65,8 +66,14 @@ async fn template() -> &'static str {
                 .unwrap();
             for row in stale {
                 let name: String = row.get(0);
+                // Another test run still alive on this machine owns its databases.
+                let pid = name.split('_').nth(1).unwrap_or_default();
+                if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                    continue;
+                }
+                // Without FORCE: a database still in use (another machine's run) stays.
                 let _ = admin
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\""))
                     .await;
             }
             let name = format!("blt_template_{:016x}", schema_hash());
