@@ -68,11 +68,12 @@ CREATE TABLE unresolved_events (
     PRIMARY KEY (object_id, event_id)
 );
 
--- Which tenant each event touched (filled as tenants are resolved).
+-- Which tenant each event touched (filled as tenants are resolved), and by which rule.
 CREATE TABLE event_tenants (
     tenant_id text NOT NULL,
     event_id text NOT NULL,
     position bigint NOT NULL,
+    resolved_by text NOT NULL,
     PRIMARY KEY (tenant_id, position, event_id)
 );
 

@@ -18,6 +18,10 @@ pub const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Server-side limit on any one statement from a pooled connection, milliseconds.
 pub const STATEMENT_TIMEOUT_MS: u64 = 5_000;
+/// Server-side limit on waiting for a lock (the log head, say), milliseconds: an append
+/// batch stuck behind a lock fails fast, well inside the webhook's answer deadline, so it can
+/// never commit after its requests were answered 503.
+pub const LOCK_TIMEOUT_MS: u64 = 2_000;
 
 /// Advisory lock key held while migrating (any 64-bit constant unique to this service).
 const MIGRATION_LOCK_KEY: i64 = 0x6269_6c6c_6d69_6772; // "billmigr"
@@ -31,7 +35,9 @@ pub fn pg_config(database_url: &str) -> anyhow::Result<tokio_postgres::Config> {
     let mut config = tokio_postgres::Config::from_str(database_url)
         .map_err(|_| anyhow::anyhow!("DATABASE_URL: not a valid PostgreSQL connection string"))?;
     config.connect_timeout(CONNECT_TIMEOUT);
-    config.options(format!("-c statement_timeout={STATEMENT_TIMEOUT_MS}"));
+    config.options(format!(
+        "-c statement_timeout={STATEMENT_TIMEOUT_MS} -c lock_timeout={LOCK_TIMEOUT_MS}"
+    ));
     if config.get_application_name().is_none() {
         config.application_name("billing-ledger");
     }

@@ -137,6 +137,11 @@ impl Appender {
 async fn write_batches(pool: Pool, mut receiver: mpsc::Receiver<Request>) {
     let mut batch = Vec::with_capacity(BATCH_EVENTS_MAX);
     while receiver.recv_many(&mut batch, BATCH_EVENTS_MAX).await > 0 {
+        // A request that already gave up (answered 503) must not be committed now.
+        batch.retain(|request| !request.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
         let deliveries: Vec<&Delivery> = batch.iter().map(|r| &r.delivery).collect();
         let result = append_batch(&pool, &deliveries).await;
         match result {

@@ -17,18 +17,28 @@ pub async fn write(tx: &Transaction<'_>, changes: &Changes) -> anyhow::Result<()
     write_customers(tx, changes).await?;
     write_unresolved(tx, changes).await?;
     if !changes.event_tenants.is_empty() {
-        let (tenants, events): (Vec<&str>, Vec<&str>) = changes
+        let tenants: Vec<&str> = changes
             .event_tenants
             .iter()
-            .map(|(t, e)| (t.as_str(), e.as_str()))
-            .unzip();
+            .map(|(t, _, _)| t.as_str())
+            .collect();
+        let events: Vec<&str> = changes
+            .event_tenants
+            .iter()
+            .map(|(_, e, _)| e.as_str())
+            .collect();
+        let rules: Vec<&str> = changes
+            .event_tenants
+            .iter()
+            .map(|(_, _, r)| r.as_str())
+            .collect();
         tx.execute(
-            "INSERT INTO event_tenants (tenant_id, event_id, position)
-             SELECT t.tenant_id, t.event_id, e.position
-             FROM unnest($1::text[], $2::text[]) AS t (tenant_id, event_id)
+            "INSERT INTO event_tenants (tenant_id, event_id, position, resolved_by)
+             SELECT t.tenant_id, t.event_id, e.position, t.resolved_by
+             FROM unnest($1::text[], $2::text[], $3::text[]) AS t (tenant_id, event_id, resolved_by)
              JOIN events e ON e.event_id = t.event_id
              ON CONFLICT DO NOTHING",
-            &[&tenants, &events],
+            &[&tenants, &events, &rules],
         )
         .await?;
     }

@@ -180,8 +180,8 @@ pub struct Changes {
     pub customers: Vec<Customer>,
     /// For each object: the full set of its unresolved events (empty once resolved).
     pub unresolved: BTreeMap<String, Vec<Unresolved>>,
-    /// `(tenant_id, event_id)`: events newly attributed to a tenant.
-    pub event_tenants: BTreeSet<(String, String)>,
+    /// `(tenant_id, event_id, rule)`: events newly attributed to a tenant, and how.
+    pub event_tenants: BTreeSet<(String, String, ResolvedBy)>,
 }
 
 impl Changes {
@@ -691,9 +691,11 @@ fn attribute(
 ) {
     if let Some(tenant) = tenant {
         for event in std::mem::take(pending) {
-            changes
-                .event_tenants
-                .insert((tenant.tenant_id.clone(), event.event_id));
+            changes.event_tenants.insert((
+                tenant.tenant_id.clone(),
+                event.event_id,
+                tenant.resolved_by,
+            ));
         }
     }
 }

@@ -7,7 +7,7 @@ use super::csv::{self, EventsResponse};
 use super::error::ApiError;
 use super::views::{
     cursor_or, encode_cursor, page, CheckoutSessionList, CheckoutSessionView, CustomerView,
-    DeliveryView, EventDetail, EventList, EventSummary, HistoryEntry, HistoryList,
+    DeliveryView, EventDetail, EventList, EventSummary, EventTenant, HistoryEntry, HistoryList,
     TenantPricingView, UnresolvedList, UnresolvedView,
 };
 use super::AppState;
@@ -49,8 +49,19 @@ impl ReadApi {
 /// Query parameters, owned so a streaming export can outlive the request.
 pub type Params = Vec<Box<dyn ToSql + Sync + Send>>;
 
+/// The order of `GET /api/billing/events`, by log position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum Order {
+    /// Oldest first (the default).
+    Asc,
+    /// Newest first.
+    Desc,
+}
+
 /// The filters of `GET /api/billing/events`.
 struct EventFilters {
+    descending: bool,
     event_type: Option<String>,
     tenant_id: Option<String>,
     object_id: Option<String>,
@@ -60,12 +71,13 @@ struct EventFilters {
 }
 
 impl EventFilters {
-    /// The page of events after position `after`, at most `limit` rows, in log order.
+    /// The page of events past position `after` (in the chosen order), at most `limit` rows.
     fn query(&self, after: i64, limit: i64) -> (String, Params) {
-        let mut sql = String::from(
+        let mut sql = format!(
             "SELECT position, event_id, type, created, api_version, livemode, account, object_id,
                     object_type, received_at, source
-             FROM events WHERE position > $1",
+             FROM events WHERE position {} $1",
+            if self.descending { "<" } else { ">" }
         );
         let mut params: Params = vec![Box::new(after)];
         let mut filter = |clause: &str, value: Box<dyn ToSql + Sync + Send>| {
@@ -93,7 +105,12 @@ impl EventFilters {
         if let Some(v) = self.livemode {
             filter(" AND livemode = ?", Box::new(v));
         }
-        filter(" ORDER BY position LIMIT ?", Box::new(limit));
+        let order = if self.descending {
+            " ORDER BY position DESC LIMIT ?"
+        } else {
+            " ORDER BY position LIMIT ?"
+        };
+        filter(order, Box::new(limit));
         (sql, params)
     }
 }
@@ -104,7 +121,7 @@ fn page_size(limit: Option<u32>) -> i64 {
 
 #[OpenApi]
 impl ReadApi {
-    /// List events in log order (oldest first), filtered.
+    /// List events in log order (oldest first, or newest first with `order=desc`), filtered.
     ///
     /// Filters combine with AND. `tenant_id` matches events attributed to the tenant by the
     /// projection; `from`/`to` bound Stripe's `created` (inclusive). Pass `next_cursor` back as
@@ -122,11 +139,14 @@ impl ReadApi {
         from: Query<Option<DateTime<Utc>>>,
         to: Query<Option<DateTime<Utc>>>,
         livemode: Query<Option<bool>>,
+        order: Query<Option<Order>>,
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<u32>>,
         cursor: Query<Option<String>>,
     ) -> Result<EventsResponse, ApiError> {
-        let after: i64 = cursor_or(cursor.0.as_deref(), 0)?;
+        let descending = order.0 == Some(Order::Desc);
+        let after: i64 = cursor_or(cursor.0.as_deref(), if descending { i64::MAX } else { 0 })?;
         let filters = EventFilters {
+            descending,
             event_type: event_type.0,
             tenant_id: tenant_id.0,
             object_id: object_id.0,
@@ -192,10 +212,18 @@ impl ReadApi {
             .await?;
         let tenants = client
             .query(
-                "SELECT tenant_id FROM event_tenants WHERE event_id = $1 ORDER BY tenant_id",
+                "SELECT tenant_id, resolved_by FROM event_tenants WHERE event_id = $1
+                 ORDER BY tenant_id",
                 &[&event_id.0],
             )
             .await?;
+        let checkpoint: i64 = client
+            .query_one(
+                "SELECT coalesce((SELECT position FROM projections WHERE name = $1), 0)",
+                &[&crate::projector::PROJECTION_NAME],
+            )
+            .await?
+            .get(0);
         let error = client
             .query_opt(
                 "SELECT error FROM projection_errors WHERE event_id = $1",
@@ -205,8 +233,15 @@ impl ReadApi {
         Ok(Json(EventDetail::from_rows(
             &row,
             deliveries.iter().map(DeliveryView::from_row).collect(),
-            tenants.iter().map(|r| r.get(0)).collect(),
+            tenants
+                .iter()
+                .map(|r| EventTenant {
+                    tenant_id: r.get(0),
+                    resolved_by: r.get(1),
+                })
+                .collect(),
             error.map(|r| r.get(0)),
+            checkpoint,
         )))
     }
 

@@ -147,29 +147,43 @@ pub struct EventDetail {
     pub secret_index: Option<i16>,
     pub signature: Option<String>,
     pub deliveries: Vec<DeliveryView>,
-    /// Tenants the projection attributed this event to.
-    pub tenant_ids: Vec<String>,
+    /// Tenants the projection attributed this event to, and how it found each.
+    pub tenants: Vec<EventTenant>,
+    /// Whether the projection has folded this event (its position is at or below the
+    /// checkpoint). A folded event may still have a `projection_error`.
+    pub projected: bool,
     /// Why the projection could not fold this event, if it could not.
     pub projection_error: Option<String>,
+}
+
+/// A tenant an event was attributed to.
+#[derive(Debug, Object)]
+pub struct EventTenant {
+    pub tenant_id: String,
+    /// The rule that found it (`checkout_client_reference_id`, `customer_link`, ...).
+    pub resolved_by: String,
 }
 
 impl EventDetail {
     pub fn from_rows(
         row: &Row,
         deliveries: Vec<DeliveryView>,
-        tenant_ids: Vec<String>,
+        tenants: Vec<EventTenant>,
         projection_error: Option<String>,
+        checkpoint: i64,
     ) -> EventDetail {
         let raw: Vec<u8> = row.get(11);
+        let summary = EventSummary::from_row(row);
         EventDetail {
-            summary: EventSummary::from_row(row),
+            projected: summary.position <= checkpoint,
+            summary,
             payload: serde_json::from_slice(&raw).unwrap_or(serde_json::Value::Null),
             body: String::from_utf8_lossy(&raw).into_owned(),
             signature_timestamp: row.get(12),
             secret_index: row.get(13),
             signature: row.get(14),
             deliveries,
-            tenant_ids,
+            tenants,
             projection_error,
         }
     }

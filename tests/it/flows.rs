@@ -157,6 +157,12 @@ async fn an_invoice_before_the_checkout_that_names_its_tenant_ends_applied() {
         .map(|e| e["event_id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["evt_l1", "evt_l2"]);
+    let detail = app.get_json("/api/billing/events/evt_l1").await;
+    assert_eq!(detail["projected"], true);
+    assert_eq!(
+        detail["tenants"],
+        json!([{"tenant_id": "tenant-3", "resolved_by": "checkout_client_reference_id"}])
+    );
 }
 
 #[tokio::test]
