@@ -8,6 +8,7 @@
 //! is answered only after its batch's COMMIT returned. This module never updates or deletes a
 //! log row; the database refuses that anyway.
 
+use anyhow::Context;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
@@ -169,21 +170,16 @@ async fn write_batches(pool: Pool, mut receiver: mpsc::Receiver<Request>) {
 pub async fn append_batch(pool: &Pool, deliveries: &[&Delivery]) -> anyhow::Result<Vec<Appended>> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    let head_row = tx
-        .query_one("SELECT position, chain_hash FROM log_head FOR UPDATE", &[])
-        .await?;
-    let head: i64 = head_row.get(0);
-    let mut chain_hash: Vec<u8> = head_row.get(1);
+    // One round trip: lock the head and learn which IDs are already stored.
+    let read = tx.prepare_cached(READ_HEAD).await?;
     let ids: Vec<&str> = deliveries.iter().map(|d| d.event.id.as_str()).collect();
-    let stored = tx
-        .query(
-            "SELECT event_id, position, body_sha256 FROM events WHERE event_id = ANY($1)",
-            &[&ids],
-        )
-        .await?;
+    let stored = tx.query(&read, &[&ids]).await?;
+    let first = stored.first().context("log_head has its row")?;
+    let head: i64 = first.get(0);
+    let mut chain_hash: Vec<u8> = first.get(1);
     let mut known: HashMap<String, (i64, Vec<u8>)> = stored
         .iter()
-        .map(|row| (row.get(0), (row.get(1), row.get(2))))
+        .filter_map(|row| Some((row.get::<_, Option<String>>(2)?, (row.get(3), row.get(4)))))
         .collect();
 
     let mut events = EventColumns::default();
@@ -217,25 +213,46 @@ pub async fn append_batch(pool: &Pool, deliveries: &[&Delivery]) -> anyhow::Resu
         };
         answers.push(answer);
     }
-    if next > head {
-        events.insert(&tx).await?;
-        tx.execute(
-            "UPDATE log_head SET position = $1, chain_hash = $2",
-            &[&next, &chain_hash],
-        )
-        .await?;
-        tx.execute(
-            "SELECT pg_notify('ledger_events', $1)",
-            &[&next.to_string()],
-        )
-        .await?;
-    }
-    if !rows.event_id.is_empty() {
-        rows.insert(&tx).await?;
-    }
+    // One round trip: the events, the new head, the deliveries and the wake-up.
+    let write = tx.prepare_cached(WRITE_BATCH).await?;
+    let advanced = next > head;
+    let head_text = next.to_string();
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = events.params();
+    let head_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+        [&next, &chain_hash, &advanced, &head_text];
+    params.extend(head_params);
+    params.extend(rows.params());
+    tx.query(&write, &params).await?;
     tx.commit().await?;
     Ok(answers)
 }
+
+/// Locks the head row and returns it once per already-stored event among `$1` (once with
+/// nulls when none is).
+const READ_HEAD: &str = "SELECT h.position, h.chain_hash, e.event_id, e.position, e.body_sha256
+     FROM log_head h LEFT JOIN events e ON e.event_id = ANY($1::text[])
+     FOR UPDATE OF h";
+
+/// Inserts the batch's events and deliveries, advances the head and notifies the projector,
+/// in one statement. The deliveries' foreign keys are checked at its end, when the events it
+/// inserted are visible.
+const WRITE_BATCH: &str = "WITH new_events AS (
+         INSERT INTO events (position, event_id, type, created, api_version, livemode, account,
+             object_id, object_type, body, body_sha256, received_at, source,
+             signature_timestamp, secret_index, signature, chain_hash)
+         SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[],
+             $5::text[], $6::boolean[], $7::text[], $8::text[], $9::text[], $10::bytea[],
+             $11::bytea[], $12::timestamptz[], $13::text[], $14::timestamptz[],
+             $15::smallint[], $16::text[], $17::bytea[])
+     ), new_head AS (
+         UPDATE log_head SET position = $18, chain_hash = $19 WHERE $20
+     ), new_deliveries AS (
+         INSERT INTO deliveries (event_id, received_at, duplicate, source,
+             signature_timestamp, secret_index, signature, body_sha256, body)
+         SELECT * FROM unnest($22::text[], $23::timestamptz[], $24::boolean[], $25::text[],
+             $26::timestamptz[], $27::smallint[], $28::text[], $29::bytea[], $30::bytea[])
+     )
+     SELECT pg_notify('ledger_events', $21) WHERE $20";
 
 #[derive(Default)]
 struct EventColumns<'a> {
@@ -268,51 +285,38 @@ impl<'a> EventColumns<'a> {
         self.api_version.push(d.event.api_version.as_deref());
         self.livemode.push(d.event.livemode);
         self.account.push(d.event.account.as_deref());
-        self.object_id
-            .push(d.event.object_id().filter(|s| clean(s)));
-        self.object_type
-            .push(d.event.object_type().filter(|s| clean(s)));
+        self.object_id.push(d.event.object_id().filter(|s| clean(s)));
+        self.object_type.push(d.event.object_type().filter(|s| clean(s)));
         self.body.push(&d.body);
         self.body_sha256.push(digest.to_vec());
         self.received_at.push(d.received_at);
         self.source.push(d.source.as_str());
-        self.signature_timestamp
-            .push(d.signature_timestamp.map(unix));
+        self.signature_timestamp.push(d.signature_timestamp.map(unix));
         self.secret_index.push(d.secret_index.map(|i| i as i16));
         self.signature.push(d.signature.as_deref());
     }
 
-    async fn insert(&self, tx: &deadpool_postgres::Transaction<'_>) -> anyhow::Result<()> {
-        tx.execute(
-            "INSERT INTO events (position, event_id, type, created, api_version, livemode, account,
-                 object_id, object_type, body, body_sha256, received_at, source,
-                 signature_timestamp, secret_index, signature, chain_hash)
-             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[],
-                 $5::text[], $6::boolean[], $7::text[], $8::text[], $9::text[], $10::bytea[],
-                 $11::bytea[], $12::timestamptz[], $13::text[], $14::timestamptz[],
-                 $15::smallint[], $16::text[], $17::bytea[])",
-            &[
-                &self.position,
-                &self.event_id,
-                &self.event_type,
-                &self.created,
-                &self.api_version,
-                &self.livemode,
-                &self.account,
-                &self.object_id,
-                &self.object_type,
-                &self.body,
-                &self.body_sha256,
-                &self.received_at,
-                &self.source,
-                &self.signature_timestamp,
-                &self.secret_index,
-                &self.signature,
-                &self.chain_hash,
-            ],
-        )
-        .await?;
-        Ok(())
+    /// `$1` to `$17` of [`WRITE_BATCH`].
+    fn params(&self) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+        vec![
+            &self.position,
+            &self.event_id,
+            &self.event_type,
+            &self.created,
+            &self.api_version,
+            &self.livemode,
+            &self.account,
+            &self.object_id,
+            &self.object_type,
+            &self.body,
+            &self.body_sha256,
+            &self.received_at,
+            &self.source,
+            &self.signature_timestamp,
+            &self.secret_index,
+            &self.signature,
+            &self.chain_hash,
+        ]
     }
 }
 
@@ -335,34 +339,26 @@ impl<'a> DeliveryColumns<'a> {
         self.received_at.push(d.received_at);
         self.duplicate.push(duplicate);
         self.source.push(d.source.as_str());
-        self.signature_timestamp
-            .push(d.signature_timestamp.map(unix));
+        self.signature_timestamp.push(d.signature_timestamp.map(unix));
         self.secret_index.push(d.secret_index.map(|i| i as i16));
         self.signature.push(d.signature.as_deref());
         self.body_sha256.push(digest.to_vec());
         self.body.push(body_differs.then_some(&d.body[..]));
     }
 
-    async fn insert(&self, tx: &deadpool_postgres::Transaction<'_>) -> anyhow::Result<()> {
-        tx.execute(
-            "INSERT INTO deliveries (event_id, received_at, duplicate, source,
-                 signature_timestamp, secret_index, signature, body_sha256, body)
-             SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::boolean[], $4::text[],
-                 $5::timestamptz[], $6::smallint[], $7::text[], $8::bytea[], $9::bytea[])",
-            &[
-                &self.event_id,
-                &self.received_at,
-                &self.duplicate,
-                &self.source,
-                &self.signature_timestamp,
-                &self.secret_index,
-                &self.signature,
-                &self.body_sha256,
-                &self.body,
-            ],
-        )
-        .await?;
-        Ok(())
+    /// `$22` to `$30` of [`WRITE_BATCH`].
+    fn params(&self) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+        vec![
+            &self.event_id,
+            &self.received_at,
+            &self.duplicate,
+            &self.source,
+            &self.signature_timestamp,
+            &self.secret_index,
+            &self.signature,
+            &self.body_sha256,
+            &self.body,
+        ]
     }
 }
 
