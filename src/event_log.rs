@@ -285,13 +285,16 @@ impl<'a> EventColumns<'a> {
         self.api_version.push(d.event.api_version.as_deref());
         self.livemode.push(d.event.livemode);
         self.account.push(d.event.account.as_deref());
-        self.object_id.push(d.event.object_id().filter(|s| clean(s)));
-        self.object_type.push(d.event.object_type().filter(|s| clean(s)));
+        self.object_id
+            .push(d.event.object_id().filter(|s| clean(s)));
+        self.object_type
+            .push(d.event.object_type().filter(|s| clean(s)));
         self.body.push(&d.body);
         self.body_sha256.push(digest.to_vec());
         self.received_at.push(d.received_at);
         self.source.push(d.source.as_str());
-        self.signature_timestamp.push(d.signature_timestamp.map(unix));
+        self.signature_timestamp
+            .push(d.signature_timestamp.map(unix));
         self.secret_index.push(d.secret_index.map(|i| i as i16));
         self.signature.push(d.signature.as_deref());
     }
@@ -339,7 +342,8 @@ impl<'a> DeliveryColumns<'a> {
         self.received_at.push(d.received_at);
         self.duplicate.push(duplicate);
         self.source.push(d.source.as_str());
-        self.signature_timestamp.push(d.signature_timestamp.map(unix));
+        self.signature_timestamp
+            .push(d.signature_timestamp.map(unix));
         self.secret_index.push(d.secret_index.map(|i| i as i16));
         self.signature.push(d.signature.as_deref());
         self.body_sha256.push(digest.to_vec());

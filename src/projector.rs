@@ -31,6 +31,10 @@ pub const PROJECTION_NAME: &str = "billing";
 pub const PROJECTION_VERSION: i32 = 1;
 /// Events read and folded per transaction.
 pub const FOLD_BATCH_EVENTS: i64 = 1_000;
+/// Batches a rebuild reads ahead of its fold.
+pub const READ_AHEAD_BATCHES: usize = 4;
+/// How long a woken projector waits for more appends before folding (adds this to lag).
+pub const LINGER: Duration = Duration::from_millis(5);
 /// How often an idle projector looks for new events when no wake-up arrives.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// How often a follower retries the projector lock.
@@ -133,6 +137,8 @@ async fn lead(
                 _ = appended.recv() => {}
                 () = tokio::time::sleep(POLL_INTERVAL) => {}
             }
+            // Let a burst gather, so one transaction folds many events instead of one each.
+            tokio::time::sleep(LINGER).await;
         }
     }
 }
@@ -234,12 +240,12 @@ pub struct Stored {
 /// Reads up to `limit` events after `after`, in log order.
 pub async fn read_events(pool: &Pool, after: i64, limit: i64) -> anyhow::Result<Vec<Stored>> {
     let client = pool.get().await?;
-    let rows = client
-        .query(
+    let statement = client
+        .prepare_cached(
             "SELECT position, body FROM events WHERE position > $1 ORDER BY position LIMIT $2",
-            &[&after, &limit],
         )
         .await?;
+    let rows = client.query(&statement, &[&after, &limit]).await?;
     Ok(rows
         .iter()
         .map(|row| Stored {
@@ -288,18 +294,40 @@ async fn fold_log(
     ledger: &mut Ledger,
     up_to: i64,
 ) -> anyhow::Result<Vec<RecordedError>> {
-    let mut position = 0;
     let mut errors = Vec::new();
-    while position < up_to {
-        let limit = FOLD_BATCH_EVENTS.min(up_to - position);
-        let batch = read_events(pool, position, limit).await?;
-        let Some(last) = batch.last().map(|e| e.position) else {
-            break;
-        };
-        errors.extend(fold(ledger, &batch, false));
-        position = last;
+    let mut batches = stream_log(pool.clone(), up_to);
+    while let Some(batch) = batches.recv().await {
+        errors.extend(fold(ledger, &batch?, false));
     }
     Ok(errors)
+}
+
+/// Batches of the log read ahead from position 1 through `up_to`, while the caller folds.
+/// Reading and parsing run on their own task (the other core), at most
+/// [`READ_AHEAD_BATCHES`] batches ahead, so memory stays bounded.
+fn stream_log(pool: Pool, up_to: i64) -> tokio::sync::mpsc::Receiver<anyhow::Result<Vec<Stored>>> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(READ_AHEAD_BATCHES);
+    tokio::spawn(async move {
+        let mut position = 0;
+        while position < up_to {
+            let limit = FOLD_BATCH_EVENTS.min(up_to - position);
+            let batch = match read_events(&pool, position, limit).await {
+                Ok(batch) => batch,
+                Err(error) => {
+                    let _ = sender.send(Err(error)).await;
+                    return;
+                }
+            };
+            let Some(last) = batch.last().map(|e| e.position) else {
+                return;
+            };
+            position = last;
+            if sender.send(Ok(batch)).await.is_err() {
+                return;
+            }
+        }
+    });
+    receiver
 }
 
 /// The oldest rebuild waiting to run, if any.
@@ -394,25 +422,28 @@ async fn rebuild_inner(
         position_target = target, "rebuild started");
     let mut ledger = Ledger::new(livemode);
     let mut errors = Vec::new();
-    let mut position_done = 0;
-    while position_done < target {
-        let limit = FOLD_BATCH_EVENTS.min(target - position_done);
-        let batch = read_events(pool, position_done, limit).await?;
-        let Some(last) = batch.last().map(|e| e.position) else {
-            break;
-        };
+    let mut batches = stream_log(pool.clone(), target);
+    let mut reported = 0;
+    while let Some(batch) = batches.recv().await {
+        let batch = batch?;
         errors.extend(fold(&mut ledger, &batch, false));
-        position_done = last;
-        progress(Progress {
-            position_done,
-            position_target: target,
-        });
-        client
-            .execute(
-                "UPDATE rebuilds SET position_done = $2 WHERE rebuild_id = $1",
-                &[&rebuild_id, &position_done],
-            )
-            .await?;
+        let position_done = batch.last().map_or(0, |e| e.position);
+        // Progress every 1% of the log (and at the end), not every batch.
+        if position_done - reported >= (target / 100).max(FOLD_BATCH_EVENTS)
+            || position_done == target
+        {
+            reported = position_done;
+            progress(Progress {
+                position_done,
+                position_target: target,
+            });
+            client
+                .execute(
+                    "UPDATE rebuilds SET position_done = $2 WHERE rebuild_id = $1",
+                    &[&rebuild_id, &position_done],
+                )
+                .await?;
+        }
     }
     drop(client);
     ledger.mark_all_changed();
