@@ -72,10 +72,10 @@ CREATE TABLE unresolved_events (
 CREATE TABLE event_tenants (
     tenant_id text NOT NULL,
     event_id text NOT NULL,
-    position bigint NOT NULL,
     resolved_by text NOT NULL,
-    PRIMARY KEY (tenant_id, position, event_id)
+    PRIMARY KEY (tenant_id, event_id)
 );
+CREATE INDEX event_tenants_event ON event_tenants (event_id);
 
 -- Events the fold could not read: the event stays in the log, the error is kept here.
 CREATE TABLE projection_errors (

@@ -420,6 +420,14 @@ async fn rebuild_inner(
         .await?;
     tracing::info!(projection.name = PROJECTION_NAME, rebuild.id = %rebuild_id,
         position_target = target, "rebuild started");
+    // Attributions (one row per event) are staged as the fold goes, so they never pile up in
+    // memory; the swap copies them in.
+    client
+        .batch_execute(
+            "DROP TABLE IF EXISTS event_tenants_rebuild;
+             CREATE UNLOGGED TABLE event_tenants_rebuild (LIKE event_tenants);",
+        )
+        .await?;
     let mut ledger = Ledger::new(livemode);
     let mut errors = Vec::new();
     let mut batches = stream_log(pool.clone(), target);
@@ -427,6 +435,8 @@ async fn rebuild_inner(
     while let Some(batch) = batches.recv().await {
         let batch = batch?;
         errors.extend(fold(&mut ledger, &batch, false));
+        let staged = ledger.take_attributions();
+        read_models::write_event_tenants(&**client, "event_tenants_rebuild", &staged).await?;
         let position_done = batch.last().map_or(0, |e| e.position);
         // Progress every 1% of the log (and at the end), not every batch.
         if position_done - reported >= (target / 100).max(FOLD_BATCH_EVENTS)
@@ -450,9 +460,13 @@ async fn rebuild_inner(
     let changes = ledger.take_changes();
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
+    // The swap writes every row at once: no per-statement limit. DELETE, not TRUNCATE, so
+    // readers keep the old rows until the commit instead of waiting on a lock.
     tx.batch_execute(
-        "DELETE FROM tenant_pricing; DELETE FROM checkout_sessions; DELETE FROM customers;
-         DELETE FROM unresolved_events; DELETE FROM event_tenants;",
+        "SET LOCAL statement_timeout = 0;
+         DELETE FROM tenant_pricing; DELETE FROM checkout_sessions; DELETE FROM customers;
+         DELETE FROM unresolved_events; DELETE FROM event_tenants;
+         INSERT INTO event_tenants SELECT * FROM event_tenants_rebuild ON CONFLICT DO NOTHING;",
     )
     .await?;
     tx.execute(
@@ -476,6 +490,9 @@ async fn rebuild_inner(
     )
     .await?;
     tx.commit().await?;
+    client
+        .batch_execute("DROP TABLE IF EXISTS event_tenants_rebuild")
+        .await?;
     tracing::info!(projection.name = PROJECTION_NAME, rebuild.id = %rebuild_id,
         events = target, duration_ms = started.elapsed().as_millis() as u64, "rebuild swapped in");
     Ok(Live {

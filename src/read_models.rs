@@ -16,31 +16,35 @@ pub async fn write(tx: &Transaction<'_>, changes: &Changes) -> anyhow::Result<()
     write_checkout_sessions(tx, changes).await?;
     write_customers(tx, changes).await?;
     write_unresolved(tx, changes).await?;
-    if !changes.event_tenants.is_empty() {
-        let tenants: Vec<&str> = changes
-            .event_tenants
-            .iter()
-            .map(|(t, _, _)| t.as_str())
-            .collect();
-        let events: Vec<&str> = changes
-            .event_tenants
-            .iter()
-            .map(|(_, e, _)| e.as_str())
-            .collect();
-        let rules: Vec<&str> = changes
-            .event_tenants
-            .iter()
-            .map(|(_, _, r)| r.as_str())
-            .collect();
-        tx.execute(
-            "INSERT INTO event_tenants (tenant_id, event_id, position, resolved_by)
-             SELECT t.tenant_id, t.event_id, e.position, t.resolved_by
-             FROM unnest($1::text[], $2::text[], $3::text[]) AS t (tenant_id, event_id, resolved_by)
-             JOIN events e ON e.event_id = t.event_id
-             ON CONFLICT DO NOTHING",
-            &[&tenants, &events, &rules],
-        )
-        .await?;
+    write_event_tenants(&**tx, "event_tenants", &changes.event_tenants).await?;
+    Ok(())
+}
+
+/// Rows inserted per statement when attributions are written in bulk.
+const ATTRIBUTION_ROWS_PER_STATEMENT: usize = 20_000;
+
+/// Records event-tenant attributions into `table` (`event_tenants`, or a rebuild's staging
+/// copy), in statements of bounded size.
+pub async fn write_event_tenants(
+    client: &impl tokio_postgres::GenericClient,
+    table: &'static str,
+    attributions: &std::collections::BTreeSet<(String, String, projections::ResolvedBy)>,
+) -> anyhow::Result<()> {
+    let rows: Vec<_> = attributions.iter().collect();
+    for chunk in rows.chunks(ATTRIBUTION_ROWS_PER_STATEMENT) {
+        let tenants: Vec<&str> = chunk.iter().map(|(t, _, _)| t.as_str()).collect();
+        let events: Vec<&str> = chunk.iter().map(|(_, e, _)| e.as_str()).collect();
+        let rules: Vec<&str> = chunk.iter().map(|(_, _, r)| r.as_str()).collect();
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO {table} (tenant_id, event_id, resolved_by)
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+                     ON CONFLICT DO NOTHING"
+                ),
+                &[&tenants, &events, &rules],
+            )
+            .await?;
     }
     Ok(())
 }

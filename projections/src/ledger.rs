@@ -149,6 +149,13 @@ pub struct Ledger {
     render: RenderState,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ObjectKind {
+    Subscription,
+    Session,
+    Customer,
+}
+
 #[derive(Debug, Clone, Default)]
 struct RenderState {
     subscriptions: BTreeSet<String>,
@@ -157,6 +164,10 @@ struct RenderState {
     tenants: BTreeSet<String>,
     /// The tenant each subscription was last rendered under.
     tenant_of_subscription: BTreeMap<String, String>,
+    /// Objects the current event was folded into, settled at the end of `apply`.
+    touched: Vec<(ObjectKind, String)>,
+    /// `(tenant_id, event_id, rule)` attributions not yet taken.
+    attributions: BTreeSet<(String, String, ResolvedBy)>,
     subscriptions_by_tenant: BTreeMap<String, BTreeSet<String>>,
 }
 
@@ -261,7 +272,36 @@ impl Ledger {
                 tenant,
             } => self.fold_customer(event, id, snapshot, tenant),
         }
+        self.settle_touched();
         Ok(Outcome::Applied)
+    }
+
+    /// Attributes the pending events of every object the last event touched whose tenant is
+    /// known, so that only unresolved objects hold events in memory.
+    fn settle_touched(&mut self) {
+        for (kind, id) in std::mem::take(&mut self.render.touched) {
+            let tenant = match kind {
+                ObjectKind::Subscription => self.subscription_tenant(&self.subscriptions[&id]),
+                ObjectKind::Session => self.session_tenant(&self.sessions[&id]),
+                ObjectKind::Customer => {
+                    self.customers[&id].tenant.as_ref().map(|t| t.value.clone())
+                }
+            };
+            let Some(tenant) = tenant else { continue };
+            let pending = match kind {
+                ObjectKind::Subscription => {
+                    &mut self.subscriptions.get_mut(&id).expect("touched").pending
+                }
+                ObjectKind::Session => &mut self.sessions.get_mut(&id).expect("touched").pending,
+                ObjectKind::Customer => &mut self.customers.get_mut(&id).expect("touched").pending,
+            };
+            attribute(&mut self.render.attributions, &tenant, pending);
+        }
+    }
+
+    /// Drains the event attributions made so far (a rebuild writes them batch by batch).
+    pub fn take_attributions(&mut self) -> BTreeSet<(String, String, ResolvedBy)> {
+        std::mem::take(&mut self.render.attributions)
     }
 
     fn fold_subscription(
@@ -334,6 +374,7 @@ impl Ledger {
             keep_least(&mut state.tenant, Version::of(event, 0), claim.clone());
         }
         state.pending.insert(unresolved(event, &id));
+        self.render.touched.push((ObjectKind::Session, id.clone()));
         self.render.sessions.insert(id.clone());
         if let Some(customer_id) = &customer_id {
             index(&mut self.sessions_by_customer, customer_id, &id);
@@ -371,6 +412,7 @@ impl Ledger {
         }
         keep_greatest(&mut state.snapshot, version, snapshot);
         state.pending.insert(unresolved(event, &id));
+        self.render.touched.push((ObjectKind::Customer, id.clone()));
         self.render.customers.insert(id.clone());
         if let Some(claim) = tenant {
             self.claim_customer(event, &id, claim);
@@ -386,6 +428,9 @@ impl Ledger {
             state.last_event = Some(version);
         }
         state.pending.insert(unresolved(event, id));
+        self.render
+            .touched
+            .push((ObjectKind::Subscription, id.to_owned()));
         state
     }
 
@@ -433,6 +478,9 @@ impl Ledger {
             state.last_event = Some(Version::of(event, 0));
         }
         state.pending.insert(unresolved(event, customer_id));
+        self.render
+            .touched
+            .push((ObjectKind::Customer, customer_id.to_owned()));
         self.render.customers.insert(customer_id.to_owned());
         if keep_least(&mut state.tenant, Version::of(event, 0), claim) {
             let subs = self.subscriptions_by_customer.get(customer_id);
@@ -571,7 +619,9 @@ impl Ledger {
         for id in render {
             let tenant = self.subscription_tenant(&self.subscriptions[&id]);
             let state = self.subscriptions.get_mut(&id).expect("rendered ids exist");
-            attribute(&mut changes, tenant.as_ref(), &mut state.pending);
+            if let Some(tenant) = &tenant {
+                attribute(&mut self.render.attributions, tenant, &mut state.pending);
+            }
             changes
                 .unresolved
                 .insert(id.clone(), state.pending.iter().cloned().collect());
@@ -594,7 +644,9 @@ impl Ledger {
         for id in std::mem::take(&mut self.render.sessions) {
             let tenant = self.session_tenant(&self.sessions[&id]);
             let state = self.sessions.get_mut(&id).expect("rendered ids exist");
-            attribute(&mut changes, tenant.as_ref(), &mut state.pending);
+            if let Some(tenant) = &tenant {
+                attribute(&mut self.render.attributions, tenant, &mut state.pending);
+            }
             let pending = state.pending.iter().cloned().collect();
             changes.unresolved.insert(id.clone(), pending);
             changes
@@ -604,7 +656,9 @@ impl Ledger {
         for id in std::mem::take(&mut self.render.customers) {
             let state = self.customers.get_mut(&id).expect("rendered ids exist");
             let tenant = state.tenant.as_ref().map(|t| t.value.clone());
-            attribute(&mut changes, tenant.as_ref(), &mut state.pending);
+            if let Some(tenant) = &tenant {
+                attribute(&mut self.render.attributions, tenant, &mut state.pending);
+            }
             changes
                 .customers
                 .extend(Ledger::render_customer(&id, &self.customers[&id]));
@@ -616,6 +670,7 @@ impl Ledger {
                 .map(|sub| self.render_pricing(&tenant_id, sub));
             changes.tenant_pricing.insert(tenant_id, row);
         }
+        changes.event_tenants = self.take_attributions();
         changes
     }
 
@@ -685,18 +740,12 @@ fn unresolved(event: &Event, object_id: &str) -> Unresolved {
 
 /// Once an object's tenant is known, its pending events are attributed to it and forgotten.
 fn attribute(
-    changes: &mut Changes,
-    tenant: Option<&TenantClaim>,
+    attributions: &mut BTreeSet<(String, String, ResolvedBy)>,
+    tenant: &TenantClaim,
     pending: &mut BTreeSet<Unresolved>,
 ) {
-    if let Some(tenant) = tenant {
-        for event in std::mem::take(pending) {
-            changes.event_tenants.insert((
-                tenant.tenant_id.clone(),
-                event.event_id,
-                tenant.resolved_by,
-            ));
-        }
+    for event in std::mem::take(pending) {
+        attributions.insert((tenant.tenant_id.clone(), event.event_id, tenant.resolved_by));
     }
 }
 
