@@ -176,6 +176,30 @@ async fn load(
     (latencies.len() as f64 / elapsed, latencies)
 }
 
+/// Samples the projection's lag every 50 ms for `during`, then times its catch-up:
+/// (most events behind, most seconds behind, seconds to reach the head afterwards).
+async fn sample_lag(url: String, during: Duration) -> (i64, f64, f64) {
+    let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let sql = "SELECT h.position - coalesce(p.position, 0),
+                      coalesce(extract(epoch FROM now() - (SELECT received_at FROM events
+                          WHERE position = coalesce(p.position, 0) + 1))::float8, 0)
+               FROM log_head h LEFT JOIN projections p ON p.name = 'billing'";
+    let (mut max_events, mut max_seconds) = (0i64, 0f64);
+    let end = Instant::now() + during;
+    while Instant::now() < end {
+        let row = client.query_one(sql, &[]).await.unwrap();
+        max_events = max_events.max(row.get(0));
+        max_seconds = max_seconds.max(row.get(1));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stopped = Instant::now();
+    while client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) > 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    (max_events, max_seconds, stopped.elapsed().as_secs_f64())
+}
+
 /// pgbench's transactions per second for the shipped durable single-row insert.
 fn pgbench(database: &str, clients: usize, seconds: u64) -> Option<f64> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/pgbench-insert.sql");
@@ -246,8 +270,11 @@ async fn ingest() {
         "concurrency", "events/s", "pgbench tps", "ratio", "p50 ms", "p99 ms"
     );
     let mut max_rate: f64 = 0.0;
+    let mut lag_lines = Vec::new();
     for (run, workers) in [1usize, 16, 64].into_iter().enumerate() {
+        let sampler = tokio::spawn(sample_lag(url.clone(), Duration::from_secs(INGEST_SECONDS)));
         let (rate, latencies) = load(&service.base, workers, INGEST_SECONDS, None, run).await;
+        lag_lines.push((workers, sampler.await.unwrap()));
         max_rate = max_rate.max(rate);
         let tps = pgbench("billing_ledger_bench_ingest", workers, INGEST_SECONDS);
         println!(
@@ -258,6 +285,11 @@ async fn ingest() {
             tps.map_or("n/a".into(), |t| format!("{:.2}", rate / t)),
             percentile(&latencies, 0.50).as_secs_f64() * 1e3,
             percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        );
+    }
+    for (workers, (max_events, max_seconds, catch_up)) in lag_lines {
+        println!(
+            "projection lag at concurrency {workers}: at most {max_events} events / {max_seconds:.3} s behind; caught up {catch_up:.2} s after the load stopped"
         );
     }
     let half = max_rate / 2.0;
@@ -431,9 +463,29 @@ async fn rebuild() {
 async fn query() {
     let url = big_log().await;
     let service = start_service(&url).await;
-    // Let the projector catch up with the log (the rebuild benchmark may have done so).
+    // Wait until the projector is elected, has re-folded the log in memory and folds a new
+    // event: only then is the machine quiet enough to measure reads.
     let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
     tokio::spawn(connection);
+    let marker = format!("evt_query_marker_{}", chrono::Utc::now().timestamp_millis());
+    let body = format!(
+        r#"{{"id":"{marker}","object":"event","type":"bench.marker","created":1700000000,"data":{{"object":{{"id":"x"}}}}}}"#
+    );
+    let header = sign(
+        &WebhookSecret::parse(SECRET).unwrap(),
+        chrono::Utc::now().timestamp(),
+        body.as_bytes(),
+    );
+    let http = reqwest::Client::new();
+    let posted = http
+        .post(format!("{}/api/billing/webhook", service.base))
+        .header("stripe-signature", header)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(posted.status().is_success());
+    client.batch_execute("ANALYZE").await.unwrap();
     loop {
         let row = client
             .query_one("SELECT (SELECT position FROM log_head), coalesce((SELECT position FROM projections), 0)", &[])
@@ -444,12 +496,19 @@ async fn query() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let http = reqwest::Client::new();
-    println!("query: 16 concurrent readers, 2,000 requests per route, on the 1,000,000-event log");
-    println!(
-        "{:<52} {:>8} {:>8} {:>8}",
-        "route", "p50 ms", "p99 ms", "req/s"
-    );
+    for readers in [4usize, 16] {
+        println!("query: {readers} concurrent readers, 2,000 requests per route, on the 1,000,000-event log");
+        println!(
+            "{:<52} {:>8} {:>8} {:>8}",
+            "route", "p50 ms", "p99 ms", "req/s"
+        );
+        read_routes(&http, &service.base, readers).await;
+    }
+    let _ = service.stop.send(());
+    let _ = service.task.await;
+}
+
+async fn read_routes(http: &reqwest::Client, base: &str, readers: usize) {
     let routes: [(&str, Box<dyn Fn(usize) -> String>); 4] = [
         (
             "events filtered by tenant and type, 100 a page",
@@ -480,11 +539,11 @@ async fn query() {
     ];
     for (name, path) in routes {
         let paths: Vec<String> = (0..2_000).map(|i| path(i)).collect();
-        let chunks: Vec<Vec<String>> = paths.chunks(125).map(|c| c.to_vec()).collect();
+        let chunks: Vec<Vec<String>> = paths.chunks(2_000 / readers).map(|c| c.to_vec()).collect();
         let started = Instant::now();
         let mut tasks = Vec::new();
         for chunk in chunks {
-            let (http, base) = (http.clone(), service.base.clone());
+            let (http, base) = (http.clone(), base.to_owned());
             tasks.push(tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 for path in chunk {
@@ -515,8 +574,6 @@ async fn query() {
             latencies.len() as f64 / elapsed
         );
     }
-    let _ = service.stop.send(());
-    let _ = service.task.await;
 }
 
 fn main() {

@@ -490,8 +490,12 @@ async fn rebuild_inner(
     )
     .await?;
     tx.commit().await?;
+    // A bulk reload leaves the planner's statistics stale until autovacuum comes by.
     client
-        .batch_execute("DROP TABLE IF EXISTS event_tenants_rebuild")
+        .batch_execute(
+            "DROP TABLE IF EXISTS event_tenants_rebuild;
+             ANALYZE tenant_pricing, checkout_sessions, customers, unresolved_events, event_tenants;",
+        )
         .await?;
     tracing::info!(projection.name = PROJECTION_NAME, rebuild.id = %rebuild_id,
         events = target, duration_ms = started.elapsed().as_millis() as u64, "rebuild swapped in");
