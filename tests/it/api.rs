@@ -4,8 +4,10 @@ use crate::events::envelope;
 use crate::support::{TestApp, ADMIN_TOKEN, FINANCE_TOKEN};
 use serde_json::{json, Value};
 
-const READ_ROUTES: [&str; 7] = [
+const READ_ROUTES: [&str; 9] = [
     "/api/billing/events",
+    "/api/billing/tenants/t-missing/history",
+    "/api/billing/tenants/t-missing/pricing?as_of=2024-01-01T00:00:00Z",
     "/api/billing/events/evt_missing",
     "/api/billing/tenants/t-missing/pricing",
     "/api/billing/checkout-sessions/cs_missing",
@@ -17,8 +19,11 @@ const READ_ROUTES: [&str; 7] = [
 #[tokio::test]
 async fn tokens_and_roles_guard_every_route() {
     let app = TestApp::start().await;
-    let admin_get = "/api/billing/admin/projections";
-    for path in READ_ROUTES.iter().chain([&admin_get]) {
+    let admin_routes = [
+        "/api/billing/admin/projections",
+        "/api/billing/admin/verify",
+    ];
+    for path in READ_ROUTES.iter().chain(&admin_routes) {
         let none = app.http.get(app.url(path)).send().await.unwrap();
         assert_eq!(none.status(), 401, "{path} without a token");
         assert_eq!(none.headers()["www-authenticate"], "Bearer");
@@ -31,7 +36,7 @@ async fn tokens_and_roles_guard_every_route() {
     for path in READ_ROUTES {
         for token in [FINANCE_TOKEN, ADMIN_TOKEN] {
             let status = app.get(path, token).await.status();
-            let expected = if path.contains("missing") && !path.contains('?') {
+            let expected = if path.contains("missing") && !path.contains("?tenant_id=") {
                 404
             } else {
                 200
@@ -39,8 +44,10 @@ async fn tokens_and_roles_guard_every_route() {
             assert_eq!(status, expected, "{path}");
         }
     }
-    assert_eq!(app.get(admin_get, FINANCE_TOKEN).await.status(), 403);
-    assert_eq!(app.get(admin_get, ADMIN_TOKEN).await.status(), 200);
+    for path in admin_routes {
+        assert_eq!(app.get(path, FINANCE_TOKEN).await.status(), 403, "{path}");
+        assert_eq!(app.get(path, ADMIN_TOKEN).await.status(), 200, "{path}");
+    }
     let rebuild = "/api/billing/admin/projections/rebuild";
     let post = |token: &'static str| app.http.post(app.url(rebuild)).bearer_auth(token).send();
     let forbidden = post(FINANCE_TOKEN).await.unwrap();
