@@ -456,6 +456,7 @@ async fn rebuild_inner(
         }
     }
     drop(client);
+    let folded_ms = started.elapsed().as_millis() as u64;
     ledger.mark_all_changed();
     let changes = ledger.take_changes();
     let mut client = pool.get().await?;
@@ -498,7 +499,8 @@ async fn rebuild_inner(
         )
         .await?;
     tracing::info!(projection.name = PROJECTION_NAME, rebuild.id = %rebuild_id,
-        events = target, duration_ms = started.elapsed().as_millis() as u64, "rebuild swapped in");
+        events = target, fold_ms = folded_ms, duration_ms = started.elapsed().as_millis() as u64,
+        "rebuild swapped in");
     Ok(Live {
         ledger,
         checkpoint: target,
