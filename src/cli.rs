@@ -189,7 +189,7 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         collect_json(path, &mut files)?;
     }
     let client = reqwest::Client::builder().timeout(SEND_TIMEOUT).build()?;
-    let (mut accepted, mut refused) = (0, 0);
+    let (mut accepted, mut duplicates, mut refused) = (0, 0, 0);
     for file in &files {
         let body = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
         let deadline =
@@ -208,6 +208,9 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
                 Ok(response) => {
                     let status = response.status();
                     let text = response.text().await.unwrap_or_default();
+                    if status.is_success() && text.contains("\"duplicate\":true") {
+                        duplicates += 1;
+                    }
                     let retryable = status.is_server_error()
                         || status.as_u16() == 408
                         || status.as_u16() == 429;
@@ -234,7 +237,7 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
             break;
         }
     }
-    println!("{accepted} accepted, {refused} refused");
+    println!("{accepted} accepted ({duplicates} duplicate), {refused} refused");
     Ok(if refused == 0 {
         ExitCode::SUCCESS
     } else {

@@ -75,8 +75,8 @@ fn field(out: &mut String, value: &str) {
 
 /// One event as a CSV record, CRLF-terminated.
 pub fn record(out: &mut String, e: &EventSummary) {
-    let time =
-        |t: &chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+    // The same rendering as the JSON answers (chrono's RFC 3339, `+00:00`).
+    let time = |t: &chrono::DateTime<chrono::Utc>| t.to_rfc3339();
     let fields = [
         e.position.to_string(),
         e.event_id.clone(),
