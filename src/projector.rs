@@ -215,11 +215,16 @@ impl Live {
         let tx = client.transaction().await?;
         read_models::write(&tx, &changes).await?;
         read_models::record_errors(&tx, &errors).await?;
-        let advanced = tx
-            .execute(
+        let advance = tx
+            .prepare_cached(
                 "UPDATE projections SET position = $3, updated_at = now(), last_failure = NULL,
                      last_failure_at = NULL
                  WHERE name = $1 AND position = $2 AND owner = $4",
+            )
+            .await?;
+        let advanced = tx
+            .execute(
+                &advance,
                 &[&PROJECTION_NAME, &self.checkpoint, &last, &self.owner],
             )
             .await?;

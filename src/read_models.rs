@@ -58,7 +58,8 @@ async fn write_tenant_pricing(tx: &Transaction<'_>, changes: &Changes) -> anyhow
         .collect();
     if !deleted.is_empty() {
         tx.execute(
-            "DELETE FROM tenant_pricing WHERE tenant_id = ANY($1)",
+            &tx.prepare_cached("DELETE FROM tenant_pricing WHERE tenant_id = ANY($1)")
+                .await?,
             &[&deleted],
         )
         .await?;
@@ -93,8 +94,7 @@ async fn write_tenant_pricing(tx: &Transaction<'_>, changes: &Changes) -> anyhow
     let last_event: Vec<&str> = rows.iter().map(|r| r.last_event_id.as_str()).collect();
     let updated_at: Vec<_> = rows.iter().map(|r| unix(r.updated_at)).collect();
     let resolved_by: Vec<&str> = rows.iter().map(|r| r.resolved_by.as_str()).collect();
-    tx.execute(
-        "INSERT INTO tenant_pricing (tenant_id, status, stripe_customer_id, stripe_subscription_id,
+    tx.execute(&tx.prepare_cached("INSERT INTO tenant_pricing (tenant_id, status, stripe_customer_id, stripe_subscription_id,
              price_id, quantity, current_period_end, cancel_at_period_end, canceled_at,
              last_payment_failed_at, last_paid_at, last_event_id, updated_at, resolved_by)
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
@@ -109,7 +109,7 @@ async fn write_tenant_pricing(tx: &Transaction<'_>, changes: &Changes) -> anyhow
              canceled_at = excluded.canceled_at,
              last_payment_failed_at = excluded.last_payment_failed_at,
              last_paid_at = excluded.last_paid_at, last_event_id = excluded.last_event_id,
-             updated_at = excluded.updated_at, resolved_by = excluded.resolved_by",
+             updated_at = excluded.updated_at, resolved_by = excluded.resolved_by").await?,
         &[
             &tenant_id,
             &status,
@@ -155,8 +155,7 @@ async fn write_checkout_sessions(tx: &Transaction<'_>, changes: &Changes) -> any
     let completed_at: Vec<_> = rows.iter().map(|r| r.completed_at.map(unix)).collect();
     let expired_at: Vec<_> = rows.iter().map(|r| r.expired_at.map(unix)).collect();
     let last_event: Vec<&str> = rows.iter().map(|r| r.last_event_id.as_str()).collect();
-    tx.execute(
-        "INSERT INTO checkout_sessions (id, tenant_id, resolved_by, status, payment_status, mode,
+    tx.execute(&tx.prepare_cached("INSERT INTO checkout_sessions (id, tenant_id, resolved_by, status, payment_status, mode,
              customer_id, subscription_id, amount_total, currency, created_at, completed_at,
              expired_at, last_event_id)
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
@@ -168,7 +167,7 @@ async fn write_checkout_sessions(tx: &Transaction<'_>, changes: &Changes) -> any
              customer_id = excluded.customer_id, subscription_id = excluded.subscription_id,
              amount_total = excluded.amount_total, currency = excluded.currency,
              created_at = excluded.created_at, completed_at = excluded.completed_at,
-             expired_at = excluded.expired_at, last_event_id = excluded.last_event_id",
+             expired_at = excluded.expired_at, last_event_id = excluded.last_event_id").await?,
         &[
             &id,
             &tenant,
@@ -202,12 +201,15 @@ async fn write_customers(tx: &Transaction<'_>, changes: &Changes) -> anyhow::Res
     let deleted: Vec<bool> = rows.iter().map(|r| r.deleted).collect();
     let last_event: Vec<&str> = rows.iter().map(|r| r.last_event_id.as_str()).collect();
     tx.execute(
-        "INSERT INTO customers (id, tenant_id, email, name, deleted, last_event_id)
+        &tx.prepare_cached(
+            "INSERT INTO customers (id, tenant_id, email, name, deleted, last_event_id)
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::boolean[],
              $6::text[])
          ON CONFLICT (id) DO UPDATE SET tenant_id = excluded.tenant_id, email = excluded.email,
              name = excluded.name, deleted = excluded.deleted,
              last_event_id = excluded.last_event_id",
+        )
+        .await?,
         &[&id, &tenant, &email, &name, &deleted, &last_event],
     )
     .await?;
@@ -220,7 +222,8 @@ async fn write_unresolved(tx: &Transaction<'_>, changes: &Changes) -> anyhow::Re
     }
     let objects: Vec<&str> = changes.unresolved.keys().map(String::as_str).collect();
     tx.execute(
-        "DELETE FROM unresolved_events WHERE object_id = ANY($1)",
+        &tx.prepare_cached("DELETE FROM unresolved_events WHERE object_id = ANY($1)")
+            .await?,
         &[&objects],
     )
     .await?;
@@ -233,8 +236,11 @@ async fn write_unresolved(tx: &Transaction<'_>, changes: &Changes) -> anyhow::Re
     let event_type: Vec<&str> = rows.iter().map(|u| u.event_type.as_str()).collect();
     let created: Vec<_> = rows.iter().map(|u| unix(u.created)).collect();
     tx.execute(
-        "INSERT INTO unresolved_events (event_id, object_id, type, created)
+        &tx.prepare_cached(
+            "INSERT INTO unresolved_events (event_id, object_id, type, created)
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])",
+        )
+        .await?,
         &[&event_id, &object_id, &event_type, &created],
     )
     .await?;
@@ -245,8 +251,11 @@ async fn write_unresolved(tx: &Transaction<'_>, changes: &Changes) -> anyhow::Re
 pub async fn record_errors(tx: &Transaction<'_>, errors: &[RecordedError]) -> anyhow::Result<()> {
     for recorded in errors {
         tx.execute(
-            "INSERT INTO projection_errors (projection, event_id, position, error)
+            &tx.prepare_cached(
+                "INSERT INTO projection_errors (projection, event_id, position, error)
              VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            )
+            .await?,
             &[
                 &PROJECTION_NAME,
                 &recorded.error.event_id,

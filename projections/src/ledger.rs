@@ -166,6 +166,8 @@ struct RenderState {
     tenant_of_subscription: BTreeMap<String, String>,
     /// Objects the current event was folded into, settled at the end of `apply`.
     touched: Vec<(ObjectKind, String)>,
+    /// Objects whose unresolved events were last rendered non-empty (so rows exist for them).
+    listed_unresolved: BTreeSet<String>,
     /// `(tenant_id, event_id, rule)` attributions not yet taken.
     attributions: BTreeSet<(String, String, ResolvedBy)>,
     subscriptions_by_tenant: BTreeMap<String, BTreeSet<String>>,
@@ -622,9 +624,12 @@ impl Ledger {
             if let Some(tenant) = &tenant {
                 attribute(&mut self.render.attributions, tenant, &mut state.pending);
             }
-            changes
-                .unresolved
-                .insert(id.clone(), state.pending.iter().cloned().collect());
+            list_unresolved(
+                &mut changes,
+                &mut self.render.listed_unresolved,
+                &id,
+                &state.pending,
+            );
             let now = tenant.map(|t| t.tenant_id);
             let before = self.render.tenant_of_subscription.get(&id).cloned();
             if before != now {
@@ -647,8 +652,12 @@ impl Ledger {
             if let Some(tenant) = &tenant {
                 attribute(&mut self.render.attributions, tenant, &mut state.pending);
             }
-            let pending = state.pending.iter().cloned().collect();
-            changes.unresolved.insert(id.clone(), pending);
+            list_unresolved(
+                &mut changes,
+                &mut self.render.listed_unresolved,
+                &id,
+                &state.pending,
+            );
             changes
                 .checkout_sessions
                 .extend(self.render_session(&id, &self.sessions[&id]));
@@ -735,6 +744,25 @@ fn unresolved(event: &Event, object_id: &str) -> Unresolved {
         event_type: event.event_type.clone(),
         created: event.created,
         object_id: object_id.to_owned(),
+    }
+}
+
+/// Renders an object's unresolved events when they exist or existed: an object never listed
+/// with nothing pending needs no change, which keeps the projector's writes small.
+fn list_unresolved(
+    changes: &mut Changes,
+    listed: &mut BTreeSet<String>,
+    object_id: &str,
+    pending: &BTreeSet<Unresolved>,
+) {
+    let was_listed = listed.remove(object_id);
+    if !pending.is_empty() {
+        listed.insert(object_id.to_owned());
+    }
+    if was_listed || !pending.is_empty() {
+        changes
+            .unresolved
+            .insert(object_id.to_owned(), pending.iter().cloned().collect());
     }
 }
 
