@@ -3,8 +3,8 @@
 
 use crate::events::{checkout_completed, envelope, subscription};
 use crate::support::{
-    post_to, rebuild_and_wait, snapshot, spawn_post, test_config, TestApp, TestDb, ADMIN_TOKEN,
-    SECRET,
+    post_to, projection_status, rebuild_and_wait, snapshot, spawn_post, test_config, TestApp,
+    TestDb, ADMIN_TOKEN, SECRET,
 };
 use billing_ledger::event_log::{append_batch, Delivery};
 use serde_json::{json, Value};
@@ -196,11 +196,7 @@ async fn owner(db: &TestDb) -> String {
 async fn a_follower_takes_over_when_the_leader_loses_its_lock() {
     let first = TestApp::start().await;
     first.wait_projected().await;
-    let second_db = TestDb {
-        name: first.db.name.clone(),
-        url: first.db.url.clone(),
-    };
-    let second = TestApp::start_with(second_db, test_config(&first.db.url)).await;
+    let second = TestApp::start_second(&first).await;
     let leader = owner(&first.db).await;
     let sender = {
         let (a, b) = (
@@ -258,11 +254,7 @@ async fn a_follower_takes_over_when_the_leader_loses_its_lock() {
 #[tokio::test]
 async fn rebuild_under_load_keeps_answering_and_misses_nothing() {
     let first = TestApp::start().await;
-    let second_db = TestDb {
-        name: first.db.name.clone(),
-        url: first.db.url.clone(),
-    };
-    let second = TestApp::start_with(second_db, test_config(&first.db.url)).await;
+    let second = TestApp::start_second(&first).await;
     // 50,000 events across 5,000 tenants, appended directly as an import would.
     let pool = billing_ledger::db::pool(&first.db.url).unwrap();
     for chunk in 0..100 {
@@ -529,14 +521,4 @@ async fn rows_from_another_fold_version_are_stale_until_rebuilt() {
         app.get_json("/api/billing/customers/cus_s1").await["id"],
         "cus_s1"
     );
-}
-
-async fn projection_status(app: &TestApp) -> Value {
-    let status: Value = app
-        .get("/api/billing/admin/projections", ADMIN_TOKEN)
-        .await
-        .json()
-        .await
-        .unwrap();
-    status["projections"][0].clone()
 }

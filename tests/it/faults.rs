@@ -1,9 +1,7 @@
 //! Faults survived: the database going away under load, a slow database, graceful shutdown.
 
 use crate::events::envelope;
-use crate::support::{
-    cut_connections, rebuild_and_wait, snapshot, spawn_post, test_config, TestApp, TestDb, SECRET,
-};
+use crate::support::{cut_connections, rebuild_and_wait, snapshot, spawn_post, TestApp, SECRET};
 use billing_ledger::config::{Command, SendArgs};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -112,11 +110,7 @@ async fn a_stalled_database_gets_503_within_a_bounded_time_and_recovers() {
 async fn graceful_shutdown_finishes_in_flight_requests_and_releases_the_projector() {
     let first = TestApp::start().await;
     first.wait_projected().await;
-    let second_db = TestDb {
-        name: first.db.name.clone(),
-        url: first.db.url.clone(),
-    };
-    let second = TestApp::start_with(second_db, test_config(&first.db.url)).await;
+    let second = TestApp::start_second(&first).await;
     let owner = |db_url: String| async move {
         let client = crate::support::connect(&db_url).await;
         client

@@ -246,6 +246,15 @@ impl TestApp {
         panic!("the service did not start");
     }
 
+    /// A second instance of the service on `first`'s database, as operators run several.
+    pub async fn start_second(first: &TestApp) -> TestApp {
+        let db = TestDb {
+            name: first.db.name.clone(),
+            url: first.db.url.clone(),
+        };
+        TestApp::start_with(db, test_config(&first.db.url)).await
+    }
+
     /// Stops the service gracefully and waits for it.
     pub async fn stop(mut self) -> TestDb {
         let _ = self.stop.take().unwrap().send(());
@@ -387,6 +396,17 @@ pub fn spawn_post(
     tokio::spawn(async move { post_to(&http, &url, body).await })
 }
 
+/// The `billing` projection's status from the admin API.
+pub async fn projection_status(app: &TestApp) -> Value {
+    let status: Value = app
+        .get("/api/billing/admin/projections", ADMIN_TOKEN)
+        .await
+        .json()
+        .await
+        .unwrap();
+    status["projections"][0].clone()
+}
+
 /// Requests a rebuild through `app`'s admin API, waits for it to finish, and returns the
 /// projection's status after it.
 pub async fn rebuild_and_wait(app: &TestApp) -> Value {
@@ -400,15 +420,9 @@ pub async fn rebuild_and_wait(app: &TestApp) -> Value {
     assert_eq!(response.status(), 202);
     let id = response.json::<Value>().await.unwrap()["rebuild_id"].clone();
     for _ in 0..2_400 {
-        let status: Value = app
-            .get("/api/billing/admin/projections", ADMIN_TOKEN)
-            .await
-            .json()
-            .await
-            .unwrap();
-        let projection = &status["projections"][0];
+        let projection = projection_status(app).await;
         if projection["rebuild"]["rebuild_id"] == id && projection["rebuild"]["status"] == "done" {
-            return projection.clone();
+            return projection;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
