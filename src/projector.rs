@@ -396,6 +396,24 @@ pub async fn rebuild(
     result
 }
 
+/// The table a rebuild stages `event_tenants` in, renamed into place by the swap.
+const STAGING: &str = "event_tenants_rebuild";
+
+/// Writes a rebuild's attributions into the staging table, batch by batch, until the sender
+/// is dropped.
+async fn stage_attributions(
+    pool: Pool,
+    mut staged: tokio::sync::mpsc::Receiver<
+        std::collections::BTreeSet<(String, String, projections::ResolvedBy)>,
+    >,
+) -> anyhow::Result<()> {
+    let client = pool.get().await?;
+    while let Some(attributions) = staged.recv().await {
+        read_models::write_event_tenants(&**client, STAGING, &attributions).await?;
+    }
+    Ok(())
+}
+
 /// How far a rebuild has come, in log positions.
 #[derive(Debug, Clone, Copy)]
 pub struct Progress {
@@ -425,14 +443,17 @@ async fn rebuild_inner(
         .await?;
     tracing::info!(projection.name = PROJECTION_NAME, rebuild.id = %rebuild_id,
         position_target = target, "rebuild started");
-    // Attributions (one row per event) are staged as the fold goes, so they never pile up in
-    // memory; the swap copies them in.
+    // Attributions (one row per event) go to a staging table as the fold goes, written by
+    // their own task so the fold never waits on them; the swap renames the table into place.
     client
-        .batch_execute(
-            "DROP TABLE IF EXISTS event_tenants_rebuild;
-             CREATE UNLOGGED TABLE event_tenants_rebuild (LIKE event_tenants);",
-        )
+        .batch_execute(&format!(
+            "DROP TABLE IF EXISTS {STAGING};
+             CREATE TABLE {STAGING} (LIKE event_tenants INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
+             ALTER TABLE {STAGING} ADD CONSTRAINT {STAGING}_pkey PRIMARY KEY (tenant_id, event_id);"
+        ))
         .await?;
+    let (stage, staged) = tokio::sync::mpsc::channel(READ_AHEAD_BATCHES);
+    let stager = tokio::spawn(stage_attributions(pool.clone(), staged));
     let mut ledger = Ledger::new(livemode);
     let mut errors = Vec::new();
     let mut batches = stream_log(pool.clone(), target);
@@ -440,8 +461,9 @@ async fn rebuild_inner(
     while let Some(batch) = batches.recv().await {
         let batch = batch?;
         errors.extend(fold(&mut ledger, &batch, false));
-        let staged = ledger.take_attributions();
-        read_models::write_event_tenants(&**client, "event_tenants_rebuild", &staged).await?;
+        if stage.send(ledger.take_attributions()).await.is_err() {
+            break; // the stager failed; its error is reported below
+        }
         let position_done = batch.last().map_or(0, |e| e.position);
         // Progress every 1% of the log (and at the end), not every batch.
         if position_done - reported >= (target / 100).max(FOLD_BATCH_EVENTS)
@@ -463,16 +485,27 @@ async fn rebuild_inner(
     drop(client);
     let folded_ms = started.elapsed().as_millis() as u64;
     ledger.mark_all_changed();
-    let changes = ledger.take_changes();
+    let mut changes = ledger.take_changes();
+    let last = std::mem::take(&mut changes.event_tenants);
+    let _ = stage.send(last).await;
+    drop(stage);
+    stager.await??;
     let mut client = pool.get().await?;
+    client
+        .batch_execute(&format!(
+            "SET statement_timeout = 0;
+             CREATE INDEX {STAGING}_event ON {STAGING} (event_id);
+             RESET statement_timeout;"
+        ))
+        .await?;
     let tx = client.transaction().await?;
     // The swap writes every row at once: no per-statement limit. DELETE, not TRUNCATE, so
     // readers keep the old rows until the commit instead of waiting on a lock.
     tx.batch_execute(
         "SET LOCAL statement_timeout = 0;
+         SET LOCAL lock_timeout = '30s';
          DELETE FROM tenant_pricing; DELETE FROM checkout_sessions; DELETE FROM customers;
-         DELETE FROM unresolved_events; DELETE FROM event_tenants;
-         INSERT INTO event_tenants SELECT * FROM event_tenants_rebuild ON CONFLICT DO NOTHING;",
+         DELETE FROM unresolved_events;",
     )
     .await?;
     tx.execute(
@@ -495,12 +528,20 @@ async fn rebuild_inner(
         &[&rebuild_id, &target],
     )
     .await?;
+    // Last, so readers of event_tenants wait on its lock only for the renames and the commit.
+    // The names match schema/V2__read_models.sql.
+    tx.batch_execute(&format!(
+        "DROP TABLE event_tenants;
+         ALTER TABLE {STAGING} RENAME TO event_tenants;
+         ALTER INDEX {STAGING}_pkey RENAME TO event_tenants_pkey;
+         ALTER INDEX {STAGING}_event RENAME TO event_tenants_event;"
+    ))
+    .await?;
     tx.commit().await?;
     // A bulk reload leaves the planner's statistics stale until autovacuum comes by.
     client
         .batch_execute(
-            "DROP TABLE IF EXISTS event_tenants_rebuild;
-             ANALYZE tenant_pricing, checkout_sessions, customers, unresolved_events, event_tenants;",
+            "ANALYZE tenant_pricing, checkout_sessions, customers, unresolved_events, event_tenants;",
         )
         .await?;
     tracing::info!(projection.name = PROJECTION_NAME, rebuild.id = %rebuild_id,
