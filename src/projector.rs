@@ -244,6 +244,11 @@ pub struct Stored {
 
 /// Reads up to `limit` events after `after`, in log order.
 pub async fn read_events(pool: &Pool, after: i64, limit: i64) -> anyhow::Result<Vec<Stored>> {
+    Ok(parse_batch(read_raw(pool, after, limit).await?))
+}
+
+/// Up to `limit` `(position, body)` pairs after `after`, in log order, unparsed.
+async fn read_raw(pool: &Pool, after: i64, limit: i64) -> anyhow::Result<Vec<(i64, Vec<u8>)>> {
     let client = pool.get().await?;
     let statement = client
         .prepare_cached(
@@ -251,13 +256,16 @@ pub async fn read_events(pool: &Pool, after: i64, limit: i64) -> anyhow::Result<
         )
         .await?;
     let rows = client.query(&statement, &[&after, &limit]).await?;
-    Ok(rows
-        .iter()
-        .map(|row| Stored {
-            position: row.get(0),
-            event: Event::parse(row.get(1)).map_err(|e| e.to_string()),
+    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+}
+
+fn parse_batch(raw: Vec<(i64, Vec<u8>)>) -> Vec<Stored> {
+    raw.into_iter()
+        .map(|(position, body)| Stored {
+            position,
+            event: Event::parse(&body).map_err(|e| e.to_string()),
         })
-        .collect())
+        .collect()
 }
 
 /// A fold failure with the position of its event.
@@ -311,23 +319,36 @@ async fn fold_log(
 /// Reading and parsing run on their own task (the other core), at most
 /// [`READ_AHEAD_BATCHES`] batches ahead, so memory stays bounded.
 fn stream_log(pool: Pool, up_to: i64) -> tokio::sync::mpsc::Receiver<anyhow::Result<Vec<Stored>>> {
+    // Two stages, each on its own task: fetching bodies, and parsing them, so that the
+    // database, the parser and the caller's fold all work at once.
+    let (raw_sender, mut raw_receiver) = tokio::sync::mpsc::channel(READ_AHEAD_BATCHES);
     let (sender, receiver) = tokio::sync::mpsc::channel(READ_AHEAD_BATCHES);
     tokio::spawn(async move {
         let mut position = 0;
         while position < up_to {
             let limit = FOLD_BATCH_EVENTS.min(up_to - position);
-            let batch = match read_events(&pool, position, limit).await {
-                Ok(batch) => batch,
-                Err(error) => {
-                    let _ = sender.send(Err(error)).await;
-                    return;
-                }
+            let batch = read_raw(&pool, position, limit).await;
+            let last = match &batch {
+                Ok(rows) => rows.last().map(|(p, _)| *p),
+                Err(_) => None,
             };
-            let Some(last) = batch.last().map(|e| e.position) else {
+            let failed = batch.is_err();
+            if raw_sender.send(batch).await.is_err() || failed {
                 return;
-            };
-            position = last;
-            if sender.send(Ok(batch)).await.is_err() {
+            }
+            match last {
+                Some(last) => position = last,
+                None => return,
+            }
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(raw) = raw_receiver.recv().await {
+            let parsed = raw.map(parse_batch);
+            if parsed.as_ref().is_ok_and(|b| b.is_empty()) {
+                return;
+            }
+            if sender.send(parsed).await.is_err() {
                 return;
             }
         }
