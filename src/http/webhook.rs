@@ -20,6 +20,10 @@ use poem_openapi::{
 use projections::Event;
 use std::sync::Arc;
 
+/// Longest wait for a webhook body to arrive in full: a client that stalls mid-body (or sends
+/// less than its Content-Length) is answered 408 and its connection freed.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The largest accepted body, in request data.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimit(pub usize);
@@ -31,6 +35,7 @@ pub struct RawBody(Result<Bytes, BodyProblem>);
 pub enum BodyProblem {
     TooLarge(usize),
     Unreadable(String),
+    TooSlow,
 }
 
 impl Payload for RawBody {
@@ -79,10 +84,15 @@ impl<'a> ApiExtractor<'a> for RawBody {
             return Ok(RawBody(Err(BodyProblem::TooLarge(limit))));
         }
         let read = match body.take() {
-            Ok(body) => body.into_bytes_limit(limit).await.map_err(|e| match e {
-                poem::error::ReadBodyError::PayloadTooLarge => BodyProblem::TooLarge(limit),
-                other => BodyProblem::Unreadable(other.to_string()),
-            }),
+            Ok(body) => {
+                match tokio::time::timeout(BODY_READ_TIMEOUT, body.into_bytes_limit(limit)).await {
+                    Err(_) => Err(BodyProblem::TooSlow),
+                    Ok(read) => read.map_err(|e| match e {
+                        poem::error::ReadBodyError::PayloadTooLarge => BodyProblem::TooLarge(limit),
+                        other => BodyProblem::Unreadable(other.to_string()),
+                    }),
+                }
+            }
             Err(e) => Err(BodyProblem::Unreadable(e.to_string())),
         };
         Ok(RawBody(read))
@@ -112,6 +122,9 @@ pub enum WebhookResponse {
     /// Missing, malformed, unmatched or expired `Stripe-Signature`.
     #[oai(status = 401)]
     BadSignature(Json<ErrorBody>),
+    /// The body did not arrive in full within 10 seconds.
+    #[oai(status = 408)]
+    TooSlow(Json<ErrorBody>),
     /// The body is larger than `LEDGER_MAX_BODY_BYTES`.
     #[oai(status = 413)]
     TooLarge(Json<ErrorBody>),
@@ -148,6 +161,14 @@ impl WebhookApi {
                     "webhook refused"
                 );
                 return WebhookResponse::TooLarge(body(format!("body larger than {limit} bytes")));
+            }
+            Err(BodyProblem::TooSlow) => {
+                state.metrics.webhook(WebhookOutcome::NotAnEvent);
+                tracing::warn!(webhook.outcome = "too_slow", "webhook refused");
+                return WebhookResponse::TooSlow(body(format!(
+                    "body not received within {} s",
+                    BODY_READ_TIMEOUT.as_secs()
+                )));
             }
             Err(BodyProblem::Unreadable(cause)) => {
                 state.metrics.webhook(WebhookOutcome::NotAnEvent);
