@@ -538,7 +538,7 @@ async fn read_routes(http: &reqwest::Client, base: &str, readers: usize) {
         ),
     ];
     for (name, path) in routes {
-        let paths: Vec<String> = (0..2_000).map(|i| path(i)).collect();
+        let paths: Vec<String> = (0..2_000).map(path).collect();
         let chunks: Vec<Vec<String>> = paths.chunks(2_000 / readers).map(|c| c.to_vec()).collect();
         let started = Instant::now();
         let mut tasks = Vec::new();

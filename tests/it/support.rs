@@ -259,11 +259,10 @@ impl TestApp {
     pub async fn stop(mut self) -> TestDb {
         let _ = self.stop.take().unwrap().send(());
         self.task.take().unwrap().await.unwrap().unwrap();
-        let db = TestDb {
+        TestDb {
             name: self.db.name.clone(),
             url: self.db.url.clone(),
-        };
-        db
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
