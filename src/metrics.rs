@@ -161,30 +161,25 @@ impl Metrics {
 
     async fn refresh(&self, pool: &Pool) -> anyhow::Result<()> {
         let client = pool.get().await?;
+        let lag = crate::projector::lag(&client).await?;
         let row = client
             .query_one(
-                "SELECT h.position, coalesce(p.position, 0),
-                    coalesce(extract(epoch FROM now() - (SELECT received_at FROM events
-                        WHERE position = coalesce(p.position, 0) + 1))::float8, 0),
-                    (SELECT count(*) FROM projection_errors),
+                "SELECT (SELECT count(*) FROM projection_errors),
                     (SELECT count(*) FROM unresolved_events),
                     (SELECT CASE WHEN coalesce(position_target, 0) = 0 THEN 0
                                  ELSE position_done::float8 / position_target END
-                     FROM rebuilds WHERE status IN ('pending', 'running') LIMIT 1)
-                 FROM log_head h LEFT JOIN projections p ON p.name = $1",
-                &[&crate::projector::PROJECTION_NAME],
+                     FROM rebuilds WHERE status IN ('pending', 'running') LIMIT 1)",
+                &[],
             )
             .await?;
-        let (head, position): (i64, i64) = (row.get(0), row.get(1));
-        self.log_head.set(head);
-        self.projection_position.set(position);
-        self.projection_lag_events.set(head - position);
-        self.projection_lag_seconds
-            .set(if head > position { row.get(2) } else { 0.0 });
-        self.projection_errors.set(row.get(3));
-        self.unresolved_events.set(row.get(4));
+        self.log_head.set(lag.head);
+        self.projection_position.set(lag.checkpoint);
+        self.projection_lag_events.set(lag.events());
+        self.projection_lag_seconds.set(lag.seconds);
+        self.projection_errors.set(row.get(0));
+        self.unresolved_events.set(row.get(1));
         self.rebuild_progress
-            .set(row.get::<_, Option<f64>>(5).unwrap_or(1.0));
+            .set(row.get::<_, Option<f64>>(2).unwrap_or(1.0));
         Ok(())
     }
 }

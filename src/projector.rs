@@ -356,6 +356,42 @@ fn stream_log(pool: Pool, up_to: i64) -> tokio::sync::mpsc::Receiver<anyhow::Res
     receiver
 }
 
+/// How far the projection trails the log.
+#[derive(Debug, Clone, Copy)]
+pub struct Lag {
+    /// Last position appended.
+    pub head: i64,
+    /// Last position folded into the read models.
+    pub checkpoint: i64,
+    /// Age of the oldest event not folded yet, seconds (0 when caught up).
+    pub seconds: f64,
+}
+
+impl Lag {
+    pub fn events(&self) -> i64 {
+        self.head - self.checkpoint
+    }
+}
+
+/// Reads the projection's lag (for the status route and the metrics).
+pub async fn lag(client: &deadpool_postgres::Client) -> anyhow::Result<Lag> {
+    let row = client
+        .query_one(
+            "SELECT h.position, coalesce(p.position, 0),
+                coalesce(extract(epoch FROM now() - (SELECT received_at FROM events
+                    WHERE position = coalesce(p.position, 0) + 1))::float8, 0)
+             FROM log_head h LEFT JOIN projections p ON p.name = $1",
+            &[&PROJECTION_NAME],
+        )
+        .await?;
+    let (head, checkpoint): (i64, i64) = (row.get(0), row.get(1));
+    Ok(Lag {
+        head,
+        checkpoint,
+        seconds: if head > checkpoint { row.get(2) } else { 0.0 },
+    })
+}
+
 /// The oldest rebuild waiting to run, if any.
 async fn pending_rebuild(pool: &Pool) -> anyhow::Result<Option<Uuid>> {
     let client = pool.get().await?;

@@ -87,6 +87,12 @@ fn keep_least<T>(slot: &mut Option<Versioned<T>>, version: Version, value: T) ->
     }
 }
 
+fn keep_latest_version(slot: &mut Option<Version>, version: &Version) {
+    if slot.as_ref() < Some(version) {
+        *slot = Some(version.clone());
+    }
+}
+
 fn keep_latest(slot: &mut Option<i64>, seconds: i64) {
     *slot = Some(slot.map_or(seconds, |s| s.max(seconds)));
 }
@@ -409,9 +415,7 @@ impl Ledger {
             ..Version::of(event, type_rank)
         };
         let state = self.customers.entry(id.clone()).or_default();
-        if state.last_event.as_ref() < Some(&version) {
-            state.last_event = Some(version.clone());
-        }
+        keep_latest_version(&mut state.last_event, &version);
         keep_greatest(&mut state.snapshot, version, snapshot);
         state.pending.insert(unresolved(event, &id));
         self.render.touched.push((ObjectKind::Customer, id.clone()));
@@ -426,9 +430,7 @@ impl Ledger {
         self.render.subscriptions.insert(id.to_owned());
         let state = self.subscriptions.entry(id.to_owned()).or_default();
         let version = Version::of(event, 0);
-        if state.last_event.as_ref() < Some(&version) {
-            state.last_event = Some(version);
-        }
+        keep_latest_version(&mut state.last_event, &version);
         state.pending.insert(unresolved(event, id));
         self.render
             .touched
@@ -476,9 +478,7 @@ impl Ledger {
     /// Records that an event ties a customer to a tenant; the earliest claim wins.
     fn claim_customer(&mut self, event: &Event, customer_id: &str, claim: TenantClaim) {
         let state = self.customers.entry(customer_id.to_owned()).or_default();
-        if state.last_event.as_ref() < Some(&Version::of(event, 0)) {
-            state.last_event = Some(Version::of(event, 0));
-        }
+        keep_latest_version(&mut state.last_event, &Version::of(event, 0));
         state.pending.insert(unresolved(event, customer_id));
         self.render
             .touched
@@ -621,14 +621,12 @@ impl Ledger {
         for id in render {
             let tenant = self.subscription_tenant(&self.subscriptions[&id]);
             let state = self.subscriptions.get_mut(&id).expect("rendered ids exist");
-            if let Some(tenant) = &tenant {
-                attribute(&mut self.render.attributions, tenant, &mut state.pending);
-            }
-            list_unresolved(
+            settle(
+                &mut self.render,
                 &mut changes,
-                &mut self.render.listed_unresolved,
                 &id,
-                &state.pending,
+                tenant.as_ref(),
+                &mut state.pending,
             );
             let now = tenant.map(|t| t.tenant_id);
             let before = self.render.tenant_of_subscription.get(&id).cloned();
@@ -649,14 +647,12 @@ impl Ledger {
         for id in std::mem::take(&mut self.render.sessions) {
             let tenant = self.session_tenant(&self.sessions[&id]);
             let state = self.sessions.get_mut(&id).expect("rendered ids exist");
-            if let Some(tenant) = &tenant {
-                attribute(&mut self.render.attributions, tenant, &mut state.pending);
-            }
-            list_unresolved(
+            settle(
+                &mut self.render,
                 &mut changes,
-                &mut self.render.listed_unresolved,
                 &id,
-                &state.pending,
+                tenant.as_ref(),
+                &mut state.pending,
             );
             changes
                 .checkout_sessions
@@ -745,6 +741,21 @@ fn unresolved(event: &Event, object_id: &str) -> Unresolved {
         created: event.created,
         object_id: object_id.to_owned(),
     }
+}
+
+/// At rendering: attributes an object's pending events once its tenant is known, and lists
+/// what stays unresolved.
+fn settle(
+    render: &mut RenderState,
+    changes: &mut Changes,
+    object_id: &str,
+    tenant: Option<&TenantClaim>,
+    pending: &mut BTreeSet<Unresolved>,
+) {
+    if let Some(tenant) = tenant {
+        attribute(&mut render.attributions, tenant, pending);
+    }
+    list_unresolved(changes, &mut render.listed_unresolved, object_id, pending);
 }
 
 /// Renders an object's unresolved events when they exist or existed: an object never listed

@@ -181,17 +181,16 @@ impl AdminApi {
     async fn projections(&self, auth: TokenAuth) -> Result<Json<ProjectionList>, ApiError> {
         auth.require_admin()?;
         let client = self.state.pool.get().await?;
+        let lag = projector::lag(&client).await?;
         let row = client
             .query_one(
-                "SELECT coalesce(p.version, $2), coalesce(p.position, 0), h.position,
-                    coalesce(extract(epoch FROM now() - (SELECT received_at FROM events
-                        WHERE position = coalesce(p.position, 0) + 1))::float8, 0),
+                "SELECT coalesce((SELECT version FROM projections WHERE name = $1), $2),
                     EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
                         AND classid = ($3::int8 >> 32)::oid AND objid = ($3::int8 & 4294967295)::oid
                         AND objsubid = 1),
                     (SELECT count(*) FROM projection_errors WHERE projection = $1),
-                    p.owner, p.last_failure
-                 FROM log_head h LEFT JOIN projections p ON p.name = $1",
+                    (SELECT owner FROM projections WHERE name = $1),
+                    (SELECT last_failure FROM projections WHERE name = $1)",
                 &[&PROJECTION_NAME, &PROJECTION_VERSION, &PROJECTOR_LOCK_KEY],
             )
             .await?;
@@ -227,13 +226,11 @@ impl AdminApi {
                 error: r.get(7),
             });
         let version: i32 = row.get(0);
-        let checkpoint: i64 = row.get(1);
-        let log_head: i64 = row.get(2);
-        let projector_running: bool = row.get(4);
+        let projector_running: bool = row.get(1);
         let rebuilding = rebuild
             .as_ref()
             .is_some_and(|r| r.status == "running" || r.status == "pending");
-        let failure: Option<String> = row.get(7);
+        let failure: Option<String> = row.get(4);
         let status = if rebuilding {
             "rebuilding"
         } else if failure.is_some() {
@@ -251,18 +248,14 @@ impl AdminApi {
                 version,
                 code_version: PROJECTION_VERSION,
                 status: status.into(),
-                checkpoint,
-                log_head,
-                lag_events: log_head - checkpoint,
-                lag_seconds: if log_head > checkpoint {
-                    row.get(3)
-                } else {
-                    0.0
-                },
+                checkpoint: lag.checkpoint,
+                log_head: lag.head,
+                lag_events: lag.events(),
+                lag_seconds: lag.seconds,
                 projector_running,
-                projector_instance: row.get(6),
+                projector_instance: row.get(3),
                 projector_failure: failure,
-                error_count: row.get(5),
+                error_count: row.get(2),
                 last_error,
                 rebuild,
             }],
