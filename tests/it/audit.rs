@@ -233,20 +233,25 @@ async fn tampered_app() -> TestApp {
     app
 }
 
+/// Runs `sql` as a superuser would to tamper: with the append-only triggers switched off.
+async fn tamper(app: &TestApp, sql: &str) {
+    let off = "ALTER TABLE events DISABLE TRIGGER events_append_only;
+               ALTER TABLE deliveries DISABLE TRIGGER deliveries_append_only;";
+    let on = "ALTER TABLE events ENABLE ALWAYS TRIGGER events_append_only;
+              ALTER TABLE deliveries ENABLE ALWAYS TRIGGER deliveries_append_only;";
+    let script = format!("{off} {sql}; {on}");
+    app.db.client().await.batch_execute(&script).await.unwrap();
+}
+
 #[tokio::test]
 async fn altered_bytes_are_named_by_verify() {
     let app = tampered_app().await;
-    app.db
-        .client()
-        .await
-        .batch_execute(
-            "ALTER TABLE events DISABLE TRIGGER events_append_only;
-             UPDATE events SET body = convert_to(replace(convert_from(body, 'UTF8'), 'cus_v2', 'cus_vX'), 'UTF8')
-             WHERE position = 3;
-             ALTER TABLE events ENABLE ALWAYS TRIGGER events_append_only;",
-        )
-        .await
-        .unwrap();
+    tamper(
+        &app,
+        "UPDATE events SET body = convert_to(replace(convert_from(body, 'UTF8'), 'cus_v2', 'cus_vX'), 'UTF8')
+         WHERE position = 3",
+    )
+    .await;
     let report = verify(&app).await;
     assert_eq!(report["intact"], false);
     assert_eq!(report["broken_position"], 3);
@@ -259,16 +264,11 @@ async fn altered_bytes_are_named_by_verify() {
     );
 
     // Re-hashing the body to match is caught by the chain.
-    app.db
-        .client()
-        .await
-        .batch_execute(
-            "ALTER TABLE events DISABLE TRIGGER events_append_only;
-             UPDATE events SET body_sha256 = sha256(body) WHERE position = 3;
-             ALTER TABLE events ENABLE ALWAYS TRIGGER events_append_only;",
-        )
-        .await
-        .unwrap();
+    tamper(
+        &app,
+        "UPDATE events SET body_sha256 = sha256(body) WHERE position = 3",
+    )
+    .await;
     let report = verify(&app).await;
     assert_eq!(report["broken_event_id"], "evt_v2");
     assert!(report["problem"].as_str().unwrap().contains("chain"));
@@ -277,17 +277,11 @@ async fn altered_bytes_are_named_by_verify() {
 #[tokio::test]
 async fn a_deleted_row_is_named_by_verify() {
     let app = tampered_app().await;
-    app.db
-        .client()
-        .await
-        .batch_execute(
-            "ALTER TABLE deliveries DISABLE TRIGGER deliveries_append_only;
-             ALTER TABLE events DISABLE TRIGGER events_append_only;
-             DELETE FROM deliveries WHERE event_id = 'evt_v3';
-             DELETE FROM events WHERE position = 4;",
-        )
-        .await
-        .unwrap();
+    tamper(
+        &app,
+        "DELETE FROM deliveries WHERE event_id = 'evt_v3'; DELETE FROM events WHERE position = 4",
+    )
+    .await;
     let report = verify(&app).await;
     assert_eq!(report["intact"], false);
     assert_eq!(report["broken_position"], 4);
