@@ -17,8 +17,12 @@
 
 use crate::read_models;
 use deadpool_postgres::Pool;
-use projections::{Event, FoldError, Ledger};
+use projections::{Event, FoldError, Ledger, ReadEvent};
 use std::sync::Arc;
+use futures_util::{StreamExt, TryStreamExt};
+use tokio_postgres::binary_copy::{BinaryCopyOutRow, BinaryCopyOutStream};
+use tokio_postgres::types::Type;
+use tokio_postgres::Row;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -209,7 +213,8 @@ impl Live {
         let Some(last) = batch.last().map(|e| e.position) else {
             return Ok(0);
         };
-        let errors = fold(&mut self.ledger, &batch, true);
+        let folded = batch.len();
+        let errors = fold(&mut self.ledger, batch, true);
         let changes = self.ledger.take_changes();
         let mut client = pool.get().await?;
         let tx = client.transaction().await?;
@@ -232,14 +237,15 @@ impl Live {
         tx.commit().await?;
         assert!(last > self.checkpoint, "positions only move forward");
         self.checkpoint = last;
-        Ok(batch.len())
+        Ok(folded)
     }
 }
 
-/// An event read back from the log.
+/// An event read back from the log and read for the fold (see [`ReadEvent`]); `Err` when the
+/// stored body no longer parses as an event.
 pub struct Stored {
     pub position: i64,
-    pub event: Result<Event, String>,
+    pub event: Result<ReadEvent, String>,
 }
 
 /// Reads up to `limit` events after `after`, in log order.
@@ -247,25 +253,32 @@ pub async fn read_events(pool: &Pool, after: i64, limit: i64) -> anyhow::Result<
     Ok(parse_batch(read_raw(pool, after, limit).await?))
 }
 
-/// Up to `limit` `(position, body)` pairs after `after`, in log order, unparsed.
-async fn read_raw(pool: &Pool, after: i64, limit: i64) -> anyhow::Result<Vec<(i64, Vec<u8>)>> {
+/// Up to `limit` rows `(position, body)` after `after`, in log order, unparsed.
+async fn read_raw(pool: &Pool, after: i64, limit: i64) -> anyhow::Result<Vec<Row>> {
     let client = pool.get().await?;
     let statement = client
         .prepare_cached(
             "SELECT position, body FROM events WHERE position > $1 ORDER BY position LIMIT $2",
         )
         .await?;
-    let rows = client.query(&statement, &[&after, &limit]).await?;
-    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+    Ok(client.query(&statement, &[&after, &limit]).await?)
 }
 
-fn parse_batch(raw: Vec<(i64, Vec<u8>)>) -> Vec<Stored> {
-    raw.into_iter()
-        .map(|(position, body)| Stored {
-            position,
-            event: Event::parse(&body).map_err(|e| e.to_string()),
-        })
+/// Parses and reads each body where it lies in the row buffer: everything about an event that
+/// does not need the ledger. The parsed JSON is dropped here, so the fold holds only facts.
+fn parse_batch(rows: Vec<Row>) -> Vec<Stored> {
+    rows.iter()
+        .map(|row| stored(row.get(0), row.get(1)))
         .collect()
+}
+
+fn stored(position: i64, body: &[u8]) -> Stored {
+    Stored {
+        position,
+        event: Event::parse(body)
+            .map(|event| ReadEvent::read(&event))
+            .map_err(|e| e.to_string()),
+    }
 }
 
 /// A fold failure with the position of its event.
@@ -276,14 +289,14 @@ pub struct RecordedError {
 
 /// Folds a batch; returns the events the fold could not read (they stay in the log). Each
 /// failure is logged once, when first met (`log`), not again when state is re-folded.
-fn fold(ledger: &mut Ledger, batch: &[Stored], log: bool) -> Vec<RecordedError> {
+fn fold(ledger: &mut Ledger, batch: Vec<Stored>, log: bool) -> Vec<RecordedError> {
     let mut errors = Vec::new();
     for stored in batch {
-        let result = match &stored.event {
-            Ok(event) => ledger.apply(event).map(|_| ()),
+        let result = match stored.event {
+            Ok(event) => ledger.apply_read(event).map(|_| ()),
             Err(message) => Err(FoldError {
                 event_id: format!("at position {}", stored.position),
-                message: message.clone(),
+                message,
             }),
         };
         if let Err(error) = result {
@@ -310,50 +323,82 @@ async fn fold_log(
     let mut errors = Vec::new();
     let mut batches = stream_log(pool.clone(), up_to);
     while let Some(batch) = batches.recv().await {
-        errors.extend(fold(ledger, &batch?, false));
+        errors.extend(fold(ledger, batch?, false));
     }
     Ok(errors)
 }
 
-/// Batches of the log read ahead from position 1 through `up_to`, while the caller folds.
-/// Reading and parsing run on their own task (the other core), at most
-/// [`READ_AHEAD_BATCHES`] batches ahead, so memory stays bounded.
+/// Batches of the log from position 1 through `up_to`, read ahead while the caller folds, with
+/// memory bounded by [`READ_AHEAD_BATCHES`].
+///
+/// The log is streamed by one `COPY ... TO STDOUT (FORMAT binary)`: PostgreSQL sends the bodies
+/// as they lie, with no per-batch index descent and no text encoding of `bytea`. Parsing (the
+/// costly part, see [`parse_batch`]) runs on [`PARSERS`] blocking threads at once; batches
+/// still reach the caller in log order.
 fn stream_log(pool: Pool, up_to: i64) -> tokio::sync::mpsc::Receiver<anyhow::Result<Vec<Stored>>> {
-    // Two stages, each on its own task: fetching bodies, and parsing them, so that the
-    // database, the parser and the caller's fold all work at once.
-    let (raw_sender, mut raw_receiver) = tokio::sync::mpsc::channel(READ_AHEAD_BATCHES);
     let (sender, receiver) = tokio::sync::mpsc::channel(READ_AHEAD_BATCHES);
     tokio::spawn(async move {
-        let mut position = 0;
-        while position < up_to {
-            let limit = FOLD_BATCH_EVENTS.min(up_to - position);
-            let batch = read_raw(&pool, position, limit).await;
-            let last = match &batch {
-                Ok(rows) => rows.last().map(|(p, _)| *p),
-                Err(_) => None,
-            };
+        let parsed = copy_log(pool, up_to)
+            .map(|raw| async move {
+                let rows = raw?;
+                Ok(tokio::task::spawn_blocking(move || parse_copied(rows)).await?)
+            })
+            .buffered(PARSERS);
+        let mut parsed = std::pin::pin!(parsed);
+        while let Some(batch) = parsed.next().await {
             let failed = batch.is_err();
-            if raw_sender.send(batch).await.is_err() || failed {
-                return;
-            }
-            match last {
-                Some(last) => position = last,
-                None => return,
-            }
-        }
-    });
-    tokio::spawn(async move {
-        while let Some(raw) = raw_receiver.recv().await {
-            let parsed = raw.map(parse_batch);
-            if parsed.as_ref().is_ok_and(|b| b.is_empty()) {
-                return;
-            }
-            if sender.send(parsed).await.is_err() {
+            if sender.send(batch).await.is_err() || failed {
                 return;
             }
         }
     });
     receiver
+}
+
+/// Threads parsing a rebuild's batches at once.
+const PARSERS: usize = 2;
+
+/// The rows of the log through `up_to` in batches of [`FOLD_BATCH_EVENTS`], unparsed, from one
+/// binary `COPY`. It lasts the whole read, so it runs on a connection taken out of the pool
+/// with no `statement_timeout` (and planner settings of its own), closed when the stream is
+/// dropped.
+fn copy_log(
+    pool: Pool,
+    up_to: i64,
+) -> impl futures_util::Stream<Item = anyhow::Result<Vec<BinaryCopyOutRow>>> {
+    futures_util::stream::once(async move {
+        let client = deadpool_postgres::Object::take(pool.get().await?);
+        // Walk the primary key: rows stream out at once in position order. Left to itself the
+        // planner sorts the whole log first (a parallel scan and a sort of every body).
+        client
+            .batch_execute(
+                "SET statement_timeout = 0; SET enable_seqscan = off; SET enable_sort = off;
+                 SET jit = off;",
+            )
+            .await?;
+        let copy = client
+            .copy_out(&format!(
+                "COPY (SELECT position, body FROM events WHERE position <= {up_to}
+                       ORDER BY position) TO STDOUT (FORMAT binary)"
+            ))
+            .await?;
+        let rows = BinaryCopyOutStream::new(copy, &[Type::INT8, Type::BYTEA])
+            .map(move |row| {
+                let _connection = &client;
+                row.map_err(anyhow::Error::from)
+            })
+            .chunks(FOLD_BATCH_EVENTS as usize)
+            .map(|chunk| chunk.into_iter().collect());
+        anyhow::Ok(rows)
+    })
+    .try_flatten()
+}
+
+/// [`parse_batch`] for rows read by [`copy_log`].
+fn parse_copied(rows: Vec<BinaryCopyOutRow>) -> Vec<Stored> {
+    rows.iter()
+        .map(|row| stored(row.get(0), row.get(1)))
+        .collect()
 }
 
 /// How far the projection trails the log.
@@ -456,21 +501,6 @@ pub async fn rebuild(
 /// The table a rebuild stages `event_tenants` in, renamed into place by the swap.
 const STAGING: &str = "event_tenants_rebuild";
 
-/// Writes a rebuild's attributions into the staging table, batch by batch, until the sender
-/// is dropped.
-async fn stage_attributions(
-    pool: Pool,
-    mut staged: tokio::sync::mpsc::Receiver<
-        std::collections::BTreeSet<(String, String, projections::ResolvedBy)>,
-    >,
-) -> anyhow::Result<()> {
-    let client = pool.get().await?;
-    while let Some(attributions) = staged.recv().await {
-        read_models::write_event_tenants(&**client, STAGING, &attributions).await?;
-    }
-    Ok(())
-}
-
 /// How far a rebuild has come, in log positions.
 #[derive(Debug, Clone, Copy)]
 pub struct Progress {
@@ -505,23 +535,25 @@ async fn rebuild_inner(
     client
         .batch_execute(&format!(
             "DROP TABLE IF EXISTS {STAGING};
-             CREATE TABLE {STAGING} (LIKE event_tenants INCLUDING DEFAULTS INCLUDING CONSTRAINTS);
-             ALTER TABLE {STAGING} ADD CONSTRAINT {STAGING}_pkey PRIMARY KEY (tenant_id, event_id);"
+             CREATE TABLE {STAGING} (LIKE event_tenants INCLUDING DEFAULTS INCLUDING CONSTRAINTS);"
         ))
         .await?;
     let (stage, staged) = tokio::sync::mpsc::channel(READ_AHEAD_BATCHES);
-    let stager = tokio::spawn(stage_attributions(pool.clone(), staged));
+    let stager = tokio::spawn({
+        let pool = pool.clone();
+        async move { read_models::copy_event_tenants(&pool, STAGING, staged).await }
+    });
     let mut ledger = Ledger::new(livemode);
     let mut errors = Vec::new();
     let mut batches = stream_log(pool.clone(), target);
     let mut reported = 0;
     while let Some(batch) = batches.recv().await {
         let batch = batch?;
-        errors.extend(fold(&mut ledger, &batch, false));
+        let position_done = batch.last().map_or(0, |e| e.position);
+        errors.extend(fold(&mut ledger, batch, false));
         if stage.send(ledger.take_attributions()).await.is_err() {
             break; // the stager failed; its error is reported below
         }
-        let position_done = batch.last().map_or(0, |e| e.position);
         // Progress every 1% of the log (and at the end), not every batch.
         if position_done - reported >= (target / 100).max(FOLD_BATCH_EVENTS)
             || position_done == target
@@ -548,43 +580,41 @@ async fn rebuild_inner(
     drop(stage);
     stager.await??;
     let mut client = pool.get().await?;
-    client
-        .batch_execute(&format!(
-            "SET statement_timeout = 0;
-             CREATE INDEX {STAGING}_event ON {STAGING} (event_id);
-             RESET statement_timeout;"
-        ))
-        .await?;
     let tx = client.transaction().await?;
-    // The swap writes every row at once: no per-statement limit. DELETE, not TRUNCATE, so
-    // readers keep the old rows until the commit instead of waiting on a lock.
-    tx.batch_execute(
-        "SET LOCAL statement_timeout = 0;
-         SET LOCAL lock_timeout = '30s';
-         DELETE FROM tenant_pricing; DELETE FROM checkout_sessions; DELETE FROM customers;
-         DELETE FROM unresolved_events;",
-    )
-    .await?;
-    tx.execute(
-        "DELETE FROM projection_errors WHERE projection = $1",
-        &[&PROJECTION_NAME],
-    )
-    .await?;
-    read_models::write(&tx, &changes).await?;
-    read_models::record_errors(&tx, &errors).await?;
-    tx.execute(
-        "INSERT INTO projections (name, version, position, owner) VALUES ($1, $3, $2, $4)
-         ON CONFLICT (name) DO UPDATE SET position = $2, version = $3, owner = $4,
-             updated_at = now(), last_failure = NULL, last_failure_at = NULL",
-        &[&PROJECTION_NAME, &target, &PROJECTION_VERSION, &owner],
-    )
-    .await?;
-    tx.execute(
-        "UPDATE rebuilds SET status = 'done', finished_at = now(), position_done = $2
-         WHERE rebuild_id = $1",
-        &[&rebuild_id, &target],
-    )
-    .await?;
+    // The rows are replaced while the staged attributions are indexed (other tables, other
+    // connections). The swap writes every row at once: no per-statement limit. DELETE, not
+    // TRUNCATE, so readers keep the old rows until the commit instead of waiting on a lock.
+    let rows = async {
+        tx.batch_execute(
+            "SET LOCAL statement_timeout = 0;
+             SET LOCAL lock_timeout = '30s';
+             DELETE FROM tenant_pricing; DELETE FROM checkout_sessions; DELETE FROM customers;
+             DELETE FROM unresolved_events;",
+        )
+        .await?;
+        tx.execute(
+            "DELETE FROM projection_errors WHERE projection = $1",
+            &[&PROJECTION_NAME],
+        )
+        .await?;
+        read_models::write(&tx, &changes).await?;
+        read_models::record_errors(&tx, &errors).await?;
+        tx.execute(
+            "INSERT INTO projections (name, version, position, owner) VALUES ($1, $3, $2, $4)
+             ON CONFLICT (name) DO UPDATE SET position = $2, version = $3, owner = $4,
+                 updated_at = now(), last_failure = NULL, last_failure_at = NULL",
+            &[&PROJECTION_NAME, &target, &PROJECTION_VERSION, &owner],
+        )
+        .await?;
+        tx.execute(
+            "UPDATE rebuilds SET status = 'done', finished_at = now(), position_done = $2
+             WHERE rebuild_id = $1",
+            &[&rebuild_id, &target],
+        )
+        .await?;
+        anyhow::Ok(())
+    };
+    tokio::try_join!(read_models::index_staged_event_tenants(pool, STAGING), rows)?;
     // Last, so readers of event_tenants wait on its lock only for the renames and the commit.
     // The names match schema/V2__read_models.sql.
     tx.batch_execute(&format!(
@@ -595,10 +625,11 @@ async fn rebuild_inner(
     ))
     .await?;
     tx.commit().await?;
-    // A bulk reload leaves the planner's statistics stale until autovacuum comes by.
+    // A bulk reload leaves the planner's statistics stale until autovacuum comes by
+    // (event_tenants was analyzed while staged; statistics follow the rename).
     client
         .batch_execute(
-            "ANALYZE tenant_pricing, checkout_sessions, customers, unresolved_events, event_tenants;",
+            "ANALYZE tenant_pricing, checkout_sessions, customers, unresolved_events;",
         )
         .await?;
     tracing::info!(projection.name = PROJECTION_NAME, rebuild.id = %rebuild_id,

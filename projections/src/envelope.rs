@@ -4,8 +4,14 @@
 //! It checks only what the log needs (`id`, `type`, `created`, `data.object`) and never looks at
 //! the object's own shape: that is the fold's business, and an object we cannot read is a
 //! projection error, not a rejected delivery. Reference: <https://docs.stripe.com/api/events/object>.
+//!
+//! A Stripe object carries dozens of members the fold never reads (a 3 KB invoice may hold ten
+//! useful fields), and a rebuild parses every body in the log. So [`Event::parse`] builds only
+//! the members named by [`kept`], at any depth; every other member is checked as JSON and
+//! skipped without being allocated.
 
-use serde_json::Value;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
 use std::fmt;
 
 /// Longest `id`, `type`, `api_version` or `account` accepted, in bytes. Stripe's are far shorter.
@@ -30,10 +36,9 @@ pub struct Event {
     pub api_version: Option<String>,
     /// Connected account (`account`), present on Connect events.
     pub account: Option<String>,
-    /// `data.object`, the object snapshot as rendered for the endpoint's API version.
+    /// `data.object`, the object snapshot as rendered for the endpoint's API version. After
+    /// [`Event::parse`] it holds only the members [`kept`] names; the stored body keeps all.
     pub object: Value,
-    /// `data.previous_attributes`, present on `*.updated` events.
-    pub previous_attributes: Option<Value>,
 }
 
 /// Why a verified body is not a Stripe event. Each maps to a 400 at the webhook.
@@ -65,14 +70,22 @@ impl fmt::Display for EnvelopeError {
 impl std::error::Error for EnvelopeError {}
 
 impl Event {
-    /// Parses raw bytes as received. Errors: [`EnvelopeError`] naming the first failed field.
+    /// Parses raw bytes as received, keeping only the members [`kept`] names. The whole body
+    /// must be UTF-8 JSON (RFC 8259 section 8.1), skipped members included. Errors:
+    /// [`EnvelopeError`] naming the first failed field.
     pub fn parse(bytes: &[u8]) -> Result<Event, EnvelopeError> {
-        let value: Value =
-            serde_json::from_slice(bytes).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
+        let not_json = |e: &dyn fmt::Display| EnvelopeError::NotJson(e.to_string());
+        let text = std::str::from_utf8(bytes).map_err(|e| not_json(&e))?;
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let value = Pruned
+            .deserialize(&mut deserializer)
+            .and_then(|value| deserializer.end().map(|()| value))
+            .map_err(|e| not_json(&e))?;
         Event::from_value(value)
     }
 
-    /// Checks an already parsed JSON value (as `import` reads from JSON lines).
+    /// Checks an already parsed JSON value (as `import` reads from JSON lines); `object` is
+    /// kept whole.
     pub fn from_value(mut value: Value) -> Result<Event, EnvelopeError> {
         let top = value.as_object_mut().ok_or(EnvelopeError::NotAnObject)?;
         let id = identifier(top.get("id"), "id")?.ok_or(missing("id", "a string"))?;
@@ -95,7 +108,6 @@ impl Event {
             .ok_or(missing("data", "an object"))?;
         let object = data.remove("object").filter(Value::is_object);
         let object = object.ok_or(missing("data.object", "an object"))?;
-        let previous_attributes = data.remove("previous_attributes");
         Ok(Event {
             id,
             event_type,
@@ -104,7 +116,6 @@ impl Event {
             api_version,
             account,
             object,
-            previous_attributes,
         })
     }
 
@@ -116,6 +127,114 @@ impl Event {
     /// `data.object.object`, the object's type (`subscription`, `invoice`, ...).
     pub fn object_type(&self) -> Option<&str> {
         self.object.get("object").and_then(Value::as_str)
+    }
+}
+
+/// Whether [`Event::parse`] keeps members named `key`: the envelope's own fields and every
+/// field [`crate::facts`] reads. Matched by name at any depth (so `data` keeps both the
+/// envelope's `data` and a list's `data`); a test checks that a pruned event reads as the whole.
+pub fn kept(key: &str) -> bool {
+    matches!(
+        key,
+        "id" | "object" | "type" | "created" | "livemode" | "api_version" | "account" | "data"
+    ) || crate::facts::reads_field(key)
+}
+
+/// Deserializes JSON into a [`Value`] with only the members [`kept`] names.
+struct Pruned;
+
+impl<'de> DeserializeSeed<'de> for Pruned {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Pruned {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(Pruned)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut members: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = members.next_key_seed(KeptKey)? {
+            match key {
+                // A repeated key keeps its last value, as serde_json's own `Value` does.
+                Some(key) => {
+                    object.insert(key, members.next_value_seed(Pruned)?);
+                }
+                None => {
+                    members.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Value::Object(object))
+    }
+}
+
+/// A member name, allocated only when [`kept`].
+struct KeptKey;
+
+impl<'de> DeserializeSeed<'de> for KeptKey {
+    type Value = Option<String>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeptKey {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(kept(v).then(|| v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(kept(&v).then_some(v))
     }
 }
 

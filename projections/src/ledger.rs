@@ -44,8 +44,42 @@ pub struct Version {
     pub event_id: String,
 }
 
+/// An event read for the fold: what [`facts::read`] made of its object, with the envelope
+/// fields the fold orders and records by. Reading is the costly part of folding and needs no
+/// ledger, so a rebuild reads events on other tasks ahead of the fold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadEvent {
+    pub head: Head,
+    pub fact: Result<Fact, FoldError>,
+}
+
+/// The envelope fields the fold uses: Stripe's `id`, `type`, `created` (Unix seconds) and
+/// `livemode`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub id: String,
+    pub event_type: String,
+    pub created: i64,
+    pub livemode: bool,
+}
+
+impl ReadEvent {
+    /// Reads `event`'s object (see [`facts::read`]); a failure is kept for the fold to report.
+    pub fn read(event: &Event) -> ReadEvent {
+        ReadEvent {
+            head: Head {
+                id: event.id.clone(),
+                event_type: event.event_type.clone(),
+                created: event.created,
+                livemode: event.livemode,
+            },
+            fact: facts::read(event),
+        }
+    }
+}
+
 impl Version {
-    fn of(event: &Event, type_rank: u8) -> Version {
+    fn of(event: &Head, type_rank: u8) -> Version {
         Version {
             terminal: false,
             created: event.created,
@@ -258,10 +292,17 @@ impl Ledger {
     /// Folds one event. Errors: [`FoldError`] when a handled type's payload cannot be read; the
     /// ledger is then unchanged.
     pub fn apply(&mut self, event: &Event) -> Result<Outcome, FoldError> {
-        if event.livemode != self.livemode {
+        self.apply_read(ReadEvent::read(event))
+    }
+
+    /// Folds an event already read (see [`ReadEvent`]); as [`Ledger::apply`].
+    pub fn apply_read(&mut self, event: ReadEvent) -> Result<Outcome, FoldError> {
+        if event.head.livemode != self.livemode {
             return Ok(Outcome::IgnoredMode);
         }
-        match facts::read(event)? {
+        let event_fact = event.fact;
+        let event = &event.head;
+        match event_fact? {
             Fact::Ignored => return Ok(Outcome::IgnoredType),
             Fact::Subscription {
                 id,
@@ -314,7 +355,7 @@ impl Ledger {
 
     fn fold_subscription(
         &mut self,
-        event: &Event,
+        event: &Head,
         id: String,
         snapshot: SubscriptionSnapshot,
         tenant: Option<TenantClaim>,
@@ -336,7 +377,7 @@ impl Ledger {
         self.link_subscription(event, &id, customer_id, tenant);
     }
 
-    fn fold_invoice(&mut self, event: &Event, fact: InvoiceFact) {
+    fn fold_invoice(&mut self, event: &Head, fact: InvoiceFact) {
         let state = self.subscription(&fact.subscription_id, event);
         let inferred = match fact.outcome {
             InvoiceOutcome::RenewalFailed => Some(Status::PastDue),
@@ -360,7 +401,7 @@ impl Ledger {
 
     fn fold_session(
         &mut self,
-        event: &Event,
+        event: &Head,
         id: String,
         snapshot: SessionSnapshot,
         tenant: Option<TenantClaim>,
@@ -383,7 +424,7 @@ impl Ledger {
         }
         state.pending.insert(unresolved(event, &id));
         self.render.touched.push((ObjectKind::Session, id.clone()));
-        self.render.sessions.insert(id.clone());
+        mark(&mut self.render.sessions, &id);
         if let Some(customer_id) = &customer_id {
             index(&mut self.sessions_by_customer, customer_id, &id);
         }
@@ -400,7 +441,7 @@ impl Ledger {
 
     fn fold_customer(
         &mut self,
-        event: &Event,
+        event: &Head,
         id: String,
         snapshot: CustomerSnapshot,
         tenant: Option<TenantClaim>,
@@ -419,15 +460,15 @@ impl Ledger {
         keep_greatest(&mut state.snapshot, version, snapshot);
         state.pending.insert(unresolved(event, &id));
         self.render.touched.push((ObjectKind::Customer, id.clone()));
-        self.render.customers.insert(id.clone());
+        mark(&mut self.render.customers, &id);
         if let Some(claim) = tenant {
             self.claim_customer(event, &id, claim);
         }
     }
 
     /// The subscription's state, created if new, with the event recorded against it.
-    fn subscription(&mut self, id: &str, event: &Event) -> &mut SubscriptionState {
-        self.render.subscriptions.insert(id.to_owned());
+    fn subscription(&mut self, id: &str, event: &Head) -> &mut SubscriptionState {
+        mark(&mut self.render.subscriptions, id);
         let state = self.subscriptions.entry(id.to_owned()).or_default();
         let version = Version::of(event, 0);
         keep_latest_version(&mut state.last_event, &version);
@@ -441,7 +482,7 @@ impl Ledger {
     /// Records what an event says about a subscription's customer and tenant.
     fn link_subscription(
         &mut self,
-        event: &Event,
+        event: &Head,
         subscription_id: &str,
         customer_id: Option<String>,
         tenant: Option<TenantClaim>,
@@ -476,14 +517,14 @@ impl Ledger {
     }
 
     /// Records that an event ties a customer to a tenant; the earliest claim wins.
-    fn claim_customer(&mut self, event: &Event, customer_id: &str, claim: TenantClaim) {
+    fn claim_customer(&mut self, event: &Head, customer_id: &str, claim: TenantClaim) {
         let state = self.customers.entry(customer_id.to_owned()).or_default();
         keep_latest_version(&mut state.last_event, &Version::of(event, 0));
         state.pending.insert(unresolved(event, customer_id));
         self.render
             .touched
             .push((ObjectKind::Customer, customer_id.to_owned()));
-        self.render.customers.insert(customer_id.to_owned());
+        mark(&mut self.render.customers, customer_id);
         if keep_least(&mut state.tenant, Version::of(event, 0), claim) {
             let subs = self.subscriptions_by_customer.get(customer_id);
             self.render
@@ -734,7 +775,7 @@ impl Ledger {
     }
 }
 
-fn unresolved(event: &Event, object_id: &str) -> Unresolved {
+fn unresolved(event: &Head, object_id: &str) -> Unresolved {
     Unresolved {
         event_id: event.id.clone(),
         event_type: event.event_type.clone(),
@@ -788,10 +829,20 @@ fn attribute(
     }
 }
 
+/// Adds `id` to `set`, allocating only when it is new (most events touch known objects).
+fn mark(set: &mut BTreeSet<String>, id: &str) {
+    if !set.contains(id) {
+        set.insert(id.to_owned());
+    }
+}
+
 fn index(map: &mut BTreeMap<String, BTreeSet<String>>, key: &str, value: &str) {
-    map.entry(key.to_owned())
-        .or_default()
-        .insert(value.to_owned());
+    match map.get_mut(key) {
+        Some(values) => mark(values, value),
+        None => {
+            map.insert(key.to_owned(), BTreeSet::from([value.to_owned()]));
+        }
+    }
 }
 
 fn unindex(map: &mut BTreeMap<String, BTreeSet<String>>, key: &str, value: &str) {

@@ -13,7 +13,7 @@ pub mod model;
 
 pub use envelope::{EnvelopeError, Event};
 pub use facts::FoldError;
-pub use ledger::{Changes, Ledger, Outcome, ReadModels, Version};
+pub use ledger::{Changes, Head, Ledger, Outcome, ReadEvent, ReadModels, Version};
 pub use model::{
     CheckoutSession, Customer, ResolvedBy, SessionStatus, Status, TenantPricing, Unresolved,
 };

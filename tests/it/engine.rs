@@ -522,3 +522,79 @@ async fn rows_from_another_fold_version_are_stale_until_rebuilt() {
         "cus_s1"
     );
 }
+
+/// A rebuild copies attributions into an unindexed staging table and indexes it at the end.
+/// A (tenant, event) pair copied twice (once within a batch under two rules, once again in a
+/// later batch) keeps its first copy, as `INSERT ... ON CONFLICT DO NOTHING` would.
+#[tokio::test]
+async fn staged_attributions_keep_the_first_copy_of_each_pair() {
+    use billing_ledger::read_models::{copy_event_tenants, index_staged_event_tenants};
+    use projections::ResolvedBy::{CheckoutMetadata, CustomerLink, SubscriptionMetadata};
+    let db = TestDb::new().await;
+    let pool = billing_ledger::db::pool(&db.url).unwrap();
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "CREATE TABLE staged_test (LIKE event_tenants INCLUDING DEFAULTS INCLUDING CONSTRAINTS)",
+        )
+        .await
+        .unwrap();
+    let set = |rows: &[(&str, &str, projections::ResolvedBy)]| {
+        rows.iter()
+            .map(|(t, e, r)| (t.to_string(), e.to_string(), *r))
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let (batches, received) = tokio::sync::mpsc::channel(4);
+    let copy = tokio::spawn({
+        let pool = pool.clone();
+        async move { copy_event_tenants(&pool, "staged_test", received).await }
+    });
+    batches
+        .send(set(&[
+            ("t1", "evt_1", CustomerLink),
+            ("t1", "evt_1", SubscriptionMetadata),
+            ("t1", "evt_2", CustomerLink),
+        ]))
+        .await
+        .unwrap();
+    batches
+        .send(set(&[("t1", "evt_1", CheckoutMetadata), ("t2", "evt_1", CustomerLink)]))
+        .await
+        .unwrap();
+    drop(batches);
+    copy.await.unwrap().unwrap();
+    assert_eq!(db.count("SELECT count(*) FROM staged_test").await, 4);
+
+    index_staged_event_tenants(&pool, "staged_test").await.unwrap();
+    let rows: Vec<(String, String, String)> = client
+        .query(
+            "SELECT tenant_id, event_id, resolved_by FROM staged_test ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let expected = [
+        ("t1", "evt_1", "subscription_metadata"),
+        ("t1", "evt_2", "customer_link"),
+        ("t2", "evt_1", "customer_link"),
+    ]
+    .map(|(t, e, r)| (t.to_owned(), e.to_owned(), r.to_owned()));
+    assert_eq!(rows, expected);
+    let indexes = db
+        .count(
+            "SELECT count(*) FROM pg_indexes WHERE tablename = 'staged_test'
+             AND indexname IN ('staged_test_pkey', 'staged_test_event')",
+        )
+        .await;
+    assert_eq!(indexes, 2);
+    let primary_key = db
+        .count(
+            "SELECT count(*) FROM pg_constraint
+             WHERE conrelid = 'staged_test'::regclass AND contype = 'p'",
+        )
+        .await;
+    assert_eq!(primary_key, 1);
+}
