@@ -143,7 +143,9 @@ async fn load(
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut n = 0usize;
-            let mut next = Instant::now();
+            // Paced workers start evenly spread over one interval, not all at once.
+            let mut next =
+                started + interval.map_or(Duration::ZERO, |i| i * worker as u32 / workers as u32);
             while Instant::now() < deadline {
                 if let Some(interval) = interval {
                     tokio::time::sleep_until(next.into()).await;
