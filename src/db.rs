@@ -35,8 +35,13 @@ pub fn pg_config(database_url: &str) -> anyhow::Result<tokio_postgres::Config> {
     let mut config = tokio_postgres::Config::from_str(database_url)
         .map_err(|_| anyhow::anyhow!("DATABASE_URL: not a valid PostgreSQL connection string"))?;
     config.connect_timeout(CONNECT_TIMEOUT);
+    // Read routes prepare their statements once per connection (`prepare_cached`); PostgreSQL
+    // may then switch a statement to a generic plan, chosen without the parameters' values
+    // (a tenant with a million events and one with ten would share a plan). Custom plans keep
+    // the saved parse and round trip, and plan each execution for its values.
     config.options(format!(
-        "-c statement_timeout={STATEMENT_TIMEOUT_MS} -c lock_timeout={LOCK_TIMEOUT_MS}"
+        "-c statement_timeout={STATEMENT_TIMEOUT_MS} -c lock_timeout={LOCK_TIMEOUT_MS} \
+         -c plan_cache_mode=force_custom_plan"
     ));
     if config.get_application_name().is_none() {
         config.application_name("billing-ledger");

@@ -17,14 +17,14 @@
 
 use crate::read_models;
 use deadpool_postgres::Pool;
+use futures_util::{StreamExt, TryStreamExt};
 use projections::{Event, FoldError, Ledger, ReadEvent};
 use std::sync::Arc;
-use futures_util::{StreamExt, TryStreamExt};
+use std::time::Duration;
+use tokio::sync::Notify;
 use tokio_postgres::binary_copy::{BinaryCopyOutRow, BinaryCopyOutStream};
 use tokio_postgres::types::Type;
 use tokio_postgres::Row;
-use std::time::Duration;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -628,9 +628,7 @@ async fn rebuild_inner(
     // A bulk reload leaves the planner's statistics stale until autovacuum comes by
     // (event_tenants was analyzed while staged; statistics follow the rename).
     client
-        .batch_execute(
-            "ANALYZE tenant_pricing, checkout_sessions, customers, unresolved_events;",
-        )
+        .batch_execute("ANALYZE tenant_pricing, checkout_sessions, customers, unresolved_events;")
         .await?;
     tracing::info!(projection.name = PROJECTION_NAME, rebuild.id = %rebuild_id,
         events = target, fold_ms = folded_ms, duration_ms = started.elapsed().as_millis() as u64,

@@ -7,8 +7,8 @@
 use crate::event_log::unix;
 use crate::projector::{RecordedError, PROJECTION_NAME};
 use deadpool_postgres::{Pool, Transaction};
-use tokio_postgres::error::SqlState;
 use projections::Changes;
+use tokio_postgres::error::SqlState;
 
 /// Applies `changes`: upserts and deletes `tenant_pricing`, upserts `checkout_sessions` and
 /// `customers`, replaces each object's unresolved events, records event-tenant attributions.
@@ -28,7 +28,10 @@ type Attributions = std::collections::BTreeSet<(String, String, projections::Res
 
 /// Records event-tenant attributions in `event_tenants`, in statements of bounded size. An
 /// attribution already recorded is kept (the first rule that attributed the event wins).
-async fn write_event_tenants(tx: &Transaction<'_>, attributions: &Attributions) -> anyhow::Result<()> {
+async fn write_event_tenants(
+    tx: &Transaction<'_>,
+    attributions: &Attributions,
+) -> anyhow::Result<()> {
     let rows: Vec<_> = attributions.iter().collect();
     for chunk in rows.chunks(ATTRIBUTION_ROWS_PER_STATEMENT) {
         let tenants: Vec<&str> = chunk.iter().map(|(t, _, _)| t.as_str()).collect();
@@ -131,7 +134,10 @@ pub async fn index_staged_event_tenants(pool: &Pool, table: &str) -> anyhow::Res
 }
 
 /// Runs `statements` without the pool's `statement_timeout` (bulk work on a whole table).
-async fn unlimited(client: &tokio_postgres::Client, statements: &str) -> Result<(), tokio_postgres::Error> {
+async fn unlimited(
+    client: &tokio_postgres::Client,
+    statements: &str,
+) -> Result<(), tokio_postgres::Error> {
     let result = client
         .batch_execute(&format!("SET statement_timeout = 0; {statements}"))
         .await;

@@ -47,14 +47,19 @@ pub async fn tenant_events(
         Bound::CreatedAtOrBefore(t) => (Some(t), None),
         Bound::PositionAtOrBefore(p) => (None, Some(p)),
     };
-    let rows = client
-        .query(
+    let statement = client
+        .prepare_cached(
             "SELECT e.position, e.received_at, e.body FROM event_tenants t
              JOIN events e ON e.event_id = t.event_id
              WHERE t.tenant_id = $1
                AND ($2::timestamptz IS NULL OR e.created <= $2)
                AND ($3::int8 IS NULL OR e.position <= $3)
              ORDER BY e.created, e.position LIMIT $4",
+        )
+        .await?;
+    let rows = client
+        .query(
+            &statement,
             &[&tenant_id, &created, &position, &TENANT_EVENTS_MAX],
         )
         .await?;

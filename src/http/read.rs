@@ -31,15 +31,17 @@ pub struct ReadApi {
 impl ReadApi {
     async fn current_pricing(&self, tenant_id: &str) -> Result<Json<TenantPricingView>, ApiError> {
         let client = self.state.pool.get().await?;
-        let row = client
-            .query_opt(
+        let statement = client
+            .prepare_cached(
                 "SELECT tenant_id, status, stripe_customer_id, stripe_subscription_id, price_id,
                         quantity, current_period_end, cancel_at_period_end, canceled_at,
                         last_payment_failed_at, last_paid_at, last_event_id, updated_at,
                         resolved_by
                  FROM tenant_pricing WHERE tenant_id = $1",
-                &[&tenant_id],
             )
+            .await?;
+        let row = client
+            .query_opt(&statement, &[&tenant_id])
             .await?
             .ok_or_else(|| ApiError::not_found("tenant"))?;
         Ok(Json(TenantPricingView::from_row(&row)))
@@ -171,7 +173,8 @@ impl ReadApi {
         let (sql, params) = filters.query(after, limit + 1);
         let client = self.state.pool.get().await?;
         let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as _).collect();
-        let rows = client.query(&sql, &refs).await?;
+        let statement = client.prepare_cached(&sql).await?;
+        let rows = client.query(&statement, &refs).await?;
         let events: Vec<EventSummary> = rows.iter().map(EventSummary::from_row).collect();
         let (events, next_cursor) = page(events, limit, |e| e.position);
         Ok(EventsResponse::Json(Json(EventList {
@@ -192,31 +195,33 @@ impl ReadApi {
         event_id: Path<String>,
     ) -> Result<Json<EventDetail>, ApiError> {
         let client = self.state.pool.get().await?;
-        let row = client
-            .query_opt(
+        let statement = client
+            .prepare_cached(
                 "SELECT position, event_id, type, created, api_version, livemode, account,
                         object_id, object_type, received_at, source, body, signature_timestamp,
                         secret_index, signature
                  FROM events WHERE event_id = $1",
-                &[&event_id.0],
             )
+            .await?;
+        let row = client
+            .query_opt(&statement, &[&event_id.0])
             .await?
             .ok_or_else(|| ApiError::not_found("event"))?;
-        let deliveries = client
-            .query(
+        let statement = client
+            .prepare_cached(
                 "SELECT delivery_id, received_at, duplicate, source, signature_timestamp,
                         secret_index, signature, body_sha256, body
                  FROM deliveries WHERE event_id = $1 ORDER BY delivery_id",
-                &[&event_id.0],
             )
             .await?;
-        let tenants = client
-            .query(
+        let deliveries = client.query(&statement, &[&event_id.0]).await?;
+        let statement = client
+            .prepare_cached(
                 "SELECT tenant_id, resolved_by FROM event_tenants WHERE event_id = $1
                  ORDER BY tenant_id",
-                &[&event_id.0],
             )
             .await?;
+        let tenants = client.query(&statement, &[&event_id.0]).await?;
         let checkpoint: i64 = client
             .query_one(
                 "SELECT coalesce((SELECT position FROM projections WHERE name = $1), 0)",
@@ -224,12 +229,10 @@ impl ReadApi {
             )
             .await?
             .get(0);
-        let error = client
-            .query_opt(
-                "SELECT error FROM projection_errors WHERE event_id = $1",
-                &[&event_id.0],
-            )
+        let statement = client
+            .prepare_cached("SELECT error FROM projection_errors WHERE event_id = $1")
             .await?;
+        let error = client.query_opt(&statement, &[&event_id.0]).await?;
         Ok(Json(EventDetail::from_rows(
             &row,
             deliveries.iter().map(DeliveryView::from_row).collect(),
@@ -376,12 +379,14 @@ impl ReadApi {
         id: Path<String>,
     ) -> Result<Json<CustomerView>, ApiError> {
         let client = self.state.pool.get().await?;
-        let row = client
-            .query_opt(
+        let statement = client
+            .prepare_cached(
                 "SELECT id, tenant_id, email, name, deleted, last_event_id FROM customers
                  WHERE id = $1",
-                &[&id.0],
             )
+            .await?;
+        let row = client
+            .query_opt(&statement, &[&id.0])
             .await?
             .ok_or_else(|| ApiError::not_found("customer"))?;
         Ok(Json(CustomerView::from_row(&row)))
@@ -405,14 +410,16 @@ impl ReadApi {
             cursor_or(cursor.0.as_deref(), (String::new(), String::new()))?;
         let limit = page_size(limit.0);
         let client = self.state.pool.get().await?;
-        let rows = client
-            .query(
+        let statement = client
+            .prepare_cached(
                 "SELECT u.event_id, u.object_id, u.type, u.created, e.position
                  FROM unresolved_events u JOIN events e USING (event_id)
                  WHERE (u.object_id, u.event_id) > ($1, $2)
                  ORDER BY u.object_id, u.event_id LIMIT $3",
-                &[&after_object, &after_event, &(limit + 1)],
             )
+            .await?;
+        let rows = client
+            .query(&statement, &[&after_object, &after_event, &(limit + 1)])
             .await?;
         let unresolved: Vec<_> = rows.iter().map(UnresolvedView::from_row).collect();
         let (unresolved, next_cursor) = page(unresolved, limit, |u| {

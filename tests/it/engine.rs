@@ -558,14 +558,19 @@ async fn staged_attributions_keep_the_first_copy_of_each_pair() {
         .await
         .unwrap();
     batches
-        .send(set(&[("t1", "evt_1", CheckoutMetadata), ("t2", "evt_1", CustomerLink)]))
+        .send(set(&[
+            ("t1", "evt_1", CheckoutMetadata),
+            ("t2", "evt_1", CustomerLink),
+        ]))
         .await
         .unwrap();
     drop(batches);
     copy.await.unwrap().unwrap();
     assert_eq!(db.count("SELECT count(*) FROM staged_test").await, 4);
 
-    index_staged_event_tenants(&pool, "staged_test").await.unwrap();
+    index_staged_event_tenants(&pool, "staged_test")
+        .await
+        .unwrap();
     let rows: Vec<(String, String, String)> = client
         .query(
             "SELECT tenant_id, event_id, resolved_by FROM staged_test ORDER BY 1, 2",
