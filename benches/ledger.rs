@@ -16,6 +16,10 @@ use billing_ledger::signature::{sign, WebhookSecret};
 use std::time::{Duration, Instant};
 use tokio_postgres::NoTls;
 
+/// The release binary's allocator (src/main.rs), for the service run in this process.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SECRET: &str = "whsec_bench";
 const TOKEN: &str = "bench-token";
 const INGEST_SECONDS: u64 = 8;
