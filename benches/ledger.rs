@@ -537,7 +537,8 @@ async fn query() {
 }
 
 async fn read_routes(http: &reqwest::Client, base: &str, readers: usize) {
-    let routes: [(&str, Box<dyn Fn(usize) -> String>); 4] = [
+    type Path = Box<dyn Fn(usize) -> String>;
+    let routes: [(&str, Path); 4] = [
         (
             "events filtered by tenant and type, 100 a page",
             Box::new(|i| {

@@ -48,6 +48,7 @@ fn checkout(
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 fn sub_event(
     id: &str,
     event_type: &str,
@@ -71,6 +72,7 @@ fn sub_event(
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 fn tenant_sub(
     id: &str,
     event_type: &str,

@@ -80,6 +80,7 @@ pub fn subscription(
 }
 
 /// An invoice event in the pre-basil shape (`invoice.subscription`).
+#[allow(clippy::too_many_arguments)]
 pub fn invoice(
     id: &str,
     event_type: &str,
