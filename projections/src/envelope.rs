@@ -44,7 +44,9 @@ pub struct Event {
 /// Why a verified body is not a Stripe event. Each maps to a 400 at the webhook.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EnvelopeError {
-    /// The body is not JSON (or nests deeper than serde_json's recursion limit of 128).
+    /// The body is not UTF-8 JSON, or nests deeper than serde_json's recursion limit of 128
+    /// within a member [`kept`] names (skipped members are walked without recursion, so any
+    /// depth the body-size limit allows is safe there).
     NotJson(String),
     /// The top level is not a JSON object.
     NotAnObject,

@@ -390,3 +390,76 @@ async fn a_body_that_stalls_is_answered_408_and_nothing_is_stored() {
     assert!(started.elapsed() < std::time::Duration::from_secs(15));
     assert_eq!(stored(&app).await, 0);
 }
+
+/// Members the fold does not read are skipped while parsing, but the whole body must still be
+/// UTF-8 JSON within serde_json's nesting bound; past that, skipped members hold any JSON.
+#[tokio::test]
+async fn bodies_at_the_edges_of_the_limits() {
+    let app = TestApp::start().await;
+    let with_description = |id: &str, description: &str| {
+        let template = String::from_utf8(body(id)).unwrap();
+        template.replacen(
+            r#""object":"customer""#,
+            &format!(r#""object":"customer","description":{description}"#),
+            1,
+        )
+    };
+    // Invalid UTF-8 inside a member the fold never reads: still not a JSON text (RFC 8259 8.1).
+    let mut invalid = with_description("evt_utf8", r#""caf\u00e9""#).into_bytes();
+    let at = invalid.windows(3).position(|w| w == b"caf").unwrap();
+    invalid[at + 1] = 0xff;
+    let response = app.post_event(&invalid).await;
+    assert_eq!(response.status(), 400);
+    // Nesting past serde_json's bound of 128 in a member the fold reads.
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let deep_metadata = String::from_utf8(body("evt_deep")).unwrap().replacen(
+        r#""object":"customer""#,
+        &format!(r#""object":"customer","metadata":{deep}"#),
+        1,
+    );
+    assert_eq!(app.post_event(deep_metadata.as_bytes()).await.status(), 400);
+    assert_eq!(stored(&app).await, 0);
+
+    // Skipped members are walked without recursion, so any nesting the body limit allows is
+    // safe there; a number past f64's range and a lone surrogate escape are valid JSON syntax.
+    // All are stored as sent.
+    for (id, description) in [
+        ("evt_deep", deep.as_str()),
+        ("evt_huge", "1e400"),
+        ("evt_surrogate", r#""\ud800""#),
+    ] {
+        let sent = with_description(id, description);
+        let response = app.post_event(sent.as_bytes()).await;
+        assert_eq!(response.status(), 200, "{description}");
+        let detail = app.get_json(&format!("/api/billing/events/{id}")).await;
+        assert_eq!(detail["body"], sent);
+    }
+    // A number past range where the envelope needs an integer is refused.
+    let huge_created = String::from_utf8(body("evt_created"))
+        .unwrap()
+        .replace("1700000000", "1e400");
+    assert_eq!(app.post_event(huge_created.as_bytes()).await.status(), 400);
+
+    // Duplicate keys: the last value counts, as in serde_json.
+    let twice =
+        String::from_utf8(body("evt_first"))
+            .unwrap()
+            .replacen('{', r#"{"id":"evt_ignored","#, 1);
+    let response = app.post_event(twice.as_bytes()).await;
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["event_id"], "evt_first");
+
+    // A body of exactly the limit is read and stored.
+    let limit = test_config(&app.db.url).max_body_bytes;
+    let short = with_description("evt_limit", r#""""#);
+    let padded = with_description(
+        "evt_limit",
+        &format!("\"{}\"", "x".repeat(limit - short.len())),
+    );
+    assert_eq!(padded.len(), limit);
+    assert_eq!(app.post_event(padded.as_bytes()).await.status(), 200);
+    assert_eq!(stored(&app).await, 5);
+    app.wait_projected().await;
+    let status = crate::support::projection_status(&app).await;
+    assert_eq!(status["status"], "live", "{status}");
+}
