@@ -41,17 +41,25 @@ pub enum Verdict {
     },
 }
 
-/// Recomputes the chain over the whole log, in batches (never the whole log in memory).
+/// Recomputes the chain over the log up to the head read when it starts, in batches (never the
+/// whole log in memory). Events appended meanwhile are left for the next run: the head row and
+/// the events it covers commit together (under the `log_head` row lock), so everything up to
+/// the head read first is committed and no concurrent append can look like damage.
 pub async fn verify(pool: &Pool) -> anyhow::Result<Verdict> {
     let client = pool.get().await?;
+    let head = client
+        .query_one("SELECT position, chain_hash FROM log_head", &[])
+        .await?;
+    let head_position: i64 = head.get(0);
+    let head_hash: Vec<u8> = head.get(1);
     let mut previous = GENESIS.to_vec();
     let mut expected_position = 1;
     loop {
         let rows = client
             .query(
                 "SELECT position, event_id, body, body_sha256, chain_hash FROM events
-                 WHERE position >= $1 ORDER BY position LIMIT $2",
-                &[&expected_position, &VERIFY_BATCH_EVENTS],
+                 WHERE position >= $1 AND position <= $3 ORDER BY position LIMIT $2",
+                &[&expected_position, &VERIFY_BATCH_EVENTS, &head_position],
             )
             .await?;
         if rows.is_empty() {
@@ -95,11 +103,6 @@ pub async fn verify(pool: &Pool) -> anyhow::Result<Verdict> {
             expected_position += 1;
         }
     }
-    let head = client
-        .query_one("SELECT position, chain_hash FROM log_head", &[])
-        .await?;
-    let head_position: i64 = head.get(0);
-    let head_hash: Vec<u8> = head.get(1);
     let events = expected_position - 1;
     if head_position != events || head_hash != previous {
         return Ok(Verdict::Broken {

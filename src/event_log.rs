@@ -15,7 +15,7 @@ use deadpool_postgres::Pool;
 use projections::Event;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most events committed in one transaction.
@@ -24,6 +24,9 @@ pub const BATCH_EVENTS_MAX: usize = 128;
 pub const QUEUE_EVENTS_MAX: usize = 4096;
 /// Longest a request waits for its event to be committed before answering 503.
 pub const APPEND_TIMEOUT: Duration = Duration::from_secs(8);
+/// Time kept free before a batch's answer deadline for the commit's own WAL flush: the
+/// batch's statements (deferred triggers at commit included) must finish by then or roll back.
+pub const COMMIT_MARGIN: Duration = Duration::from_millis(500);
 
 /// Where an event came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +100,8 @@ pub enum AppendError {
 
 struct Request {
     delivery: Delivery,
+    /// When the webhook answers 503 if this request has not been answered.
+    deadline: Instant,
     reply: oneshot::Sender<Result<Appended, String>>,
 }
 
@@ -124,8 +129,13 @@ impl Appender {
     /// Appends one delivery and waits for its commit.
     pub async fn append(&self, delivery: Delivery) -> Result<Appended, AppendError> {
         let (reply, answer) = oneshot::channel();
+        let deadline = Instant::now() + APPEND_TIMEOUT;
         self.requests
-            .try_send(Request { delivery, reply })
+            .try_send(Request {
+                delivery,
+                deadline,
+                reply,
+            })
             .map_err(|_| AppendError::Overloaded)?;
         match tokio::time::timeout(APPEND_TIMEOUT, answer).await {
             Err(_) => Err(AppendError::Timeout(APPEND_TIMEOUT)),
@@ -144,7 +154,8 @@ async fn write_batches(pool: Pool, mut receiver: mpsc::Receiver<Request>) {
             continue;
         }
         let deliveries: Vec<&Delivery> = batch.iter().map(|r| &r.delivery).collect();
-        let result = append_batch(&pool, &deliveries).await;
+        let deadline = batch.iter().map(|r| r.deadline).min();
+        let result = append_batch_by(&pool, &deliveries, deadline).await;
         match result {
             Ok(appended) => {
                 for (request, appended) in batch.drain(..).zip(appended) {
@@ -168,6 +179,28 @@ async fn write_batches(pool: Pool, mut receiver: mpsc::Receiver<Request>) {
 
 /// Appends deliveries in one transaction, in order; returns one answer per delivery.
 pub async fn append_batch(pool: &Pool, deliveries: &[&Delivery]) -> anyhow::Result<Vec<Appended>> {
+    append_batch_by(pool, deliveries, None).await
+}
+
+/// [`append_batch`], rolled back unless its statements finish [`COMMIT_MARGIN`] before
+/// `deadline` (errors then): a webhook answered 503 at its deadline must not have its event
+/// commit later. Waits for a pooled connection (2 s at most) and for the `log_head` lock (2 s)
+/// count against it. What remains possible: a `COMMIT` that itself outlasts the margin (its
+/// WAL flush, or deferred triggers, which PostgreSQL runs outside `statement_timeout`; the
+/// schema has none); Stripe's retry of such an event is answered as a duplicate.
+pub async fn append_batch_before(
+    pool: &Pool,
+    deliveries: &[&Delivery],
+    deadline: Instant,
+) -> anyhow::Result<Vec<Appended>> {
+    append_batch_by(pool, deliveries, Some(deadline)).await
+}
+
+async fn append_batch_by(
+    pool: &Pool,
+    deliveries: &[&Delivery],
+    deadline: Option<Instant>,
+) -> anyhow::Result<Vec<Appended>> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     // One round trip: lock the head and learn which IDs are already stored.
@@ -222,9 +255,39 @@ pub async fn append_batch(pool: &Pool, deliveries: &[&Delivery]) -> anyhow::Resu
         [&next, &chain_hash, &advanced, &head_text];
     params.extend(head_params);
     params.extend(rows.params());
+    bound_by(&tx, deadline).await?;
     tx.query(&write, &params).await?;
+    anyhow::ensure!(
+        deadline.is_none_or(|d| Instant::now() + COMMIT_MARGIN <= d),
+        "the answer deadline passed before the append finished"
+    );
     tx.commit().await?;
     Ok(answers)
+}
+
+/// Limits the transaction's next statement to the time left before `deadline` less
+/// [`COMMIT_MARGIN`], when that is shorter than the pool's `statement_timeout`; PostgreSQL
+/// cancels it past that. Errors when no time is left.
+async fn bound_by(
+    tx: &deadpool_postgres::Transaction<'_>,
+    deadline: Option<Instant>,
+) -> anyhow::Result<()> {
+    let Some(deadline) = deadline else {
+        return Ok(());
+    };
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .saturating_sub(COMMIT_MARGIN);
+    anyhow::ensure!(
+        !left.is_zero(),
+        "the answer deadline passed before the append finished"
+    );
+    if left < Duration::from_millis(crate::db::STATEMENT_TIMEOUT_MS) {
+        let milliseconds = left.as_millis().max(1);
+        tx.batch_execute(&format!("SET LOCAL statement_timeout = {milliseconds}"))
+            .await?;
+    }
+    Ok(())
 }
 
 /// Locks the head row and returns it once per already-stored event among `$1` (once with

@@ -7,7 +7,7 @@
 use crate::event_log::unix;
 use crate::projector::{RecordedError, PROJECTION_NAME};
 use deadpool_postgres::{Pool, Transaction};
-use projections::Changes;
+use projections::{Changes, ResolvedBy};
 use tokio_postgres::error::SqlState;
 
 /// Applies `changes`: upserts and deletes `tenant_pricing`, upserts `checkout_sessions` and
@@ -26,21 +26,50 @@ const ATTRIBUTION_ROWS_PER_STATEMENT: usize = 20_000;
 
 type Attributions = std::collections::BTreeSet<(String, String, projections::ResolvedBy)>;
 
-/// Records event-tenant attributions in `event_tenants`, in statements of bounded size. An
-/// attribution already recorded is kept (the first rule that attributed the event wins).
+/// `attributions` with one rule per (tenant, event): the least by [`ResolvedBy::ALL`]'s order
+/// (the set is sorted, so it comes first).
+fn least_rules(attributions: &Attributions) -> impl Iterator<Item = (&str, &str, ResolvedBy)> {
+    let mut previous: Option<(&str, &str)> = None;
+    attributions
+        .iter()
+        .filter_map(move |(tenant_id, event_id, rule)| {
+            let pair = (tenant_id.as_str(), event_id.as_str());
+            (previous.replace(pair) != Some(pair)).then_some((pair.0, pair.1, *rule))
+        })
+}
+
+/// `ARRAY['checkout_client_reference_id', ...]`: the rules in [`ResolvedBy::ALL`]'s order, for
+/// ranking them in SQL with `array_position`.
+fn rule_order() -> String {
+    let names: Vec<String> = ResolvedBy::ALL
+        .iter()
+        .map(|rule| format!("'{}'", rule.as_str()))
+        .collect();
+    format!("ARRAY[{}]", names.join(", "))
+}
+
+/// Records event-tenant attributions in `event_tenants`, in statements of bounded size. When
+/// several rules attribute one event to one tenant, over any number of calls, the least by
+/// [`ResolvedBy::ALL`] is kept, so the table does not depend on how events were batched (a
+/// rebuild ends with the same rules).
 async fn write_event_tenants(
     tx: &Transaction<'_>,
     attributions: &Attributions,
 ) -> anyhow::Result<()> {
-    let rows: Vec<_> = attributions.iter().collect();
+    let rows: Vec<_> = least_rules(attributions).collect();
+    let order = rule_order();
     for chunk in rows.chunks(ATTRIBUTION_ROWS_PER_STATEMENT) {
-        let tenants: Vec<&str> = chunk.iter().map(|(t, _, _)| t.as_str()).collect();
-        let events: Vec<&str> = chunk.iter().map(|(_, e, _)| e.as_str()).collect();
+        let tenants: Vec<&str> = chunk.iter().map(|(t, _, _)| *t).collect();
+        let events: Vec<&str> = chunk.iter().map(|(_, e, _)| *e).collect();
         let rules: Vec<&str> = chunk.iter().map(|(_, _, r)| r.as_str()).collect();
         tx.execute(
-            "INSERT INTO event_tenants (tenant_id, event_id, resolved_by)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
-             ON CONFLICT DO NOTHING",
+            &format!(
+                "INSERT INTO event_tenants AS t (tenant_id, event_id, resolved_by)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+                 ON CONFLICT (tenant_id, event_id) DO UPDATE SET resolved_by = excluded.resolved_by
+                 WHERE array_position({order}, excluded.resolved_by)
+                     < array_position({order}, t.resolved_by)"
+            ),
             &[&tenants, &events, &rules],
         )
         .await?;
@@ -53,9 +82,9 @@ async fn write_event_tenants(
 /// table), taking sets from `batches` until the sender is dropped. The `COPY` lasts the whole
 /// fold, so it runs on a connection taken out of the pool with no `statement_timeout`.
 ///
-/// Each set is sorted, so two rules attributing one event to one tenant are adjacent and only
-/// the first is copied, as [`write_event_tenants`] keeps it; pairs repeated across sets are
-/// removed by [`index_staged_event_tenants`].
+/// Of several rules attributing one event to one tenant within a set, only the least is
+/// copied, as [`write_event_tenants`] keeps it; pairs repeated across sets are reduced the
+/// same way by [`index_staged_event_tenants`].
 pub async fn copy_event_tenants(
     pool: &Pool,
     table: &str,
@@ -75,16 +104,10 @@ pub async fn copy_event_tenants(
         &[Type::TEXT, Type::TEXT, Type::TEXT]
     ));
     while let Some(attributions) = batches.recv().await {
-        let mut previous: Option<(&str, &str)> = None;
-        for (tenant_id, event_id, rule) in &attributions {
-            let pair = Some((tenant_id.as_str(), event_id.as_str()));
-            if pair == previous {
-                continue;
-            }
-            previous = pair;
+        for (tenant_id, event_id, rule) in least_rules(&attributions) {
             writer
                 .as_mut()
-                .write(&[tenant_id, event_id, &rule.as_str()])
+                .write(&[&tenant_id, &event_id, &rule.as_str()])
                 .await?;
         }
     }
@@ -98,20 +121,21 @@ pub async fn copy_event_tenants(
 /// built at once on two connections (`CREATE INDEX` takes a SHARE lock, which does not
 /// conflict with itself; `ANALYZE` and `ALTER TABLE` do conflict, so they come after).
 ///
-/// If a (tenant, event) pair was copied twice (an event attributed again in a later batch,
-/// which the fold does not do today), the later copies are deleted first: the table was only
-/// ever appended to by one `COPY` at a time, so physical order (`ctid`) is copy order and the
-/// first attribution is the one kept.
+/// If a (tenant, event) pair was copied twice (attributed again in a later batch), all but the
+/// least rule by [`ResolvedBy::ALL`] are deleted first, as [`write_event_tenants`] would keep.
 pub async fn index_staged_event_tenants(pool: &Pool, table: &str) -> anyhow::Result<()> {
     let (first, second) = tokio::try_join!(pool.get(), pool.get())?;
     let unique = format!("CREATE UNIQUE INDEX {table}_pkey ON {table} (tenant_id, event_id)");
     let unique_index = async {
         match unlimited(&first, &unique).await {
             Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                let order = rule_order();
                 let deduplicate = format!(
                     "DELETE FROM {table} WHERE ctid IN (
                          SELECT ctid FROM (SELECT ctid, row_number() OVER
-                             (PARTITION BY tenant_id, event_id ORDER BY ctid) AS n FROM {table}) d
+                             (PARTITION BY tenant_id, event_id
+                              ORDER BY array_position({order}, resolved_by)) AS n
+                             FROM {table}) d
                          WHERE n > 1);
                      {unique}"
                 );

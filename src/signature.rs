@@ -104,9 +104,12 @@ fn parse_header(header: &str) -> Result<Header<'_>, SignatureError> {
     Ok(Header { timestamp, v1 })
 }
 
-/// Plain decimal digits only (no sign, spaces or `_`), as Go's `strconv.ParseInt` reads them.
+/// Decimal digits after an optional `+` or `-`, nothing else (no spaces or `_`): what Go's
+/// `strconv.ParseInt`, Python's `int` and Node's `parseInt` all accept. The MAC is computed
+/// over the number as they re-render it (`+100` signs as `100`).
 fn parse_timestamp(value: &str) -> Option<i64> {
-    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+    let digits = value.strip_prefix(['+', '-']).unwrap_or(value);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     value.parse().ok()
@@ -194,8 +197,13 @@ mod tests {
             check(&format!("T=100,v1={mac}")),
             Err(SignatureError::NoTimestamp)
         );
+        assert!(check(&format!("t=+100,v1={mac}")).is_ok(), "leading +");
         assert_eq!(
-            check(&format!("t=+100,v1={mac}")),
+            check(&format!("t=+-100,v1={mac}")),
+            Err(SignatureError::NoTimestamp)
+        );
+        assert_eq!(
+            check(&format!("t=1_00,v1={mac}")),
             Err(SignatureError::NoTimestamp)
         );
         let upper = mac.to_uppercase();

@@ -248,7 +248,8 @@ fn read_fact(event: &Event) -> Result<Fact, FoldError> {
         | "customer.subscription.resumed" => {
             let id = required_id(object, "id").map_err(fail)?;
             let snapshot = subscription_snapshot(object).map_err(fail)?;
-            let tenant = tenant_in(object.get("metadata"), ResolvedBy::SubscriptionMetadata);
+            let tenant = tenant_in(object.get("metadata"), ResolvedBy::SubscriptionMetadata)
+                .map_err(fail)?;
             Fact::Subscription {
                 id,
                 snapshot,
@@ -267,13 +268,17 @@ fn read_fact(event: &Event) -> Result<Fact, FoldError> {
         | "checkout.session.async_payment_failed" => {
             let id = required_id(object, "id").map_err(fail)?;
             let snapshot = session_snapshot(&event.event_type, object).map_err(fail)?;
-            let tenant = string_at(object, &["client_reference_id"])
-                .and_then(tenant_id)
-                .map(|tenant_id| TenantClaim {
-                    tenant_id,
-                    resolved_by: ResolvedBy::CheckoutClientReferenceId,
-                })
-                .or_else(|| tenant_in(object.get("metadata"), ResolvedBy::CheckoutMetadata));
+            let tenant = match tenant_claim(
+                object.get("client_reference_id"),
+                ResolvedBy::CheckoutClientReferenceId,
+            )
+            .map_err(fail)?
+            {
+                Some(claim) => Some(claim),
+                None => {
+                    tenant_in(object.get("metadata"), ResolvedBy::CheckoutMetadata).map_err(fail)?
+                }
+            };
             Fact::Session {
                 id,
                 snapshot,
@@ -288,7 +293,8 @@ fn read_fact(event: &Event) -> Result<Fact, FoldError> {
                 deleted: event.event_type == "customer.deleted"
                     || object.get("deleted") == Some(&Value::Bool(true)),
             };
-            let tenant = tenant_in(object.get("metadata"), ResolvedBy::CustomerMetadata);
+            let tenant =
+                tenant_in(object.get("metadata"), ResolvedBy::CustomerMetadata).map_err(fail)?;
             Fact::Customer {
                 id,
                 snapshot,
@@ -375,7 +381,7 @@ fn invoice_fact(event: &Event) -> Result<Option<InvoiceFact>, String> {
             .pointer("/parent/subscription_details/metadata")
             .or_else(|| object.pointer("/subscription_details/metadata")),
         ResolvedBy::InvoiceSubscriptionDetails,
-    );
+    )?;
     let outcome = if event.event_type == "invoice.payment_failed" {
         match string_at(object, &["billing_reason"]) {
             Some("subscription_create") => InvoiceOutcome::FirstInvoiceFailed,
@@ -433,7 +439,11 @@ fn session_snapshot(event_type: &str, object: &Value) -> Result<SessionSnapshot,
 fn id_of(value: &Value) -> Option<String> {
     match value {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Object(o) => o.get("id").and_then(Value::as_str).map(str::to_owned),
+        Value::Object(o) => o
+            .get("id")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned),
         _ => None,
     }
 }
@@ -479,15 +489,28 @@ fn seconds(value: Option<&Value>, name: &str) -> Result<Option<i64>, String> {
     }
 }
 
-fn tenant_id(raw: &str) -> Option<String> {
-    let ok = !raw.is_empty() && raw.len() <= TENANT_ID_BYTES_MAX && !raw.contains('\0');
-    ok.then(|| raw.to_owned())
+/// A tenant ID as the metadata or `client_reference_id` holds it: absent, null, non-string or
+/// empty is no claim; one that contains NUL or is longer than [`TENANT_ID_BYTES_MAX`] is an
+/// error (Stripe allows metadata values of 500 characters; ignoring a long one would let
+/// another rule attribute the event to some other tenant).
+fn tenant_claim(
+    value: Option<&Value>,
+    resolved_by: ResolvedBy,
+) -> Result<Option<TenantClaim>, String> {
+    let Some(raw) = value.and_then(Value::as_str).filter(|raw| !raw.is_empty()) else {
+        return Ok(None);
+    };
+    let what = format!("tenant ID ({})", resolved_by.as_str());
+    storable(raw, &what, TENANT_ID_BYTES_MAX)?;
+    Ok(Some(TenantClaim {
+        tenant_id: raw.to_owned(),
+        resolved_by,
+    }))
 }
 
-fn tenant_in(metadata: Option<&Value>, resolved_by: ResolvedBy) -> Option<TenantClaim> {
-    let raw = metadata?.get("tenant_id")?.as_str()?;
-    Some(TenantClaim {
-        tenant_id: tenant_id(raw)?,
-        resolved_by,
-    })
+fn tenant_in(
+    metadata: Option<&Value>,
+    resolved_by: ResolvedBy,
+) -> Result<Option<TenantClaim>, String> {
+    tenant_claim(metadata.and_then(|m| m.get("tenant_id")), resolved_by)
 }

@@ -99,6 +99,18 @@ pub enum ResolvedBy {
 }
 
 impl ResolvedBy {
+    /// Every rule, in order: when several rules attribute one event to one tenant, the first
+    /// of them in this order is the one recorded (live and in a rebuild alike).
+    pub const ALL: [ResolvedBy; 7] = [
+        ResolvedBy::CheckoutClientReferenceId,
+        ResolvedBy::CheckoutMetadata,
+        ResolvedBy::SubscriptionMetadata,
+        ResolvedBy::InvoiceSubscriptionDetails,
+        ResolvedBy::CustomerMetadata,
+        ResolvedBy::CustomerLink,
+        ResolvedBy::SubscriptionLink,
+    ];
+
     /// The snake_case name used in JSON and in the database.
     pub fn as_str(self) -> &'static str {
         match self {

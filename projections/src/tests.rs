@@ -570,8 +570,27 @@ fn values_the_read_models_cannot_store_are_errors() {
         "subscription_cycle",
         true,
     );
+    // A tenant ID past the limit is refused, not skipped: skipping it would let the
+    // customer's link attribute the subscription to another tenant.
+    let long_tenant = tenant_sub(
+        "evt_long_tenant",
+        "customer.subscription.created",
+        T,
+        "sub_1",
+        "cus_1",
+        "active",
+        T + MONTH,
+        &"t".repeat(300),
+    );
+    let nul_reference = event(
+        "evt_nul_reference",
+        "checkout.session.completed",
+        T,
+        json!({"id": "cs_1", "object": "checkout.session", "client_reference_id": "t\u{0}1",
+               "metadata": {"tenant_id": "t2"}}),
+    );
     let mut ledger = Ledger::new(false);
-    for e in [&nul_name, &long_id, &nul_sub] {
+    for e in [&nul_name, &long_id, &nul_sub, &long_tenant, &nul_reference] {
         let error = ledger.apply(e).unwrap_err();
         assert_eq!(error.event_id, e.id);
     }

@@ -103,38 +103,29 @@ pub fn record(out: &mut String, e: &EventSummary) {
 pub type PageQuery = Box<dyn Fn(i64, i64) -> (String, super::read::Params) + Send + Sync>;
 
 /// Streams every row `page` yields, from `after` on, up to `total` rows when given.
-pub fn stream(pool: Pool, page: PageQuery, after: i64, total: Option<i64>) -> Body {
+///
+/// The first page is read before answering, so a query PostgreSQL refuses (a bad parameter, an
+/// outage) gets its status line (400, 503) like the JSON answer. A later page that fails ends
+/// the transfer abruptly (no final chunk), so a client cannot mistake a broken export for a
+/// complete one.
+pub async fn stream(
+    pool: Pool,
+    page: PageQuery,
+    after: i64,
+    total: Option<i64>,
+) -> Result<Body, super::error::ApiError> {
+    let mut remaining = total.unwrap_or(i64::MAX);
+    let first = fetch(&pool, &page, after, CSV_PAGE_ROWS.min(remaining)).await?;
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::spawn(async move {
         let _ = sender.send(Ok(Bytes::from_static(HEADER.as_bytes()))).await;
+        let mut rows = first;
         let mut after = after;
-        let mut remaining = total.unwrap_or(i64::MAX);
-        while remaining > 0 {
-            let (sql, params) = page(after, CSV_PAGE_ROWS.min(remaining));
-            let rows = match pool.get().await {
-                Ok(client) => {
-                    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-                        params.iter().map(|p| p.as_ref() as _).collect();
-                    client.query(&sql, &refs).await.map_err(anyhow::Error::from)
-                }
-                Err(e) => Err(anyhow::Error::from(e)),
-            };
-            let rows = match rows {
-                Ok(rows) => rows,
-                Err(error) => {
-                    // The status line is gone already: end the body early and loudly.
-                    tracing::error!(error = format!("{error:#}"), "CSV export failed mid-stream");
-                    let _ = sender
-                        .send(Err(std::io::Error::other("export failed")))
-                        .await;
-                    return;
-                }
-            };
+        loop {
             let mut chunk = String::new();
-            for row in &rows {
-                let event = EventSummary::from_row(row);
+            for event in &rows {
                 after = event.position;
-                record(&mut chunk, &event);
+                record(&mut chunk, event);
             }
             if !chunk.is_empty() && sender.send(Ok(Bytes::from(chunk))).await.is_err() {
                 return; // the client went away
@@ -143,10 +134,39 @@ pub fn stream(pool: Pool, page: PageQuery, after: i64, total: Option<i64>) -> Bo
                 return;
             }
             remaining -= rows.len() as i64;
+            if remaining == 0 {
+                return;
+            }
+            rows = match fetch(&pool, &page, after, CSV_PAGE_ROWS.min(remaining)).await {
+                Ok(rows) => rows,
+                Err(error) => {
+                    tracing::error!(error = format!("{error:#}"), "CSV export failed mid-stream");
+                    let _ = sender
+                        .send(Err(std::io::Error::other("export failed")))
+                        .await;
+                    return;
+                }
+            };
         }
     });
-    Body::from_bytes_stream(futures_util::stream::unfold(
+    Ok(Body::from_bytes_stream(futures_util::stream::unfold(
         receiver,
         |mut receiver| async move { receiver.recv().await.map(|item| (item, receiver)) },
-    ))
+    )))
+}
+
+/// One page of events after `after`, at most `limit`.
+async fn fetch(
+    pool: &Pool,
+    page: &PageQuery,
+    after: i64,
+    limit: i64,
+) -> anyhow::Result<Vec<EventSummary>> {
+    let (sql, params) = page(after, limit);
+    let client = pool.get().await?;
+    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+        params.iter().map(|p| p.as_ref() as _).collect();
+    let statement = client.prepare_cached(&sql).await?;
+    let rows = client.query(&statement, &refs).await?;
+    Ok(rows.iter().map(EventSummary::from_row).collect())
 }

@@ -66,24 +66,32 @@ impl ApiError {
     }
 }
 
-/// Whether PostgreSQL refused a parameter's text (a NUL character, SQLSTATE 22021): the
-/// client's input, not an outage.
-fn is_bad_text(error: &tokio_postgres::Error) -> bool {
+/// Why PostgreSQL refused a parameter the client sent, when it did: a NUL character in text
+/// (SQLSTATE 22021 or 22P05) or a time outside `timestamptz`'s range, 4713 BC to 294276 AD
+/// (22008). The client's input, not an outage.
+fn refused_parameter(error: &tokio_postgres::Error) -> Option<&'static str> {
     use tokio_postgres::error::SqlState;
-    error.code() == Some(&SqlState::CHARACTER_NOT_IN_REPERTOIRE)
-        || error.code() == Some(&SqlState::UNTRANSLATABLE_CHARACTER)
+    let code = error.code()?;
+    if code == &SqlState::CHARACTER_NOT_IN_REPERTOIRE || code == &SqlState::UNTRANSLATABLE_CHARACTER
+    {
+        Some("parameters must not contain NUL characters")
+    } else if code == &SqlState::DATETIME_FIELD_OVERFLOW {
+        Some("times must lie between 4713 BC and 294276 AD (PostgreSQL's timestamp range)")
+    } else {
+        None
+    }
 }
 
 /// Database and other operating errors: logged with their cause chain, answered 503 so clients
-/// (and Stripe) retry. A parameter PostgreSQL cannot hold as text is a 400.
+/// (and Stripe) retry. A parameter PostgreSQL refuses is a 400.
 impl From<anyhow::Error> for ApiError {
     fn from(error: anyhow::Error) -> ApiError {
-        let bad_text = error
+        let refused = error
             .chain()
             .filter_map(|cause| cause.downcast_ref::<tokio_postgres::Error>())
-            .any(is_bad_text);
-        if bad_text {
-            return ApiError::bad_request("parameters must not contain NUL characters");
+            .find_map(refused_parameter);
+        if let Some(message) = refused {
+            return ApiError::bad_request(message);
         }
         tracing::error!(error = format!("{error:#}"), "request failed");
         ApiError::Unavailable(body("the database is unavailable; retry later"))

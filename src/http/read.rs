@@ -162,12 +162,9 @@ impl ReadApi {
         if wants_csv {
             let page: csv::PageQuery = Box::new(move |after, limit| filters.query(after, limit));
             let total = limit.0.map(i64::from);
-            return Ok(EventsResponse::Csv(csv::stream(
-                self.state.pool.clone(),
-                page,
-                after,
-                total,
-            )));
+            return Ok(EventsResponse::Csv(
+                csv::stream(self.state.pool.clone(), page, after, total).await?,
+            ));
         }
         let limit = page_size(limit.0);
         let (sql, params) = filters.query(after, limit + 1);
@@ -309,7 +306,7 @@ impl ReadApi {
             .take(limit)
             .map(HistoryEntry::from_step)
             .collect();
-        let next_cursor = (skip + limit < total).then(|| encode_cursor(skip + limit));
+        let next_cursor = (skip.saturating_add(limit) < total).then(|| encode_cursor(skip + limit));
         Ok(Json(HistoryList {
             history,
             next_cursor,

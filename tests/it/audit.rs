@@ -366,3 +366,47 @@ async fn import_backfills_skips_known_ids_and_reports_bad_lines() {
     assert_eq!(verify(&app).await["intact"], true);
     std::fs::remove_file(file).ok();
 }
+
+/// Verifying while events are appended never reports damage: it checks the log up to the head
+/// it read first, and everything up to that head is committed.
+#[tokio::test]
+async fn verify_during_appends_reports_an_intact_log() {
+    use billing_ledger::chain::{verify, Verdict};
+    use billing_ledger::event_log::{append_batch, Delivery};
+    let app = TestApp::start().await;
+    let pool = billing_ledger::db::pool(&app.db.url).unwrap();
+    let writer = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            for batch in 0..150 {
+                let deliveries: Vec<Delivery> = (0..4)
+                    .map(|i| {
+                        let event = envelope(
+                            &format!("evt_v{batch}_{i}"),
+                            "customer.created",
+                            T0,
+                            json!({"id": format!("cus_v{batch}"), "object": "customer"}),
+                        );
+                        Delivery::imported(event.to_string().into(), chrono::Utc::now()).unwrap()
+                    })
+                    .collect();
+                append_batch(&pool, &deliveries.iter().collect::<Vec<_>>())
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    let mut verified = 0;
+    while !writer.is_finished() {
+        match verify(&pool).await.unwrap() {
+            Verdict::Intact { .. } => verified += 1,
+            broken => panic!("verify during appends: {broken:?}"),
+        }
+    }
+    writer.await.unwrap();
+    assert!(verified > 1, "verified {verified} times while appending");
+    assert!(matches!(
+        verify(&pool).await.unwrap(),
+        Verdict::Intact { events: 600, .. }
+    ));
+}

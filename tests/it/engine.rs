@@ -524,10 +524,10 @@ async fn rows_from_another_fold_version_are_stale_until_rebuilt() {
 }
 
 /// A rebuild copies attributions into an unindexed staging table and indexes it at the end.
-/// A (tenant, event) pair copied twice (once within a batch under two rules, once again in a
-/// later batch) keeps its first copy, as `INSERT ... ON CONFLICT DO NOTHING` would.
+/// A (tenant, event) pair copied twice (within a batch under two rules, and again in a later
+/// batch) keeps its least rule, as the live projector does (below).
 #[tokio::test]
-async fn staged_attributions_keep_the_first_copy_of_each_pair() {
+async fn staged_attributions_keep_the_least_rule_of_each_pair() {
     use billing_ledger::read_models::{copy_event_tenants, index_staged_event_tenants};
     use projections::ResolvedBy::{CheckoutMetadata, CustomerLink, SubscriptionMetadata};
     let db = TestDb::new().await;
@@ -582,7 +582,7 @@ async fn staged_attributions_keep_the_first_copy_of_each_pair() {
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
     let expected = [
-        ("t1", "evt_1", "subscription_metadata"),
+        ("t1", "evt_1", "checkout_metadata"),
         ("t1", "evt_2", "customer_link"),
         ("t2", "evt_1", "customer_link"),
     ]
@@ -602,4 +602,35 @@ async fn staged_attributions_keep_the_first_copy_of_each_pair() {
         )
         .await;
     assert_eq!(primary_key, 1);
+}
+
+/// Live, an event attributed to one tenant by several rules, in batches written one after the
+/// other, keeps the least rule whatever the order, as a rebuild (which batches differently)
+/// does: `event_tenants` does not depend on batch boundaries.
+#[tokio::test]
+async fn live_attributions_keep_the_least_rule_across_batches() {
+    use projections::ResolvedBy::{CustomerLink, SubscriptionLink, SubscriptionMetadata};
+    let db = TestDb::new().await;
+    let pool = billing_ledger::db::pool(&db.url).unwrap();
+    let mut client = pool.get().await.unwrap();
+    for rule in [CustomerLink, SubscriptionMetadata, SubscriptionLink] {
+        let changes = projections::Changes {
+            event_tenants: [("t1".to_owned(), "evt_1".to_owned(), rule)].into(),
+            ..Default::default()
+        };
+        let tx = client.transaction().await.unwrap();
+        billing_ledger::read_models::write(&tx, &changes)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let rule: String = client
+        .query_one(
+            "SELECT resolved_by FROM event_tenants WHERE tenant_id = 't1' AND event_id = 'evt_1'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rule, "subscription_metadata");
 }

@@ -158,3 +158,50 @@ async fn graceful_shutdown_finishes_in_flight_requests_and_releases_the_projecto
     second.wait_projected().await;
     assert_eq!(db.count("SELECT count(*) FROM customers").await, 2);
 }
+
+/// An append whose statements are still running near its answer deadline is cancelled, so the
+/// 503 the webhook answers at its deadline never hides an event that commits afterwards. Here
+/// the insert is slow (3 s, within the pool's 5 s `statement_timeout`) and the deadline near.
+#[tokio::test]
+async fn an_append_past_its_answer_deadline_rolls_back() {
+    use billing_ledger::event_log::{append_batch_before, Delivery};
+    let app = TestApp::start().await;
+    app.db
+        .client()
+        .await
+        .batch_execute(
+            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS
+                 $$ BEGIN PERFORM pg_sleep(3); RETURN NEW; END $$;
+             CREATE TRIGGER slow_insert BEFORE INSERT ON deliveries FOR EACH ROW
+                 WHEN (NEW.event_id LIKE 'evt_slow%') EXECUTE FUNCTION slow();",
+        )
+        .await
+        .unwrap();
+    let delivery = |id: &str| {
+        let event = envelope(
+            id,
+            "customer.created",
+            1_700_000_000,
+            json!({"id": "cus_slow", "object": "customer"}),
+        );
+        Delivery::imported(event.to_string().into(), chrono::Utc::now()).unwrap()
+    };
+    let pool = billing_ledger::db::pool(&app.db.url).unwrap();
+    let slow = delivery("evt_slow_1");
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(2);
+    let result = append_batch_before(&pool, &[&slow], deadline).await;
+    assert!(result.is_err(), "{result:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM events WHERE event_id = 'evt_slow_1'")
+            .await,
+        0,
+        "an append that missed its deadline committed"
+    );
+    // With time to spare the same append commits.
+    let relaxed = Instant::now() + Duration::from_secs(8);
+    append_batch_before(&pool, &[&slow], relaxed).await.unwrap();
+    assert_eq!(app.db.count("SELECT count(*) FROM events").await, 1);
+}
