@@ -7,6 +7,7 @@ use crate::support::{
     TestDb, ADMIN_TOKEN, SECRET,
 };
 use billing_ledger::event_log::{append_batch, Delivery};
+use billing_ledger::projector::PROJECTION_VERSION;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -499,7 +500,7 @@ async fn rows_from_another_fold_version_are_stale_until_rebuilt() {
     assert_eq!(status["status"], "stale");
     assert_eq!(
         (status["version"].as_i64(), status["code_version"].as_i64()),
-        (Some(0), Some(1))
+        (Some(0), Some(PROJECTION_VERSION.into()))
     );
 
     // Restarted with --rebuild-stale, the elected projector rebuilds and the rows are current.
@@ -510,7 +511,7 @@ async fn rows_from_another_fold_version_are_stale_until_rebuilt() {
     let mut status = Value::Null;
     for _ in 0..400 {
         status = projection_status(&app).await;
-        if status["status"] == "live" && status["version"] == 1 {
+        if status["status"] == "live" && status["version"] == PROJECTION_VERSION {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
