@@ -128,7 +128,14 @@ async fn lead(
             tracing::info!(rebuild.id = %rebuild_id, stored_version, "stale projection: rebuild queued");
         }
     }
+    let resuming = std::time::Instant::now();
     let mut live = Live::resume(pool, settings.livemode, owner).await?;
+    tracing::info!(
+        projection.name = PROJECTION_NAME,
+        checkpoint = live.checkpoint,
+        duration_ms = resuming.elapsed().as_millis() as u64,
+        "projector state re-folded up to the checkpoint; tailing the log"
+    );
     loop {
         anyhow::ensure!(!lock.is_closed(), "lost the projector lock connection");
         if let Some(rebuild_id) = pending_rebuild(pool).await? {
