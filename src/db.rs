@@ -49,6 +49,15 @@ pub fn pg_config(database_url: &str) -> anyhow::Result<tokio_postgres::Config> {
     Ok(config)
 }
 
+/// A connection taken out of the pool for bulk work on a whole table (a rebuild's streaming
+/// read and copy, its index builds): no `statement_timeout`, since one statement may last
+/// the whole rebuild. It is closed when dropped, so the lifted limit never returns to the pool.
+pub async fn bulk_connection(pool: &Pool) -> anyhow::Result<deadpool_postgres::ClientWrapper> {
+    let client = deadpool_postgres::Object::take(pool.get().await?);
+    client.batch_execute("SET statement_timeout = 0").await?;
+    Ok(client)
+}
+
 /// Builds the pool; connections open lazily, so this succeeds with the database down.
 pub fn pool(database_url: &str) -> anyhow::Result<Pool> {
     let manager = Manager::from_config(

@@ -366,22 +366,18 @@ fn stream_log(pool: Pool, up_to: i64) -> tokio::sync::mpsc::Receiver<anyhow::Res
 const PARSERS: usize = 2;
 
 /// The rows of the log through `up_to` in batches of [`FOLD_BATCH_EVENTS`], unparsed, from one
-/// binary `COPY`. It lasts the whole read, so it runs on a connection taken out of the pool
-/// with no `statement_timeout` (and planner settings of its own), closed when the stream is
-/// dropped.
+/// binary `COPY` on a [`crate::db::bulk_connection`] (with planner settings of its own),
+/// closed when the stream is dropped.
 fn copy_log(
     pool: Pool,
     up_to: i64,
 ) -> impl futures_util::Stream<Item = anyhow::Result<Vec<BinaryCopyOutRow>>> {
     futures_util::stream::once(async move {
-        let client = deadpool_postgres::Object::take(pool.get().await?);
+        let client = crate::db::bulk_connection(&pool).await?;
         // Walk the primary key: rows stream out at once in position order. Left to itself the
         // planner sorts the whole log first (a parallel scan and a sort of every body).
         client
-            .batch_execute(
-                "SET statement_timeout = 0; SET enable_seqscan = off; SET enable_sort = off;
-                 SET jit = off;",
-            )
+            .batch_execute("SET enable_seqscan = off; SET enable_sort = off; SET jit = off;")
             .await?;
         let copy = client
             .copy_out(&format!(

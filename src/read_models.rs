@@ -80,7 +80,7 @@ async fn write_event_tenants(
 /// Streams a rebuild's attributions into the unindexed staging table `table` with one binary
 /// `COPY` (several times cheaper for PostgreSQL than `INSERT ... ON CONFLICT` into an indexed
 /// table), taking sets from `batches` until the sender is dropped. The `COPY` lasts the whole
-/// fold, so it runs on a connection taken out of the pool with no `statement_timeout`.
+/// fold, so it runs on a [`crate::db::bulk_connection`].
 ///
 /// Of several rules attributing one event to one tenant within a set, only the least is
 /// copied, as [`write_event_tenants`] keeps it; pairs repeated across sets are reduced the
@@ -92,8 +92,7 @@ pub async fn copy_event_tenants(
 ) -> anyhow::Result<()> {
     use tokio_postgres::binary_copy::BinaryCopyInWriter;
     use tokio_postgres::types::Type;
-    let client = deadpool_postgres::Object::take(pool.get().await?);
-    client.batch_execute("SET statement_timeout = 0").await?;
+    let client = crate::db::bulk_connection(pool).await?;
     let sink = client
         .copy_in(&format!(
             "COPY {table} (tenant_id, event_id, resolved_by) FROM STDIN (FORMAT binary)"
@@ -124,10 +123,13 @@ pub async fn copy_event_tenants(
 /// If a (tenant, event) pair was copied twice (attributed again in a later batch), all but the
 /// least rule by [`ResolvedBy::ALL`] are deleted first, as [`write_event_tenants`] would keep.
 pub async fn index_staged_event_tenants(pool: &Pool, table: &str) -> anyhow::Result<()> {
-    let (first, second) = tokio::try_join!(pool.get(), pool.get())?;
+    let (first, second) = tokio::try_join!(
+        crate::db::bulk_connection(pool),
+        crate::db::bulk_connection(pool)
+    )?;
     let unique = format!("CREATE UNIQUE INDEX {table}_pkey ON {table} (tenant_id, event_id)");
     let unique_index = async {
-        match unlimited(&first, &unique).await {
+        match first.batch_execute(&unique).await {
             Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
                 let order = rule_order();
                 let deduplicate = format!(
@@ -139,34 +141,20 @@ pub async fn index_staged_event_tenants(pool: &Pool, table: &str) -> anyhow::Res
                          WHERE n > 1);
                      {unique}"
                 );
-                unlimited(&first, &deduplicate).await
+                first.batch_execute(&deduplicate).await
             }
             other => other,
         }
     };
     let by_event = format!("CREATE INDEX {table}_event ON {table} (event_id)");
-    tokio::try_join!(unique_index, unlimited(&second, &by_event))?;
-    unlimited(
-        &first,
-        &format!(
+    tokio::try_join!(unique_index, second.batch_execute(&by_event))?;
+    first
+        .batch_execute(&format!(
             "ALTER TABLE {table} ADD CONSTRAINT {table}_pkey PRIMARY KEY USING INDEX {table}_pkey;
              ANALYZE {table};"
-        ),
-    )
-    .await?;
+        ))
+        .await?;
     Ok(())
-}
-
-/// Runs `statements` without the pool's `statement_timeout` (bulk work on a whole table).
-async fn unlimited(
-    client: &tokio_postgres::Client,
-    statements: &str,
-) -> Result<(), tokio_postgres::Error> {
-    let result = client
-        .batch_execute(&format!("SET statement_timeout = 0; {statements}"))
-        .await;
-    client.batch_execute("RESET statement_timeout").await?;
-    result
 }
 
 async fn write_tenant_pricing(tx: &Transaction<'_>, changes: &Changes) -> anyhow::Result<()> {
