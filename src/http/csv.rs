@@ -155,8 +155,9 @@ pub async fn stream(
     )))
 }
 
-/// One page of events after `after`, at most `limit`.
-async fn fetch(
+/// One page of events after `after`, at most `limit` (the JSON answer's page too). Errors
+/// keep PostgreSQL's cause, so a refused parameter still maps to 400.
+pub async fn fetch(
     pool: &Pool,
     page: &PageQuery,
     after: i64,

@@ -7,7 +7,7 @@ use super::csv::{self, EventsResponse};
 use super::error::ApiError;
 use super::views::{
     cursor_or, encode_cursor, page, CheckoutSessionList, CheckoutSessionView, CustomerView,
-    DeliveryView, EventDetail, EventList, EventSummary, EventTenant, HistoryEntry, HistoryList,
+    DeliveryView, EventDetail, EventList, EventTenant, HistoryEntry, HistoryList,
     TenantPricingView, UnresolvedList, UnresolvedView,
 };
 use super::AppState;
@@ -159,20 +159,15 @@ impl ReadApi {
         let wants_csv = request
             .header("accept")
             .is_some_and(|accept| accept.contains("text/csv"));
+        let query: csv::PageQuery = Box::new(move |after, limit| filters.query(after, limit));
         if wants_csv {
-            let page: csv::PageQuery = Box::new(move |after, limit| filters.query(after, limit));
             let total = limit.0.map(i64::from);
             return Ok(EventsResponse::Csv(
-                csv::stream(self.state.pool.clone(), page, after, total).await?,
+                csv::stream(self.state.pool.clone(), query, after, total).await?,
             ));
         }
         let limit = page_size(limit.0);
-        let (sql, params) = filters.query(after, limit + 1);
-        let client = self.state.pool.get().await?;
-        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as _).collect();
-        let statement = client.prepare_cached(&sql).await?;
-        let rows = client.query(&statement, &refs).await?;
-        let events: Vec<EventSummary> = rows.iter().map(EventSummary::from_row).collect();
+        let events = csv::fetch(&self.state.pool, &query, after, limit + 1).await?;
         let (events, next_cursor) = page(events, limit, |e| e.position);
         Ok(EventsResponse::Json(Json(EventList {
             events,
