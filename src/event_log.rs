@@ -257,23 +257,16 @@ async fn append_batch_by(
     params.extend(rows.params());
     bound_by(&tx, deadline).await?;
     tx.query(&write, &params).await?;
-    anyhow::ensure!(
-        deadline.is_none_or(|d| Instant::now() + COMMIT_MARGIN <= d),
-        "the answer deadline passed before the append finished"
-    );
+    time_left(deadline)?;
     tx.commit().await?;
     Ok(answers)
 }
 
-/// Limits the transaction's next statement to the time left before `deadline` less
-/// [`COMMIT_MARGIN`], when that is shorter than the pool's `statement_timeout`; PostgreSQL
-/// cancels it past that. Errors when no time is left.
-async fn bound_by(
-    tx: &deadpool_postgres::Transaction<'_>,
-    deadline: Option<Instant>,
-) -> anyhow::Result<()> {
+/// Time left before `deadline` less [`COMMIT_MARGIN`] (`None` without a deadline). Errors
+/// when none is left: the append must roll back.
+fn time_left(deadline: Option<Instant>) -> anyhow::Result<Option<Duration>> {
     let Some(deadline) = deadline else {
-        return Ok(());
+        return Ok(None);
     };
     let left = deadline
         .saturating_duration_since(Instant::now())
@@ -282,10 +275,21 @@ async fn bound_by(
         !left.is_zero(),
         "the answer deadline passed before the append finished"
     );
-    if left < Duration::from_millis(crate::db::STATEMENT_TIMEOUT_MS) {
-        let milliseconds = left.as_millis().max(1);
-        tx.batch_execute(&format!("SET LOCAL statement_timeout = {milliseconds}"))
-            .await?;
+    Ok(Some(left))
+}
+
+/// Limits the transaction's next statement to [`time_left`] when that is shorter than the
+/// pool's `statement_timeout`; PostgreSQL cancels it past that.
+async fn bound_by(
+    tx: &deadpool_postgres::Transaction<'_>,
+    deadline: Option<Instant>,
+) -> anyhow::Result<()> {
+    if let Some(left) = time_left(deadline)? {
+        if left < Duration::from_millis(crate::db::STATEMENT_TIMEOUT_MS) {
+            let milliseconds = left.as_millis().max(1);
+            tx.batch_execute(&format!("SET LOCAL statement_timeout = {milliseconds}"))
+                .await?;
+        }
     }
     Ok(())
 }
