@@ -174,7 +174,7 @@ async fn reconcile_page(
             // Stored meanwhile (a webhook, another runner): present, not ours.
             report.present += 1;
         } else {
-            tracing::info!(stripe.event_id = %delivery.event.id, stripe.event_type = %delivery.event.event_type,
+            tracing::debug!(stripe.event_id = %delivery.event.id, stripe.event_type = %delivery.event.event_type,
                 log.position = answer.position, "reconcile appended an event missing from the log");
             count_appended(report, delivery);
         }
@@ -274,22 +274,50 @@ pub async fn run_recorded(
     let message = error.as_ref().map(|e| e.to_string());
     store::finish_run(spec.pool, run_id, &report, message.as_deref()).await?;
     drop(lock);
-    tracing::info!(
-        reconcile.run_id = run_id,
-        reconcile.trigger = spec.trigger.as_str(),
-        listed = report.listed,
-        present = report.present,
-        appended = report.appended,
-        differences = report.differences.len(),
-        duration_ms = started.elapsed().as_millis() as u64,
-        error = message.as_deref().unwrap_or(""),
-        "reconcile run finished"
+    log_run(
+        run_id,
+        spec.trigger,
+        &report,
+        message.as_deref(),
+        started.elapsed(),
     );
     Ok(RunOutcome {
         run_id,
         report,
         error,
     })
+}
+
+/// One line per run; a warning when the run appended events, since each one is a webhook
+/// that never arrived (the types say which).
+fn log_run(
+    run_id: i64,
+    trigger: Trigger,
+    report: &Report,
+    error: Option<&str>,
+    elapsed: std::time::Duration,
+) {
+    let by_type = json(&report.appended_by_type);
+    let duration_ms = elapsed.as_millis() as u64;
+    if report.appended > 0 {
+        tracing::warn!(reconcile.run_id = run_id, reconcile.trigger = trigger.as_str(),
+            listed = report.listed, present = report.present, appended = report.appended,
+            appended_by_type = %by_type, differences = report.differences.len(), duration_ms,
+            error = error.unwrap_or(""),
+            "reconcile run appended events no webhook delivered");
+    } else {
+        tracing::info!(
+            reconcile.run_id = run_id,
+            reconcile.trigger = trigger.as_str(),
+            listed = report.listed,
+            present = report.present,
+            appended = 0,
+            differences = report.differences.len(),
+            duration_ms,
+            error = error.unwrap_or(""),
+            "reconcile run finished"
+        );
+    }
 }
 
 /// Parses `--since`/`--until`: an RFC 3339 time, or a duration before `now` (`72h`, `30m`,
