@@ -64,9 +64,11 @@ fn sorted(mut ids: Vec<String>) -> Vec<String> {
     ids
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reconcile_appends_what_the_emulator_could_not_deliver_exactly_once() {
-    let emulator = Emulator::start().await;
+/// Subscribes two tenants with the service up (the emulator delivers their events), then
+/// stops it while a third subscribes and a customer changes: the emulator's deliveries fail and
+/// it never retries them. Returns the database, every ID the emulator lists (sorted) and those
+/// the log lacks.
+async fn miss_events_while_down(emulator: &Emulator) -> (TestDb, Vec<String>, Vec<String>) {
     let app = TestApp::start().await;
     emulator
         .deliver_to(&app.url("/api/billing/webhook"), SECRET)
@@ -74,11 +76,9 @@ async fn reconcile_appends_what_the_emulator_could_not_deliver_exactly_once() {
     emulator.create_plan().await;
     let (customer_a, _) = emulator.subscribe("tenant-a").await;
     emulator.subscribe("tenant-b").await;
-    let delivered = wait_delivered(&app.db, &emulator).await;
+    let delivered = wait_delivered(&app.db, emulator).await;
     assert!(delivered >= 10, "the emulator delivered {delivered} events");
 
-    // While the service is down, more happens at Stripe; the emulator's deliveries fail and it
-    // does not retry them.
     let db = app.stop().await;
     emulator.subscribe("tenant-c").await;
     let update = format!("/v1/customers/{customer_a}");
@@ -88,43 +88,24 @@ async fn reconcile_appends_what_the_emulator_could_not_deliver_exactly_once() {
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let listed = sorted(emulator.event_ids().await);
     let logged = log_ids(&db).await;
-    let missing: Vec<&String> = listed.iter().filter(|id| !logged.contains(id)).collect();
+    let missing: Vec<String> = listed
+        .iter()
+        .filter(|id| !logged.contains(id))
+        .cloned()
+        .collect();
     assert!(missing.len() >= 5, "missed only {missing:?}");
+    (db, listed, missing)
+}
 
-    let out = reconcile_command(&db.url, &emulator.base, EMULATOR_KEY, &["--since", "1h"]).await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let counts = format!(
-        "listed {}, already in the log {}, appended {}",
-        listed.len(),
-        listed.len() - missing.len(),
-        missing.len()
-    );
-    assert!(stdout.contains(&counts), "{stdout}");
-    assert!(
-        stdout.contains("appended 1 customer.subscription.created"),
-        "{stdout}"
-    );
-
-    // Every event the emulator lists, exactly once; the fetched ones under their own source.
-    assert_eq!(log_ids(&db).await, listed);
-    let fetched = db
-        .count("SELECT count(*) FROM events WHERE source = 'reconcile'")
-        .await;
-    assert_eq!(fetched, missing.len() as i64);
-
-    // Folded like any other: the live rows equal a rebuild, and the chain is intact.
-    let config = test_config(&db.url);
-    let app = TestApp::start_with(db, config).await;
+/// The log after reconciling, with the service running again: the fetched events are folded
+/// (tenant-c, known only through them, is active), the live rows equal a rebuild, the chain
+/// is intact, and the event detail says where a fetched event came from.
+async fn assert_folded_and_intact(app: &TestApp, listed: &[String], missing: &[String]) {
     app.wait_projected().await;
     let pricing = app.get_json("/api/billing/tenants/tenant-c/pricing").await;
     assert_eq!(pricing["status"], "active", "{pricing}");
     let live = snapshot(&app.db).await;
-    rebuild_and_wait(&app).await;
+    rebuild_and_wait(app).await;
     assert_eq!(snapshot(&app.db).await, live);
     let verify: Value = app
         .get("/api/billing/admin/verify", ADMIN_TOKEN)
@@ -138,13 +119,42 @@ async fn reconcile_appends_what_the_emulator_could_not_deliver_exactly_once() {
         .get_json(&format!("/api/billing/events/{}", missing[0]))
         .await;
     assert_eq!(detail["source"], "reconcile");
+    let provenance = detail["provenance"].as_str().unwrap();
+    assert!(provenance.contains("not signature-verified"), "{detail}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_appends_what_the_emulator_could_not_deliver_exactly_once() {
+    let emulator = Emulator::start().await;
+    let (db, listed, missing) = miss_events_while_down(&emulator).await;
+
+    let out = reconcile_command(&db.url, &emulator.base, EMULATOR_KEY, &["--since", "1h"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        detail["provenance"]
-            .as_str()
-            .unwrap()
-            .contains("not signature-verified"),
-        "{detail}"
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    let (n, m) = (listed.len(), missing.len());
+    let counts = format!("listed {n}, already in the log {}, appended {m}", n - m);
+    assert!(stdout.contains(&counts), "{stdout}");
+    assert!(
+        stdout.contains("appended 1 customer.subscription.created"),
+        "{stdout}"
+    );
+    assert_eq!(
+        log_ids(&db).await,
+        listed,
+        "every listed event, exactly once"
+    );
+    let fetched = db
+        .count("SELECT count(*) FROM events WHERE source = 'reconcile'")
+        .await;
+    assert_eq!(fetched, m as i64);
+
+    let config = test_config(&db.url);
+    let app = TestApp::start_with(db, config).await;
+    assert_folded_and_intact(&app, &listed, &missing).await;
 
     // A second run finds everything and appends nothing.
     let again = reconcile_command(
@@ -156,11 +166,10 @@ async fn reconcile_appends_what_the_emulator_could_not_deliver_exactly_once() {
     .await;
     let stdout = String::from_utf8_lossy(&again.stdout);
     assert!(again.status.success(), "{stdout}");
-    let counts = format!(
-        "listed {0}, already in the log {0}, appended 0",
-        listed.len()
+    assert!(
+        stdout.contains(&format!("listed {n}, already in the log {n}, appended 0")),
+        "{stdout}"
     );
-    assert!(stdout.contains(&counts), "{stdout}");
     assert_eq!(log_ids(&app.db).await, listed);
 
     let status: Value = app
@@ -172,9 +181,11 @@ async fn reconcile_appends_what_the_emulator_could_not_deliver_exactly_once() {
     let runs = status["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 2, "{status}");
     assert_eq!(runs[0]["appended_events"], 0);
-    assert_eq!(runs[1]["appended_events"], missing.len() as i64);
-    assert_eq!(runs[1]["trigger"], "command");
-    assert_eq!(runs[1]["status"], "succeeded");
+    assert_eq!(runs[1]["appended_events"], m as i64);
+    assert_eq!(
+        (&runs[1]["trigger"], &runs[1]["status"]),
+        (&json!("command"), &json!("succeeded"))
+    );
     assert_eq!(
         runs[1]["appended_by_type"]["customer.subscription.created"],
         1
@@ -249,7 +260,12 @@ async fn reconcile_waits_out_429_and_500_and_reports_differences_without_rewriti
         .await;
     assert_eq!(kept, 1, "the log's copy is left as it is");
 
-    let seen = fake.seen();
+    assert_requests_as_stripe_asks(&fake.seen());
+}
+
+/// The fake saw 429, 500, then two pages: each retry waited (Retry-After, then the backoff),
+/// and every request carried the key, the pinned version and the connected account.
+fn assert_requests_as_stripe_asks(seen: &[crate::emulator::Seen]) {
     assert_eq!(seen.len(), 4, "429, 500, then two pages");
     assert!(
         seen[1].at - seen[0].at >= Duration::from_secs(1),
@@ -259,7 +275,7 @@ async fn reconcile_waits_out_429_and_500_and_reports_differences_without_rewriti
         seen[2].at - seen[1].at >= BACKOFF_FIRST,
         "backoff after the 500"
     );
-    for request in &seen {
+    for request in seen {
         assert_eq!(request.stripe_version.as_deref(), Some(STRIPE_VERSION));
         assert_eq!(request.stripe_account.as_deref(), Some("acct_1Connect"));
         assert_eq!(
@@ -317,7 +333,6 @@ async fn a_wrong_key_gets_a_clear_error_and_its_own_exit_code() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_with_the_interval_run_one_at_a_time() {
-    use billing_ledger::reconcile::service::Settings;
     let listed = page(
         &[api_event(
             "evt_timer_1",
@@ -333,29 +348,60 @@ async fn two_instances_with_the_interval_run_one_at_a_time() {
         Box::new(move |_| (200, vec![], listed.clone())),
     )
     .await;
+    let (first, second) = start_two_with_timer(&fake.base).await;
+    tokio::time::sleep(Duration::from_millis(5_500)).await;
+
+    assert_eq!(fake.in_flight_max(), 1, "one run at a time");
+    assert_runs_one_at_a_time(&first.db).await;
+    let counted = appended_counted(&first).await + appended_counted(&second).await;
+    assert_eq!(
+        counted, 1.0,
+        "metrics count the appended event once across instances"
+    );
+    let status: Value = second
+        .get("/api/billing/admin/reconcile", ADMIN_TOKEN)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["enabled"], true);
+    assert_eq!(status["interval_secs"], 1.0);
+    assert!(status["runs"].as_array().unwrap().len() >= 3, "{status}");
+}
+
+/// `billing_ledger_reconcile_appended_events_total` for `customer.created` on one instance.
+async fn appended_counted(app: &TestApp) -> f64 {
+    let response = app.http.get(app.url("/metrics")).send().await.unwrap();
+    let text = response.text().await.unwrap();
+    let name = r#"billing_ledger_reconcile_appended_events_total{event_type="customer.created"}"#;
+    text.lines()
+        .find(|line| line.starts_with(name))
+        .map_or(0.0, |line| {
+            line.rsplit(' ').next().unwrap().parse().unwrap()
+        })
+}
+
+/// Two instances on one database, both with the timer every second against `base`.
+async fn start_two_with_timer(base: &str) -> (TestApp, TestApp) {
     let db = TestDb::new().await;
     let mut config = test_config(&db.url);
-    config.reconcile = Some(Settings {
+    config.reconcile = Some(billing_ledger::reconcile::service::Settings {
         interval: Duration::from_secs(1),
         settle: Duration::ZERO,
-        api: fake_settings(&fake.base, None),
+        api: fake_settings(base, None),
     });
     let url = db.url.clone();
     let first = TestApp::start_with(db, config.clone()).await;
     config.instance_id = uuid::Uuid::new_v4().to_string();
-    let second = TestApp::start_with(
-        TestDb {
-            name: first.db.name.clone(),
-            url,
-        },
-        config,
-    )
-    .await;
-    tokio::time::sleep(Duration::from_millis(5_500)).await;
+    let name = first.db.name.clone();
+    let second = TestApp::start_with(TestDb { name, url }, config).await;
+    (first, second)
+}
 
-    assert_eq!(fake.in_flight_max(), 1, "one run at a time");
-    let rows = first
-        .db
+/// The finished timer runs: about one a second, none overlapping the next, all succeeded,
+/// and the one missing event appended by exactly one of them.
+async fn assert_runs_one_at_a_time(db: &TestDb) {
+    let rows = db
         .client()
         .await
         .query(
@@ -381,34 +427,4 @@ async fn two_instances_with_the_interval_run_one_at_a_time() {
         appended, 1,
         "the missing event is appended once, by one run"
     );
-
-    let mut counted = 0.0;
-    for app in [&first, &second] {
-        let text = app
-            .http
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        counted += text
-            .lines()
-            .find(|l| l.starts_with("billing_ledger_reconcile_appended_events_total{event_type=\"customer.created\"}"))
-            .map_or(0.0, |l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap());
-    }
-    assert_eq!(
-        counted, 1.0,
-        "metrics count the appended event once across instances"
-    );
-    let status: Value = second
-        .get("/api/billing/admin/reconcile", ADMIN_TOKEN)
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(status["enabled"], true);
-    assert_eq!(status["interval_secs"], 1.0);
-    assert!(status["runs"].as_array().unwrap().len() >= 3, "{status}");
 }
