@@ -342,14 +342,15 @@ async fn two_instances_with_the_interval_run_one_at_a_time() {
         )],
         false,
     );
-    // Slow pages: runs on two instances at once would overlap at the fake.
+    // Pages slower than the interval: while one instance lists, a run is already due again,
+    // and only the lock keeps the other instance from starting one.
     let fake = FakeStripe::start(
-        Duration::from_millis(400),
+        Duration::from_millis(1_500),
         Box::new(move |_| (200, vec![], listed.clone())),
     )
     .await;
     let (first, second) = start_two_with_timer(&fake.base).await;
-    tokio::time::sleep(Duration::from_millis(5_500)).await;
+    tokio::time::sleep(Duration::from_millis(6_500)).await;
 
     assert_eq!(fake.in_flight_max(), 1, "one run at a time");
     assert_runs_one_at_a_time(&first.db).await;
@@ -366,7 +367,7 @@ async fn two_instances_with_the_interval_run_one_at_a_time() {
         .unwrap();
     assert_eq!(status["enabled"], true);
     assert_eq!(status["interval_secs"], 1.0);
-    assert!(status["runs"].as_array().unwrap().len() >= 3, "{status}");
+    assert!(status["runs"].as_array().unwrap().len() >= 2, "{status}");
 }
 
 /// `billing_ledger_reconcile_appended_events_total` for `customer.created` on one instance.
@@ -398,7 +399,7 @@ async fn start_two_with_timer(base: &str) -> (TestApp, TestApp) {
     (first, second)
 }
 
-/// The finished timer runs: about one a second, none overlapping the next, all succeeded,
+/// The finished timer runs: back to back, none overlapping the next, all succeeded,
 /// and the one missing event appended by exactly one of them.
 async fn assert_runs_one_at_a_time(db: &TestDb) {
     let rows = db
@@ -412,8 +413,8 @@ async fn assert_runs_one_at_a_time(db: &TestDb) {
         .await
         .unwrap();
     assert!(
-        (3..=7).contains(&rows.len()),
-        "about one run a second: {}",
+        (2..=5).contains(&rows.len()),
+        "runs back to back, 1.5 s each: {}",
         rows.len()
     );
     for pair in rows.windows(2) {
