@@ -40,6 +40,7 @@ pub async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Import(args) => import(args).await,
         Command::Sign(args) => sign(args),
         Command::Send(args) => send(args).await,
+        Command::Reconcile(args) => crate::reconcile::command::execute(args).await,
         Command::Openapi => {
             print!("{}", crate::openapi_yaml());
             Ok(ExitCode::SUCCESS)

@@ -2,10 +2,13 @@
 //! (`../shared/DESIGN.md`, Configuration). Parsing here turns strings into checked values; a
 //! missing or malformed setting stops start-up with one line naming it, never its value.
 
+use crate::reconcile::service::{Settings as ReconcileSettings, SETTLE_DEFAULT};
 use crate::signature::{WebhookSecret, TOLERANCE_SECS_DEFAULT};
+use crate::stripe::events_api::{ApiSettings, SecretKey, API_BASE_DEFAULT};
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Default `DATABASE_URL`: the local cluster that `./dev` provisions under `.data/`.
 pub const DATABASE_URL_DEFAULT: &str = "postgres://postgres@127.0.0.1:54329/billing_ledger";
@@ -45,6 +48,8 @@ pub enum Command {
     Send(SendArgs),
     /// Print the OpenAPI document (the committed openapi.yaml is this output).
     Openapi,
+    /// List Stripe's events for a window with STRIPE_SECRET_KEY and append those the log lacks.
+    Reconcile(ReconcileArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -95,6 +100,88 @@ pub struct ServeArgs {
     /// Log format: text or json.
     #[arg(long, env = "LEDGER_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+    #[command(flatten)]
+    pub stripe: StripeApiArgs,
+    /// Reconcile with Stripe's Events API this often (15m, 1h, ...), on one instance at a
+    /// time; off when empty or `off`.
+    #[arg(long, env = "LEDGER_RECONCILE_INTERVAL", default_value = "")]
+    pub reconcile_interval: String,
+    /// The timer leaves events younger than this to their webhook (0s to fetch at once).
+    #[arg(long, env = "LEDGER_RECONCILE_SETTLE", default_value = SETTLE_DEFAULT)]
+    pub reconcile_settle: String,
+}
+
+/// How to reach Stripe's API (reconciliation).
+#[derive(Debug, Clone, Args)]
+pub struct StripeApiArgs {
+    /// Secret (sk_...) or restricted (rk_...) key with read access to Events.
+    #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true)]
+    pub stripe_secret_key: Option<String>,
+    /// Base URL of Stripe's API (an emulator or a proxy).
+    #[arg(long, env = "STRIPE_API_BASE", default_value = API_BASE_DEFAULT)]
+    pub stripe_api_base: String,
+    /// Connected account (acct_...) whose events to list, sent as Stripe-Account.
+    #[arg(long, env = "STRIPE_ACCOUNT")]
+    pub stripe_account: Option<String>,
+}
+
+impl StripeApiArgs {
+    /// Checks the settings; the key is required.
+    pub fn settings(&self) -> Result<ApiSettings, ConfigError> {
+        let key = SecretKey::parse(self.stripe_secret_key.as_deref().unwrap_or("")).map_err(
+            |problem| ConfigError {
+                setting: "STRIPE_SECRET_KEY",
+                problem,
+            },
+        )?;
+        let base = self.stripe_api_base.trim().trim_end_matches('/');
+        if !(base.starts_with("https://") || base.starts_with("http://")) || base.contains('?') {
+            return Err(ConfigError {
+                setting: "STRIPE_API_BASE",
+                problem: "must be an http:// or https:// URL such as https://api.stripe.com",
+            });
+        }
+        let account = match self.stripe_account.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(id)
+                if id.starts_with("acct_")
+                    && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+            {
+                Some(id.to_owned())
+            }
+            Some(_) => {
+                return Err(ConfigError {
+                    setting: "STRIPE_ACCOUNT",
+                    problem: "must be a connected account ID (acct_...)",
+                })
+            }
+        };
+        Ok(ApiSettings {
+            base: base.to_owned(),
+            key,
+            account,
+        })
+    }
+}
+
+/// Shortest `LEDGER_RECONCILE_INTERVAL`.
+pub const RECONCILE_INTERVAL_MIN: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Args)]
+pub struct ReconcileArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub stripe: StripeApiArgs,
+    /// Start of the window of Stripe's `created`: an RFC 3339 time or a duration before now.
+    #[arg(long, default_value = "72h")]
+    pub since: String,
+    /// End of the window (inclusive): an RFC 3339 time or a duration before now; now if absent.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Compare and report only; append nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -173,6 +260,8 @@ pub struct Config {
     /// A fresh ID per process: who holds the projector (`projections.owner`).
     pub instance_id: String,
     pub rebuild_stale: bool,
+    /// The reconciliation timer, when `LEDGER_RECONCILE_INTERVAL` is set.
+    pub reconcile: Option<ReconcileSettings>,
 }
 
 /// A setting that stops start-up; the message names the setting, never its value.
@@ -252,8 +341,46 @@ impl Config {
             livemode,
             instance_id: uuid::Uuid::new_v4().to_string(),
             rebuild_stale: args.rebuild_stale,
+            reconcile: reconcile_settings(args)?,
         })
     }
+}
+
+/// The reconciliation timer's settings: `None` when the interval is unset; the key is then
+/// required.
+fn reconcile_settings(args: &ServeArgs) -> Result<Option<ReconcileSettings>, ConfigError> {
+    let raw = args.reconcile_interval.trim();
+    if raw.is_empty() || raw == "off" {
+        return Ok(None);
+    }
+    let interval = humantime::parse_duration(raw)
+        .ok()
+        .filter(|i| *i >= RECONCILE_INTERVAL_MIN)
+        .ok_or(ConfigError {
+            setting: "LEDGER_RECONCILE_INTERVAL",
+            problem: "must be a duration of at least 1s, such as 15m or 1h, or off",
+        })?;
+    let settle =
+        humantime::parse_duration(args.reconcile_settle.trim()).map_err(|_| ConfigError {
+            setting: "LEDGER_RECONCILE_SETTLE",
+            problem: "must be a duration such as 5m or 0s",
+        })?;
+    let api = args
+        .stripe
+        .settings()
+        .map_err(|error| match error.setting {
+            "STRIPE_SECRET_KEY" => ConfigError {
+                setting: "STRIPE_SECRET_KEY",
+                problem: "required when LEDGER_RECONCILE_INTERVAL is set: a secret (sk_...) or \
+                      restricted (rk_...) key with read access to Events",
+            },
+            _ => error,
+        })?;
+    Ok(Some(ReconcileSettings {
+        interval,
+        settle,
+        api,
+    }))
 }
 
 fn split_list(raw: &str) -> impl Iterator<Item = &str> {
@@ -277,6 +404,17 @@ mod tests {
     fn each_bad_setting_is_named_without_its_value() {
         let secret = "--webhook-secret=whsec_a,whsec_b";
         assert_eq!(serve(&[secret]).unwrap().webhook_secrets.len(), 2);
+        assert!(serve(&[secret]).unwrap().reconcile.is_none());
+        let timer = serve(&[
+            secret,
+            "--reconcile-interval=15m",
+            "--stripe-secret-key=rk_test_1",
+        ])
+        .unwrap()
+        .reconcile
+        .unwrap();
+        assert_eq!(timer.interval, Duration::from_secs(900));
+        assert_eq!(timer.api.base, API_BASE_DEFAULT);
         let cases = [
             (
                 vec!["--webhook-secret=sk_live_oops"],
@@ -289,6 +427,27 @@ mod tests {
             (vec![secret, "--max-body-bytes=0"], "LEDGER_MAX_BODY_BYTES"),
             (vec![secret, "--listen=nowhere"], "LEDGER_LISTEN"),
             (vec![secret, "--livemode=maybe"], "LEDGER_LIVEMODE"),
+            (
+                vec![secret, "--reconcile-interval=15m"],
+                "STRIPE_SECRET_KEY",
+            ),
+            (
+                vec![
+                    secret,
+                    "--reconcile-interval=often",
+                    "--stripe-secret-key=sk_test_oops",
+                ],
+                "LEDGER_RECONCILE_INTERVAL",
+            ),
+            (
+                vec![
+                    secret,
+                    "--reconcile-interval=1m",
+                    "--stripe-secret-key=sk_live_oops",
+                    "--stripe-api-base=ftp://x",
+                ],
+                "STRIPE_API_BASE",
+            ),
         ];
         for (args, setting) in cases {
             let error = serve(&args).unwrap_err();

@@ -35,6 +35,9 @@ pub enum Source {
     Webhook,
     /// A line of an Events API export (`billing-ledger import`), not signature-verified.
     Import,
+    /// Fetched from Stripe's Events API with the account's key (`billing-ledger reconcile`),
+    /// not signature-verified.
+    Reconcile,
 }
 
 impl Source {
@@ -42,6 +45,7 @@ impl Source {
         match self {
             Source::Webhook => "webhook",
             Source::Import => "import",
+            Source::Reconcile => "reconcile",
         }
     }
 }

@@ -19,7 +19,9 @@ pub mod http;
 pub mod metrics;
 pub mod projector;
 pub mod read_models;
+pub mod reconcile;
 pub mod signature;
+pub mod stripe;
 pub mod timeline;
 
 use config::Config;
@@ -56,9 +58,22 @@ pub async fn run(
         wake.clone(),
         stop.clone(),
     ));
+    let metrics = metrics::Metrics::default();
+    let reconcile = config.reconcile.clone().map(|settings| {
+        tokio::spawn(reconcile::service::run(
+            reconcile::service::Runner {
+                pool: pool.clone(),
+                database_url: config.database_url.clone(),
+                instance_id: config.instance_id.clone(),
+                settings,
+                metrics: metrics.reconcile.clone(),
+            },
+            stop.clone(),
+        ))
+    });
     let state = Arc::new(http::AppState {
         appender: event_log::Appender::start(pool.clone()),
-        metrics: metrics::Metrics::default(),
+        metrics,
         config,
         pool,
         wake,
@@ -69,6 +84,9 @@ pub async fn run(
         .await;
     stop.cancel();
     projector.await.ok();
+    if let Some(reconcile) = reconcile {
+        reconcile.await.ok();
+    }
     tracing::info!("stopped");
     Ok(served?)
 }
@@ -88,6 +106,7 @@ pub fn openapi_yaml() -> String {
         livemode: false,
         instance_id: String::new(),
         rebuild_stale: false,
+        reconcile: None,
     };
     let state = Arc::new(http::AppState {
         appender: event_log::Appender::detached(),

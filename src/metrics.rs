@@ -54,6 +54,8 @@ pub struct Metrics {
     projection_errors: Gauge,
     unresolved_events: Gauge,
     rebuild_progress: Gauge<f64, AtomicU64>,
+    /// Reconciliation runs, appended events by type, differences (`billing_ledger_reconcile_*`).
+    pub reconcile: crate::reconcile::service::Metrics,
 }
 
 impl Default for Metrics {
@@ -114,7 +116,10 @@ impl Default for Metrics {
             "Progress of the running rebuild, 0 to 1 (1 when none runs)",
             rebuild_progress.clone(),
         );
+        let reconcile = crate::reconcile::service::Metrics::default();
+        reconcile.register(&mut registry);
         Metrics {
+            reconcile,
             registry,
             webhooks,
             append_seconds,

@@ -9,6 +9,7 @@ pub mod csv;
 pub mod error;
 pub mod ops;
 pub mod read;
+pub mod reconcile;
 pub mod views;
 pub mod webhook;
 
@@ -47,6 +48,7 @@ type Apis = (
     read::ReadApi,
     admin::AdminApi,
     ops::OpsApi,
+    reconcile::ReconcileApi,
 );
 
 /// The OpenAPI service over every route.
@@ -61,7 +63,10 @@ pub fn service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
         admin::AdminApi {
             state: state.clone(),
         },
-        ops::OpsApi { state },
+        ops::OpsApi {
+            state: state.clone(),
+        },
+        reconcile::ReconcileApi { state },
     );
     OpenApiService::new(apis, "billing-ledger", env!("CARGO_PKG_VERSION")).description(
         "An event-sourced ledger of Stripe billing webhooks: every verified event is appended \

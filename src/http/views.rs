@@ -65,7 +65,8 @@ pub struct EventSummary {
     pub object_type: Option<String>,
     /// When the first delivery was committed.
     pub received_at: DateTime<Utc>,
-    /// `webhook` (signature-verified) or `import` (backfilled, not verified).
+    /// `webhook` (signature-verified), `import` (backfilled from an export, not verified) or
+    /// `reconcile` (fetched from Stripe's Events API with the account's key, not verified).
     pub source: String,
 }
 
@@ -146,6 +147,8 @@ pub struct EventDetail {
     pub signature_timestamp: Option<DateTime<Utc>>,
     pub secret_index: Option<i16>,
     pub signature: Option<String>,
+    /// How the event reached the log and what vouches for it, in a sentence.
+    pub provenance: String,
     pub deliveries: Vec<DeliveryView>,
     /// Tenants the projection attributed this event to, and how it found each.
     pub tenants: Vec<EventTenant>,
@@ -154,6 +157,26 @@ pub struct EventDetail {
     pub projected: bool,
     /// Why the projection could not fold this event, if it could not.
     pub projection_error: Option<String>,
+}
+
+/// The sentence [`EventDetail::provenance`] gives for a `source`.
+pub fn provenance(source: &str) -> &'static str {
+    match source {
+        "webhook" => {
+            "delivered by Stripe as a webhook; its Stripe-Signature was verified over \
+                      these exact bytes"
+        }
+        "import" => {
+            "imported from a JSON-lines export of Stripe's Events API (billing-ledger \
+                     import); not signature-verified"
+        }
+        "reconcile" => {
+            "fetched from Stripe's Events API with the account's secret key by \
+                        reconciliation (no webhook delivered it); not signature-verified, and \
+                        the bytes are the API's rendering"
+        }
+        _ => "unknown source",
+    }
 }
 
 /// A tenant an event was attributed to.
@@ -175,6 +198,7 @@ impl EventDetail {
         let raw: Vec<u8> = row.get(11);
         let summary = EventSummary::from_row(row);
         EventDetail {
+            provenance: provenance(&summary.source).into(),
             projected: summary.position <= checkpoint,
             summary,
             payload: serde_json::from_slice(&raw).unwrap_or(serde_json::Value::Null),

@@ -3,6 +3,7 @@
 
 mod api;
 mod audit;
+mod emulator;
 mod engine;
 mod events;
 mod faults;
@@ -10,5 +11,6 @@ mod fixtures;
 mod flows;
 mod log;
 mod openapi;
+mod reconcile;
 mod support;
 mod webhook;
