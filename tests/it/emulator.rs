@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 pub const EMULATOR_KEY: &str = "sk_test_emulated_key";
 
 /// The emulator's Python: `LEDGER_LOCALSTRIPE_PYTHON`, else the virtual environment
-/// `.ci/run` installs into `.data/localstripe`.
+/// `./dev test` installs into `.data/localstripe`.
 fn python() -> String {
     std::env::var("LEDGER_LOCALSTRIPE_PYTHON").unwrap_or_else(|_| {
         format!(
