@@ -22,13 +22,14 @@ pub async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate(args) => {
-            let applied = db::migrate(&args.database_url).await?;
+            let applied =
+                db::migrate_as(&args.database_url, db::Provision::ExistingDatabase).await?;
             println!("migrations applied: {applied}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Rebuild(args) => rebuild(args).await,
         Command::Verify(args) => {
-            db::migrate(&args.database_url).await?;
+            db::migrate_as(&args.database_url, db::Provision::ExistingSchema).await?;
             let pool = db::pool(&args.database_url)?;
             let verdict = crate::chain::verify(&pool).await?;
             println!("{}", verdict_line(&verdict));
@@ -86,7 +87,7 @@ async fn rebuild(args: RebuildArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let url = &args.database.database_url;
-    db::migrate(url).await?;
+    db::migrate_as(url, db::Provision::ExistingSchema).await?;
     let pool = db::pool(url)?;
     let lock = db::connect(url).await?;
     if projector::try_lock(&lock).await? {
@@ -299,7 +300,7 @@ pub struct ImportReport {
 
 async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     let url = &args.database.database_url;
-    db::migrate(url).await?;
+    db::migrate_as(url, db::Provision::ExistingSchema).await?;
     let pool = db::pool(url)?;
     let report = import_file(&pool, &args.file).await?;
     for (line, why) in &report.invalid {

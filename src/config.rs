@@ -31,11 +31,11 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP service (and the projector, on the instance holding its lock).
     Serve(ServeArgs),
-    /// Apply schema migrations and exit.
+    /// Apply schema migrations to an existing database and exit (only `serve` creates one).
     Migrate(DatabaseArgs),
     /// Rebuild read models from the log, print progress, exit.
     Rebuild(RebuildArgs),
-    /// Check the log's hash chain; exit non-zero on damage.
+    /// Check the log's hash chain; exit non-zero on damage (or on a database without the schema).
     Verify(DatabaseArgs),
     /// Backfill events from a JSON-lines export of Stripe's Events API (stored as imported).
     Import(ImportArgs),
