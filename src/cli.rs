@@ -48,22 +48,9 @@ pub async fn execute(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Installs the global log subscriber (`RUST_LOG` filters, `info` by default). Logs go to
-/// stderr, so a command's stdout is only its result.
+/// Installs the global log subscriber (see [`crate::logging`]).
 pub fn init_logging(format: LogFormat) {
-    use std::io::IsTerminal;
-    // PostgreSQL NOTICEs ("relation already exists, skipping") are not ours to report.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn,refinery_core=warn")
-    });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
-    }
+    crate::logging::init(format);
 }
 
 /// Completes on Ctrl-C or SIGTERM.

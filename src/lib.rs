@@ -16,6 +16,7 @@ pub mod config;
 pub mod db;
 pub mod event_log;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod projector;
 pub mod read_models;

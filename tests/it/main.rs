@@ -10,6 +10,8 @@ mod faults;
 mod fixtures;
 mod flows;
 mod log;
+mod logging;
 mod openapi;
+mod process;
 mod support;
 mod webhook;
