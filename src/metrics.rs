@@ -18,6 +18,31 @@ struct Outcome {
     outcome: &'static str,
 }
 
+/// Labels of the HTTP request metrics: the route's path as `openapi.yaml` names it (never the raw path,
+/// whose IDs would make a series per resource), the method and the answer's status code.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+    method: String,
+}
+
+/// The `route` label of a request no route matched (404s for unknown paths).
+pub const ROUTE_UNMATCHED: &str = "unmatched";
+
+type LatencyFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+/// Latency buckets in seconds: 0.5 ms doubling to about 16 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
 /// What a webhook delivery came to; the `outcome` label of `billing_ledger_webhooks_total`.
 #[derive(Debug, Clone, Copy)]
 pub enum WebhookOutcome {
@@ -26,6 +51,10 @@ pub enum WebhookOutcome {
     BadSignature,
     NotAnEvent,
     TooLarge,
+    /// The body did not arrive in full within the read timeout (408).
+    TooSlow,
+    /// The body could not be read (a broken chunked encoding, a connection ended mid-body).
+    Unreadable,
     Unavailable,
 }
 
@@ -37,6 +66,8 @@ impl WebhookOutcome {
             WebhookOutcome::BadSignature => "bad_signature",
             WebhookOutcome::NotAnEvent => "not_an_event",
             WebhookOutcome::TooLarge => "too_large",
+            WebhookOutcome::TooSlow => "too_slow",
+            WebhookOutcome::Unreadable => "unreadable",
             WebhookOutcome::Unavailable => "unavailable",
         }
     }
@@ -46,6 +77,8 @@ impl WebhookOutcome {
 pub struct Metrics {
     registry: Registry,
     webhooks: Family<Outcome, Counter>,
+    requests: Family<RequestLabels, Counter>,
+    request_seconds: LatencyFamily,
     append_seconds: Histogram,
     log_head: Gauge,
     projection_position: Gauge,
@@ -65,8 +98,19 @@ impl Default for Metrics {
             "Webhook deliveries by outcome",
             webhooks.clone(),
         );
-        // 0.5 ms to about 16 s.
-        let append_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route pattern, method and status",
+            requests.clone(),
+        );
+        let request_seconds = LatencyFamily::new_with_constructor(latency_histogram);
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from a request's arrival to its answer's headers, by route pattern and method",
+            request_seconds.clone(),
+        );
+        let append_seconds = latency_histogram();
         registry.register(
             "append_duration_seconds",
             "Time from a verified delivery to its committed append",
@@ -117,6 +161,8 @@ impl Default for Metrics {
         Metrics {
             registry,
             webhooks,
+            requests,
+            request_seconds,
             append_seconds,
             log_head,
             projection_position,
@@ -135,6 +181,25 @@ impl Metrics {
         self.webhooks
             .get_or_create(&Outcome {
                 outcome: outcome.label(),
+            })
+            .inc();
+    }
+
+    /// Counts one answered HTTP request and its latency. `route` is the matched path as the
+    /// spec names it (`/api/billing/events/{event_id}`), or [`ROUTE_UNMATCHED`].
+    pub fn request(&self, route: &str, method: &str, status: u16, duration: std::time::Duration) {
+        let (route, method) = (route.to_owned(), method.to_owned());
+        self.request_seconds
+            .get_or_create(&RouteLabels {
+                route: route.clone(),
+                method: method.clone(),
+            })
+            .observe(duration.as_secs_f64());
+        self.requests
+            .get_or_create(&RequestLabels {
+                route,
+                method,
+                status,
             })
             .inc();
     }

@@ -11,6 +11,7 @@ mod fixtures;
 mod flows;
 mod log;
 mod logging;
+mod metrics;
 mod openapi;
 mod process;
 mod support;
