@@ -9,6 +9,7 @@ pub mod csv;
 pub mod error;
 pub mod ops;
 pub mod read;
+pub mod routes;
 pub mod views;
 pub mod webhook;
 
@@ -72,7 +73,7 @@ pub fn service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
 /// The whole application: the API, Swagger UI at `/docs`, the spec at `/openapi.yaml`.
 pub fn app(state: Arc<AppState>) -> impl poem::Endpoint {
     let service = service(state.clone());
-    let routes = Arc::new(route_templates(&service.spec()));
+    let routes = Arc::new(routes::RouteTable::from_spec(&service.spec()));
     let docs = service.swagger_ui();
     let spec = service.spec_endpoint_yaml();
     let tokens = auth::Tokens {
@@ -85,8 +86,12 @@ pub fn app(state: Arc<AppState>) -> impl poem::Endpoint {
         .at("/openapi.yaml", spec)
         .data(tokens)
         .data(webhook::BodyLimit(state.config.max_body_bytes))
-        .around(move |next, request| measured(state.clone(), routes.clone(), next, request))
+        .around({
+            let routes = routes.clone();
+            move |next, request| measured(state.clone(), routes.clone(), next, request)
+        })
         .around(error::json_errors)
+        .data(routes)
         .around(request_span)
 }
 
@@ -95,7 +100,7 @@ pub fn app(state: Arc<AppState>) -> impl poem::Endpoint {
 /// matched pattern is still attached to the answer or the framework's error.
 async fn measured<E: poem::Endpoint>(
     state: Arc<AppState>,
-    routes: Arc<RouteTemplates>,
+    routes: Arc<routes::RouteTable>,
     next: Arc<E>,
     request: poem::Request,
 ) -> poem::Result<poem::Response> {
@@ -110,42 +115,12 @@ async fn measured<E: poem::Endpoint>(
     };
     let route = match pattern.map(|p| &*p.0) {
         None | Some("") => crate::metrics::ROUTE_UNMATCHED,
-        Some(pattern) => routes.get(pattern).map_or(pattern, String::as_str),
+        Some(pattern) => routes.template(pattern),
     };
     state
         .metrics
         .request(route, &method, status.as_u16(), started.elapsed());
     result
-}
-
-/// The router's pattern of each OpenAPI operation (`/api/billing/events/:param0`, as
-/// poem-openapi registers it) mapped to the spec's path (`/api/billing/events/{event_id}`).
-type RouteTemplates = std::collections::HashMap<String, String>;
-
-/// Reads [`RouteTemplates`] from the spec's `paths`: poem-openapi names the `n`th path
-/// variable `:param<n>` in the router.
-fn route_templates(spec_json: &str) -> RouteTemplates {
-    let spec: serde_json::Value = serde_json::from_str(spec_json).expect("the spec is JSON");
-    let paths = spec["paths"].as_object().cloned().unwrap_or_default();
-    paths
-        .keys()
-        .map(|template| {
-            let mut n = 0;
-            let pattern = template
-                .split('/')
-                .map(|segment| {
-                    if segment.starts_with('{') && segment.ends_with('}') {
-                        n += 1;
-                        format!(":param{}", n - 1)
-                    } else {
-                        segment.to_owned()
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join("/");
-            (pattern, template.clone())
-        })
-        .collect()
 }
 
 /// Longest `X-Request-Id` taken from a client, bytes; longer or odd ones are replaced.

@@ -5,6 +5,7 @@ mod api;
 mod audit;
 mod cli;
 mod engine;
+mod errors;
 mod events;
 mod faults;
 mod fixtures;

@@ -1,0 +1,100 @@
+//! The framework's own answers follow the contract: JSON `{"error": ...}` bodies in the user's
+//! terms for malformed parameters, unknown routes and wrong methods (with `Allow`).
+
+use crate::support::{TestApp, FINANCE_TOKEN};
+use serde_json::Value;
+
+async fn error_of(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
+    let body: Value = response.json().await.unwrap();
+    (status, body["error"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn malformed_parameters_are_named_with_the_form_they_take() {
+    let app = TestApp::start().await;
+    let time = "must be an RFC 3339 time such as 2025-01-31T00:00:00Z";
+    let cases = [
+        ("/api/billing/events?from=2025", format!("`from` {time}")),
+        ("/api/billing/events?to=yesterday", format!("`to` {time}")),
+        (
+            "/api/billing/events?limit=abc",
+            "`limit` must be a whole number from 1 to 1000".into(),
+        ),
+        (
+            "/api/billing/events?limit=0",
+            "`limit` must be a whole number from 1 to 1000".into(),
+        ),
+        (
+            "/api/billing/events?limit=1001",
+            "`limit` must be a whole number from 1 to 1000".into(),
+        ),
+        (
+            "/api/billing/events?livemode=maybe",
+            "`livemode` must be true or false".into(),
+        ),
+        (
+            "/api/billing/events?order=up",
+            "`order` must be asc or desc".into(),
+        ),
+        (
+            "/api/billing/tenants/t/pricing?as_of=2025-01-31",
+            format!("`as_of` {time}"),
+        ),
+        (
+            "/api/billing/tenants/t/pricing?as_of_position=-1",
+            "`as_of_position` must be a log position: a whole number, 0 or more".into(),
+        ),
+        (
+            "/api/billing/checkout-sessions",
+            "`tenant_id` is required".into(),
+        ),
+    ];
+    for (path, expected) in cases {
+        let (status, error) = error_of(app.get(path, FINANCE_TOKEN).await).await;
+        assert_eq!((status, error.as_str()), (400, expected.as_str()), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_method_is_405_with_allow_and_an_unknown_route_404() {
+    let app = TestApp::start().await;
+    let response = app
+        .http
+        .delete(app.url("/api/billing/events"))
+        .bearer_auth(FINANCE_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["allow"], "GET");
+    let (status, error) = error_of(response).await;
+    assert_eq!(status, 405);
+    assert_eq!(
+        error,
+        "/api/billing/events does not take DELETE; it takes GET"
+    );
+    let response = app.get("/api/billing/webhook", FINANCE_TOKEN).await;
+    assert_eq!(response.headers()["allow"], "POST");
+    assert_eq!(error_of(response).await.0, 405);
+    let response = app
+        .http
+        .put(app.url("/api/billing/events/evt_1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["allow"], "GET");
+    assert_eq!(error_of(response).await.0, 405);
+    let (status, error) = error_of(app.get("/api/billing/nowhere", FINANCE_TOKEN).await).await;
+    assert_eq!(
+        (status, error.as_str()),
+        (404, "no such route: GET /api/billing/nowhere")
+    );
+}
