@@ -189,6 +189,9 @@ pub fn parameter_message(name: &str, reason: &str) -> String {
     if reason.contains("expects an input value") || reason.contains("missing") {
         return format!("`{name}` is required");
     }
+    if name == "cursor" {
+        return super::views::CURSOR_MALFORMED.to_owned();
+    }
     let form = match name {
         "from" | "to" | "as_of" => "an RFC 3339 time such as 2025-01-31T00:00:00Z",
         "limit" => "a whole number from 1 to 1000",

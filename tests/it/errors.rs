@@ -21,6 +21,7 @@ async fn error_of(response: reqwest::Response) -> (u16, String) {
 #[tokio::test]
 async fn malformed_parameters_are_named_with_the_form_they_take() {
     let app = TestApp::start().await;
+    let cursor = "`cursor` must be a `next_cursor` this API returned, unchanged";
     let time = "must be an RFC 3339 time such as 2025-01-31T00:00:00Z";
     let cases = [
         ("/api/billing/events?from=2025", format!("`from` {time}")),
