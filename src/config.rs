@@ -2,6 +2,7 @@
 //! (`../shared/DESIGN.md`, Configuration). Parsing here turns strings into checked values; a
 //! missing or malformed setting stops start-up with one line naming it, never its value.
 
+use crate::http::connections::{self, ConnectionLimits};
 use crate::signature::{WebhookSecret, TOLERANCE_SECS_DEFAULT};
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -95,6 +96,15 @@ pub struct ServeArgs {
     /// Log format: text or json.
     #[arg(long, env = "LEDGER_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+    /// Most client connections open at once (lowered to fit the open-file limit).
+    #[arg(long, env = "LEDGER_MAX_CONNECTIONS", default_value_t = connections::MAX_CONNECTIONS_DEFAULT.to_string())]
+    pub max_connections: String,
+    /// Longest a client may take to send a request's line and headers, seconds.
+    #[arg(long, env = "LEDGER_HEADER_READ_TIMEOUT_SECS", default_value_t = connections::HEADER_READ_TIMEOUT_DEFAULT.as_secs().to_string())]
+    pub header_read_timeout_secs: String,
+    /// Longest a connection may wait idle for its next request, seconds.
+    #[arg(long, env = "LEDGER_IDLE_TIMEOUT_SECS", default_value_t = connections::IDLE_TIMEOUT_DEFAULT.as_secs().to_string())]
+    pub idle_timeout_secs: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -173,6 +183,8 @@ pub struct Config {
     /// A fresh ID per process: who holds the projector (`projections.owner`).
     pub instance_id: String,
     pub rebuild_stale: bool,
+    /// Client connection limits (`http::connections`).
+    pub connections: ConnectionLimits,
 }
 
 /// A setting that stops start-up; the message names the setting, never its value.
@@ -252,8 +264,45 @@ impl Config {
             livemode,
             instance_id: uuid::Uuid::new_v4().to_string(),
             rebuild_stale: args.rebuild_stale,
+            connections: connection_limits(args)?,
         })
     }
+}
+
+/// Largest accepted connection timeout, seconds: one hour.
+pub const CONNECTION_TIMEOUT_SECS_MAX: u64 = 3_600;
+
+/// Checks the connection limits; the cap is lowered to fit the open-file limit.
+fn connection_limits(args: &ServeArgs) -> Result<ConnectionLimits, ConfigError> {
+    let seconds = |raw: &str, setting: &'static str| {
+        raw.trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|s| (1..=CONNECTION_TIMEOUT_SECS_MAX).contains(s))
+            .map(std::time::Duration::from_secs)
+            .ok_or(ConfigError {
+                setting,
+                problem: "must be a whole number of seconds from 1 to 3600",
+            })
+    };
+    let max_connections = args
+        .max_connections
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or(ConfigError {
+            setting: "LEDGER_MAX_CONNECTIONS",
+            problem: "must be a positive whole number",
+        })?;
+    Ok(ConnectionLimits {
+        max_connections: connections::fit_to_files(max_connections),
+        header_read_timeout: seconds(
+            &args.header_read_timeout_secs,
+            "LEDGER_HEADER_READ_TIMEOUT_SECS",
+        )?,
+        idle_timeout: seconds(&args.idle_timeout_secs, "LEDGER_IDLE_TIMEOUT_SECS")?,
+    })
 }
 
 fn split_list(raw: &str) -> impl Iterator<Item = &str> {
@@ -289,6 +338,18 @@ mod tests {
             (vec![secret, "--max-body-bytes=0"], "LEDGER_MAX_BODY_BYTES"),
             (vec![secret, "--listen=nowhere"], "LEDGER_LISTEN"),
             (vec![secret, "--livemode=maybe"], "LEDGER_LIVEMODE"),
+            (
+                vec![secret, "--max-connections=0"],
+                "LEDGER_MAX_CONNECTIONS",
+            ),
+            (
+                vec![secret, "--header-read-timeout-secs=0"],
+                "LEDGER_HEADER_READ_TIMEOUT_SECS",
+            ),
+            (
+                vec![secret, "--idle-timeout-secs=x"],
+                "LEDGER_IDLE_TIMEOUT_SECS",
+            ),
         ];
         for (args, setting) in cases {
             let error = serve(&args).unwrap_err();

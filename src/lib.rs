@@ -64,7 +64,12 @@ pub async fn run(
         pool,
         wake,
     });
-    let acceptor = poem::listener::TcpAcceptor::from_tokio(listener)?;
+    let limits = state.config.connections;
+    let acceptor = http::connections::GuardedAcceptor::new(
+        poem::listener::TcpAcceptor::from_tokio(listener)?,
+        limits,
+        state.metrics.connections(),
+    );
     let served = poem::Server::new_with_acceptor(acceptor)
         .run_with_graceful_shutdown(http::app(state), shutdown, Some(SHUTDOWN_GRACE))
         .await;
@@ -89,6 +94,7 @@ pub fn openapi_yaml() -> String {
         livemode: false,
         instance_id: String::new(),
         rebuild_stale: false,
+        connections: Default::default(),
     };
     let state = Arc::new(http::AppState {
         appender: event_log::Appender::detached(),

@@ -33,6 +33,34 @@ struct RouteLabels {
     method: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CloseReason {
+    reason: &'static str,
+}
+
+/// The client-connection metrics the acceptor updates (`http::connections`): open
+/// connections, and connections closed by a limit, by reason (`idle_timeout`,
+/// `header_read_timeout`, `shed`, `shed_at_cap`, `refused_at_cap`).
+#[derive(Clone, Debug, Default)]
+pub struct ConnectionMetrics {
+    open: Gauge,
+    closed: Family<CloseReason, Counter>,
+}
+
+impl ConnectionMetrics {
+    pub fn opened(&self) {
+        self.open.inc();
+    }
+
+    pub fn dropped(&self) {
+        self.open.dec();
+    }
+
+    pub fn closed(&self, reason: &'static str) {
+        self.closed.get_or_create(&CloseReason { reason }).inc();
+    }
+}
+
 /// The `route` label of a request no route matched (404s for unknown paths).
 pub const ROUTE_UNMATCHED: &str = "unmatched";
 
@@ -79,6 +107,7 @@ pub struct Metrics {
     webhooks: Family<Outcome, Counter>,
     requests: Family<RequestLabels, Counter>,
     request_seconds: LatencyFamily,
+    connections: ConnectionMetrics,
     append_seconds: Histogram,
     log_head: Gauge,
     projection_position: Gauge,
@@ -109,6 +138,17 @@ impl Default for Metrics {
             "http_request_duration_seconds",
             "Time from a request's arrival to its answer's headers, by route pattern and method",
             request_seconds.clone(),
+        );
+        let connections = ConnectionMetrics::default();
+        registry.register(
+            "http_connections_open",
+            "Client connections open",
+            connections.open.clone(),
+        );
+        registry.register(
+            "http_connections_closed_by_limit",
+            "Client connections closed by a connection limit, by reason",
+            connections.closed.clone(),
         );
         let append_seconds = latency_histogram();
         registry.register(
@@ -163,6 +203,7 @@ impl Default for Metrics {
             webhooks,
             requests,
             request_seconds,
+            connections,
             append_seconds,
             log_head,
             projection_position,
@@ -202,6 +243,11 @@ impl Metrics {
                 status,
             })
             .inc();
+    }
+
+    /// The client-connection metrics, for the acceptor.
+    pub fn connections(&self) -> ConnectionMetrics {
+        self.connections.clone()
     }
 
     /// Records one committed append's latency.

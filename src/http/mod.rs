@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod connections;
 pub mod csv;
 pub mod error;
 pub mod ops;

@@ -4,6 +4,7 @@
 mod api;
 mod audit;
 mod cli;
+mod connections;
 mod engine;
 mod errors;
 mod events;
