@@ -16,8 +16,6 @@ pub async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("LEDGER_LISTEN: cannot listen on {}", config.listen))?;
-            let address = listener.local_addr()?;
-            tracing::info!(%address, livemode = config.livemode, "billing-ledger listening");
             crate::run(config, listener, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -159,7 +157,12 @@ fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {
     let timestamp = args
         .timestamp
         .unwrap_or_else(|| chrono::Utc::now().timestamp());
-    println!("{}", signature::sign(&secret, timestamp, &body));
+    let value = signature::sign(&secret, timestamp, &body);
+    if args.header {
+        println!("Stripe-Signature: {value}");
+    } else {
+        println!("{value}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -208,7 +211,11 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
                         status.is_success(),
                     )
                 }
-                Err(error) => (format!("--- {} {error}", file.display()), true, false),
+                Err(error) => (
+                    format!("--- {} {}", file.display(), error_chain(&error)),
+                    true,
+                    false,
+                ),
             };
             if args.retry && retryable && std::time::Instant::now() < deadline {
                 eprintln!("{line} (retrying in {backoff:?})");
@@ -231,6 +238,22 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// An error and its causes, `: `-separated (reqwest's own message names only the URL; the
+/// cause says why: connection refused, DNS failure, timeout).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// A file as given, or every `*.json` under a directory, sorted by path.

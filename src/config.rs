@@ -40,7 +40,8 @@ pub enum Command {
     Verify(DatabaseArgs),
     /// Backfill events from a JSON-lines export of Stripe's Events API (stored as imported).
     Import(ImportArgs),
-    /// Print a valid Stripe-Signature header for FILE's bytes.
+    /// Print the value of a valid Stripe-Signature header for FILE's bytes (`t=...,v1=...`);
+    /// with --header, the whole header line.
     Sign(SignArgs),
     /// Sign and POST event files like Stripe would, and report each answer.
     Send(SendArgs),
@@ -141,6 +142,9 @@ pub struct SignArgs {
     /// Unix seconds to sign at; now when absent.
     #[arg(long)]
     pub timestamp: Option<i64>,
+    /// Print the whole header line (`Stripe-Signature: t=...,v1=...`), as curl's -H takes it.
+    #[arg(long)]
+    pub header: bool,
     /// The file whose exact bytes are signed.
     pub file: PathBuf,
 }

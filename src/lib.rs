@@ -65,11 +65,15 @@ pub async fn run(
         wake,
     });
     let limits = state.config.connections;
+    let address = listener.local_addr()?;
     let acceptor = http::connections::GuardedAcceptor::new(
         poem::listener::TcpAcceptor::from_tokio(listener)?,
         limits,
         state.metrics.connections(),
     );
+    // Logged once the database is migrated and the service is about to accept.
+    tracing::info!(%address, livemode = state.config.livemode,
+        max_connections = limits.max_connections, "billing-ledger listening");
     let served = poem::Server::new_with_acceptor(acceptor)
         .run_with_graceful_shutdown(http::app(state), shutdown, Some(SHUTDOWN_GRACE))
         .await;

@@ -58,6 +58,16 @@ async fn malformed_parameters_are_named_with_the_form_they_take() {
             "/api/billing/checkout-sessions",
             "`tenant_id` is required".into(),
         ),
+        ("/api/billing/events?cursor=abc%24", cursor.into()),
+        ("/api/billing/events?cursor=xyz", cursor.into()),
+        (
+            "/api/billing/unresolved?cursor=%7Bnext_cursor%7D",
+            cursor.into(),
+        ),
+        (
+            "/api/billing/tenants/t/pricing?as_of=2025-01-31T00:00:00Z&as_of_position=3",
+            "give `as_of` or `as_of_position`, not both".into(),
+        ),
     ];
     for (path, expected) in cases {
         let (status, error) = error_of(app.get(path, FINANCE_TOKEN).await).await;

@@ -11,6 +11,7 @@ mod events;
 mod faults;
 mod fixtures;
 mod flows;
+mod frictions;
 mod log;
 mod logging;
 mod metrics;
