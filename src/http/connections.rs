@@ -13,7 +13,9 @@
 //!   at the cap, a new connection sheds the oldest one that is not being answered (idle or still
 //!   sending its head), so a webhook gets through a flood of idle connections; when every
 //!   connection is being answered, the new one is closed;
-//! - accept errors (the file limit reached regardless) pause the loop instead of spinning.
+//! - accept errors (the file limit reached regardless) pause the loop instead of spinning;
+//! - hyper's own empty answers to requests it cannot parse (400, 414, 431) get the contract's
+//!   JSON `{"error": ...}` body ([`parser_refusal`]).
 //!
 //! A connection is "being answered" from the end of its request head until the server writes;
 //! the body read has its own deadline (`webhook::BODY_READ_TIMEOUT`). The request head is found
@@ -206,6 +208,7 @@ impl<A: Acceptor> GuardedAcceptor<A> {
                 now + self.limits.header_read_timeout,
             )),
             tail: [0; 3],
+            answer: None,
             metrics: self.metrics.clone(),
         }
     }
@@ -222,6 +225,8 @@ pub struct GuardedIo<S> {
     deadline: Pin<Box<Sleep>>,
     /// The last three bytes read in `Head`, to find `\r\n\r\n` across reads.
     tail: [u8; 3],
+    /// A JSON answer replacing the parser's empty one, and how much of it is written.
+    answer: Option<(Vec<u8>, usize)>,
     metrics: ConnectionMetrics,
 }
 
@@ -322,15 +327,33 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for GuardedIo<S> {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
-        if let Poll::Ready(Ok(n)) = polled {
-            if n > 0 {
-                // An answer is being written: the connection waits for its next request (a
-                // streamed answer keeps resetting the idle deadline while it writes).
-                self.enter(Phase::Idle);
-            }
+        if self.replaces(data) {
+            return self.poll_write_answer(cx, data.len());
         }
+        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
+        self.wrote(&polled);
         polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let first = data
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &**b);
+        if self.replaces(first) {
+            return self.poll_write_answer(cx, first.len());
+        }
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, data);
+        self.wrote(&polled);
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -340,4 +363,75 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for GuardedIo<S> {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
+}
+
+impl<S: AsyncWrite + Unpin> GuardedIo<S> {
+    /// Whether `data` is (still) the parser's empty refusal being replaced. Only the first
+    /// write of an answer is looked at: later ones (`Idle`) continue an answer already begun.
+    fn replaces(&mut self, data: &[u8]) -> bool {
+        if self.answer.is_none() && self.phase() != Phase::Idle {
+            self.answer = parser_refusal(data).map(|answer| (answer, 0));
+        }
+        self.answer.is_some()
+    }
+
+    /// After a write: an answer is being written, so the connection waits for its next request
+    /// (a streamed answer keeps resetting the idle deadline while it writes).
+    fn wrote(&mut self, polled: &Poll<io::Result<usize>>) {
+        if matches!(polled, Poll::Ready(Ok(n)) if *n > 0) {
+            self.enter(Phase::Idle);
+        }
+    }
+
+    /// Writes the JSON answer standing in for the parser's empty one; reports `replaced`
+    /// bytes (the parser's whole answer) written once all of it is.
+    fn poll_write_answer(
+        &mut self,
+        cx: &mut Context<'_>,
+        replaced: usize,
+    ) -> Poll<io::Result<usize>> {
+        while let Some((answer, written)) = &mut self.answer {
+            if *written == answer.len() {
+                self.answer = None;
+                return Poll::Ready(Ok(replaced));
+            }
+            match Pin::new(&mut self.inner).poll_write(cx, &answer[*written..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => *written += n,
+                other => return other,
+            }
+        }
+        Poll::Ready(Ok(replaced))
+    }
+}
+
+/// hyper answers a request it cannot parse (a bad request line or header: 400; a URI too long:
+/// 414; headers too large: 431) itself, with an empty body and `connection: close`, before any
+/// route or middleware sees it. The service's own 4xx answers always carry a JSON body
+/// (`error::json_errors`), so an empty one of these statuses is the parser's; it gets the
+/// contract's JSON body.
+fn parser_refusal(head: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(head).ok()?;
+    let status = text.strip_prefix("HTTP/1.1 ")?.get(..3)?;
+    let message = match status {
+        "400" => {
+            "the request line or a header is malformed; characters such as < > { } \" \
+                  and spaces must be percent-encoded in a URI"
+        }
+        "414" => "the URI is longer than the server accepts",
+        "431" => "the request headers are larger than the server accepts",
+        _ => return None,
+    };
+    if !text.contains("\r\nconnection: close\r\n") {
+        return None;
+    }
+    let (before, after) = text.split_once("\r\ncontent-length: 0\r\n")?;
+    let body = serde_json::json!({ "error": message }).to_string();
+    Some(
+        format!(
+            "{before}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: {}\r\n{after}{body}",
+            body.len()
+        )
+        .into_bytes(),
+    )
 }

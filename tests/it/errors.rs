@@ -109,3 +109,72 @@ async fn a_wrong_method_is_405_with_allow_and_an_unknown_route_404() {
         (404, "no such route: GET /api/billing/nowhere")
     );
 }
+
+/// Writes `head` on a fresh connection and returns the whole answer (the server closes).
+async fn raw_answer(app: &TestApp, head: Vec<u8>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = app.base.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let _ = stream.write_all(&head).await; // the server may answer before reading it all
+    let mut answer = Vec::new();
+    let read = stream.read_to_end(&mut answer);
+    tokio::time::timeout(std::time::Duration::from_secs(10), read)
+        .await
+        .expect("the server answers and closes")
+        .unwrap();
+    String::from_utf8(answer).unwrap()
+}
+
+#[tokio::test]
+async fn requests_the_parser_refuses_get_json_bodies_too() {
+    let app = TestApp::start().await;
+    let get = |target: String, extra: String| {
+        format!("GET {target} HTTP/1.1\r\nHost: x\r\n{extra}\r\n").into_bytes()
+    };
+    let cases = [
+        (
+            get(
+                "/api/billing/events?cursor=<next_cursor>".into(),
+                String::new(),
+            ),
+            "HTTP/1.1 400",
+            "must be percent-encoded",
+        ),
+        (
+            get(
+                format!("/api/billing/events?type={}", "a".repeat(70_000)),
+                String::new(),
+            ),
+            "HTTP/1.1 414",
+            "the URI is longer than the server accepts",
+        ),
+        (
+            get(
+                "/api/billing/events".into(),
+                format!("X-Big: {}\r\n", "a".repeat(500_000)),
+            ),
+            "HTTP/1.1 431",
+            "the request headers are larger than the server accepts",
+        ),
+    ];
+    for (head, status, message) in cases {
+        let answer = raw_answer(&app, head).await;
+        assert!(answer.starts_with(status), "{answer}");
+        assert!(
+            answer.contains("\r\ncontent-type: application/json; charset=utf-8\r\n"),
+            "{answer}"
+        );
+        let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains(message),
+            "{answer}"
+        );
+    }
+    // Ordinary answers pass untouched, on the same kind of connection.
+    let answer = raw_answer(
+        &app,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
