@@ -314,8 +314,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for GuardedIo<S> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {
-            let read = buf.filled()[before..].to_vec();
-            self.observe(&read);
+            self.observe(&buf.filled()[before..]);
         }
         polled
     }
