@@ -104,6 +104,7 @@ async fn start_service(database_url: &str) -> Service {
         instance_id: "bench".into(),
         rebuild_stale: false,
         reconcile: None,
+        connections: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -16,19 +16,18 @@ pub async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("LEDGER_LISTEN: cannot listen on {}", config.listen))?;
-            let address = listener.local_addr()?;
-            tracing::info!(%address, livemode = config.livemode, "billing-ledger listening");
             crate::run(config, listener, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate(args) => {
-            let applied = db::migrate(&args.database_url).await?;
+            let applied =
+                db::migrate_as(&args.database_url, db::Provision::ExistingDatabase).await?;
             println!("migrations applied: {applied}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Rebuild(args) => rebuild(args).await,
         Command::Verify(args) => {
-            db::migrate(&args.database_url).await?;
+            db::migrate_as(&args.database_url, db::Provision::ExistingSchema).await?;
             let pool = db::pool(&args.database_url)?;
             let verdict = crate::chain::verify(&pool).await?;
             println!("{}", verdict_line(&verdict));
@@ -48,22 +47,9 @@ pub async fn execute(command: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Installs the global log subscriber (`RUST_LOG` filters, `info` by default). Logs go to
-/// stderr, so a command's stdout is only its result.
+/// Installs the global log subscriber (see [`crate::logging`]).
 pub fn init_logging(format: LogFormat) {
-    use std::io::IsTerminal;
-    // PostgreSQL NOTICEs ("relation already exists, skipping") are not ours to report.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn,refinery_core=warn")
-    });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
-    }
+    crate::logging::init(format);
 }
 
 /// Completes on Ctrl-C or SIGTERM.
@@ -87,7 +73,7 @@ async fn rebuild(args: RebuildArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let url = &args.database.database_url;
-    db::migrate(url).await?;
+    db::migrate_as(url, db::Provision::ExistingSchema).await?;
     let pool = db::pool(url)?;
     let lock = db::connect(url).await?;
     if projector::try_lock(&lock).await? {
@@ -172,7 +158,12 @@ fn sign(args: SignArgs) -> anyhow::Result<ExitCode> {
     let timestamp = args
         .timestamp
         .unwrap_or_else(|| chrono::Utc::now().timestamp());
-    println!("{}", signature::sign(&secret, timestamp, &body));
+    let value = signature::sign(&secret, timestamp, &body);
+    if args.header {
+        println!("Stripe-Signature: {value}");
+    } else {
+        println!("{value}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -221,7 +212,11 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
                         status.is_success(),
                     )
                 }
-                Err(error) => (format!("--- {} {error}", file.display()), true, false),
+                Err(error) => (
+                    format!("--- {} {}", file.display(), error_chain(&error)),
+                    true,
+                    false,
+                ),
             };
             if args.retry && retryable && std::time::Instant::now() < deadline {
                 eprintln!("{line} (retrying in {backoff:?})");
@@ -244,6 +239,22 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// An error and its causes, `: `-separated (reqwest's own message names only the URL; the
+/// cause says why: connection refused, DNS failure, timeout).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// A file as given, or every `*.json` under a directory, sorted by path.
@@ -300,7 +311,7 @@ pub struct ImportReport {
 
 async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     let url = &args.database.database_url;
-    db::migrate(url).await?;
+    db::migrate_as(url, db::Provision::ExistingSchema).await?;
     let pool = db::pool(url)?;
     let report = import_file(&pool, &args.file).await?;
     for (line, why) in &report.invalid {

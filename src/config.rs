@@ -2,6 +2,7 @@
 //! (`../shared/DESIGN.md`, Configuration). Parsing here turns strings into checked values; a
 //! missing or malformed setting stops start-up with one line naming it, never its value.
 
+use crate::http::connections::{self, ConnectionLimits};
 use crate::reconcile::service::{Settings as ReconcileSettings, SETTLE_DEFAULT};
 use crate::signature::{WebhookSecret, TOLERANCE_SECS_DEFAULT};
 use crate::stripe::events_api::{ApiSettings, SecretKey, API_BASE_DEFAULT};
@@ -34,15 +35,16 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP service (and the projector, on the instance holding its lock).
     Serve(ServeArgs),
-    /// Apply schema migrations and exit.
+    /// Apply schema migrations to an existing database and exit (only `serve` creates one).
     Migrate(DatabaseArgs),
     /// Rebuild read models from the log, print progress, exit.
     Rebuild(RebuildArgs),
-    /// Check the log's hash chain; exit non-zero on damage.
+    /// Check the log's hash chain; exit non-zero on damage (or on a database without the schema).
     Verify(DatabaseArgs),
     /// Backfill events from a JSON-lines export of Stripe's Events API (stored as imported).
     Import(ImportArgs),
-    /// Print a valid Stripe-Signature header for FILE's bytes.
+    /// Print the value of a valid Stripe-Signature header for FILE's bytes (`t=...,v1=...`);
+    /// with --header, the whole header line.
     Sign(SignArgs),
     /// Sign and POST event files like Stripe would, and report each answer.
     Send(SendArgs),
@@ -100,6 +102,15 @@ pub struct ServeArgs {
     /// Log format: text or json.
     #[arg(long, env = "LEDGER_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+    /// Most client connections open at once (lowered to fit the open-file limit).
+    #[arg(long, env = "LEDGER_MAX_CONNECTIONS", default_value_t = connections::MAX_CONNECTIONS_DEFAULT.to_string())]
+    pub max_connections: String,
+    /// Longest a client may take to send a request's line and headers, seconds.
+    #[arg(long, env = "LEDGER_HEADER_READ_TIMEOUT_SECS", default_value_t = connections::HEADER_READ_TIMEOUT_DEFAULT.as_secs().to_string())]
+    pub header_read_timeout_secs: String,
+    /// Longest a connection may wait idle for its next request, seconds.
+    #[arg(long, env = "LEDGER_IDLE_TIMEOUT_SECS", default_value_t = connections::IDLE_TIMEOUT_DEFAULT.as_secs().to_string())]
+    pub idle_timeout_secs: String,
     #[command(flatten)]
     pub stripe: StripeApiArgs,
     /// Reconcile with Stripe's Events API this often (15m, 1h, ...), on one instance at a
@@ -218,6 +229,9 @@ pub struct SignArgs {
     /// Unix seconds to sign at; now when absent.
     #[arg(long)]
     pub timestamp: Option<i64>,
+    /// Print the whole header line (`Stripe-Signature: t=...,v1=...`), as curl's -H takes it.
+    #[arg(long)]
+    pub header: bool,
     /// The file whose exact bytes are signed.
     pub file: PathBuf,
 }
@@ -262,6 +276,8 @@ pub struct Config {
     pub rebuild_stale: bool,
     /// The reconciliation timer, when `LEDGER_RECONCILE_INTERVAL` is set.
     pub reconcile: Option<ReconcileSettings>,
+    /// Client connection limits (`http::connections`).
+    pub connections: ConnectionLimits,
 }
 
 /// A setting that stops start-up; the message names the setting, never its value.
@@ -342,6 +358,7 @@ impl Config {
             instance_id: uuid::Uuid::new_v4().to_string(),
             rebuild_stale: args.rebuild_stale,
             reconcile: reconcile_settings(args)?,
+            connections: connection_limits(args)?,
         })
     }
 }
@@ -381,6 +398,42 @@ fn reconcile_settings(args: &ServeArgs) -> Result<Option<ReconcileSettings>, Con
         settle,
         api,
     }))
+}
+
+/// Largest accepted connection timeout, seconds: one hour.
+pub const CONNECTION_TIMEOUT_SECS_MAX: u64 = 3_600;
+
+/// Checks the connection limits; the cap is lowered to fit the open-file limit.
+fn connection_limits(args: &ServeArgs) -> Result<ConnectionLimits, ConfigError> {
+    let seconds = |raw: &str, setting: &'static str| {
+        raw.trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|s| (1..=CONNECTION_TIMEOUT_SECS_MAX).contains(s))
+            .map(std::time::Duration::from_secs)
+            .ok_or(ConfigError {
+                setting,
+                problem: "must be a whole number of seconds from 1 to 3600",
+            })
+    };
+    let max_connections = args
+        .max_connections
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or(ConfigError {
+            setting: "LEDGER_MAX_CONNECTIONS",
+            problem: "must be a positive whole number",
+        })?;
+    Ok(ConnectionLimits {
+        max_connections: connections::fit_to_files(max_connections),
+        header_read_timeout: seconds(
+            &args.header_read_timeout_secs,
+            "LEDGER_HEADER_READ_TIMEOUT_SECS",
+        )?,
+        idle_timeout: seconds(&args.idle_timeout_secs, "LEDGER_IDLE_TIMEOUT_SECS")?,
+    })
 }
 
 fn split_list(raw: &str) -> impl Iterator<Item = &str> {
@@ -447,6 +500,18 @@ mod tests {
                     "--stripe-api-base=ftp://x",
                 ],
                 "STRIPE_API_BASE",
+            ),
+            (
+                vec![secret, "--max-connections=0"],
+                "LEDGER_MAX_CONNECTIONS",
+            ),
+            (
+                vec![secret, "--header-read-timeout-secs=0"],
+                "LEDGER_HEADER_READ_TIMEOUT_SECS",
+            ),
+            (
+                vec![secret, "--idle-timeout-secs=x"],
+                "LEDGER_IDLE_TIMEOUT_SECS",
             ),
         ];
         for (args, setting) in cases {

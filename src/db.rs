@@ -160,10 +160,53 @@ pub async fn connect_listening(
     Ok((client, woken))
 }
 
+/// What [`migrate_as`] may find, and do, before applying migrations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provision {
+    /// Create the database when it does not exist (`serve` only: a fresh server needs no
+    /// manual `createdb`).
+    CreateDatabase,
+    /// The database must exist; it may be empty (`migrate`).
+    ExistingDatabase,
+    /// The database must exist and already hold this service's schema, perhaps an older
+    /// version of it (`verify`, `rebuild`, `import`): a mistyped URL must not look like an
+    /// empty, intact ledger.
+    ExistingSchema,
+}
+
+/// Refinery's record of applied migrations; its presence marks a billing-ledger database.
+const SCHEMA_HISTORY_TABLE: &str = "refinery_schema_history";
+
 /// Applies pending migrations under an advisory lock, so instances starting together take turns.
-/// Creates the database when it does not exist yet.
+/// Creates the database when it does not exist yet (what `serve` does).
 pub async fn migrate(database_url: &str) -> anyhow::Result<usize> {
-    let mut client = connect_or_create(database_url).await?;
+    migrate_as(database_url, Provision::CreateDatabase).await
+}
+
+/// [`migrate`], creating nothing beyond what `provision` allows. Errors: one line naming
+/// `DATABASE_URL` when the database does not exist or (for [`Provision::ExistingSchema`])
+/// holds no billing-ledger schema.
+pub async fn migrate_as(database_url: &str, provision: Provision) -> anyhow::Result<usize> {
+    let mut client = match provision {
+        Provision::CreateDatabase => connect_or_create(database_url).await?,
+        _ => connect_existing(database_url).await?,
+    };
+    if provision == Provision::ExistingSchema {
+        let present: bool = client
+            .query_one(
+                "SELECT to_regclass($1) IS NOT NULL",
+                &[&SCHEMA_HISTORY_TABLE],
+            )
+            .await
+            .context("reading the database's schema")?
+            .get(0);
+        anyhow::ensure!(
+            present,
+            "DATABASE_URL: database {:?} holds no billing-ledger schema; check the URL, or run \
+             `billing-ledger migrate` on it first",
+            database_name(database_url)
+        );
+    }
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
         .await
@@ -177,6 +220,34 @@ pub async fn migrate(database_url: &str) -> anyhow::Result<usize> {
         .await
         .ok();
     Ok(report?.applied_migrations().len())
+}
+
+/// The database a URL names (PostgreSQL's default: the user's name).
+fn database_name(database_url: &str) -> String {
+    let config = pg_config(database_url).ok();
+    let config = config.as_ref();
+    config
+        .and_then(|c| c.get_dbname().or(c.get_user()))
+        .unwrap_or("postgres")
+        .to_owned()
+}
+
+/// Connects to a database that must exist; a missing one is named in one line, never created.
+async fn connect_existing(database_url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    match pg_config(database_url)?.connect(NoTls).await {
+        Ok((client, connection)) => {
+            tokio::spawn(connection);
+            Ok(client)
+        }
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_CATALOG_NAME) => {
+            anyhow::bail!(
+                "DATABASE_URL: database {:?} does not exist; check the URL (only \
+                 `billing-ledger serve` creates its database)",
+                database_name(database_url)
+            )
+        }
+        Err(e) => Err(anyhow::Error::from(e).context("DATABASE_URL: cannot connect to PostgreSQL")),
+    }
 }
 
 /// The number of migrations this build carries; `/readyz` compares it with the database.

@@ -16,6 +16,7 @@ pub mod config;
 pub mod db;
 pub mod event_log;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod projector;
 pub mod read_models;
@@ -78,7 +79,16 @@ pub async fn run(
         pool,
         wake,
     });
-    let acceptor = poem::listener::TcpAcceptor::from_tokio(listener)?;
+    let limits = state.config.connections;
+    let address = listener.local_addr()?;
+    let acceptor = http::connections::GuardedAcceptor::new(
+        poem::listener::TcpAcceptor::from_tokio(listener)?,
+        limits,
+        state.metrics.connections(),
+    );
+    // Logged once the database is migrated and the service is about to accept.
+    tracing::info!(%address, livemode = state.config.livemode,
+        max_connections = limits.max_connections, "billing-ledger listening");
     let served = poem::Server::new_with_acceptor(acceptor)
         .run_with_graceful_shutdown(http::app(state), shutdown, Some(SHUTDOWN_GRACE))
         .await;
@@ -107,6 +117,7 @@ pub fn openapi_yaml() -> String {
         instance_id: String::new(),
         rebuild_stale: false,
         reconcile: None,
+        connections: Default::default(),
     };
     let state = Arc::new(http::AppState {
         appender: event_log::Appender::detached(),

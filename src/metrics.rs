@@ -18,6 +18,59 @@ struct Outcome {
     outcome: &'static str,
 }
 
+/// Labels of the HTTP request metrics: the route's path as `openapi.yaml` names it (never the raw path,
+/// whose IDs would make a series per resource), the method and the answer's status code.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+    method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CloseReason {
+    reason: &'static str,
+}
+
+/// The client-connection metrics the acceptor updates (`http::connections`): open
+/// connections, and connections closed by a limit, by reason (`idle_timeout`,
+/// `header_read_timeout`, `shed`, `shed_at_cap`, `refused_at_cap`).
+#[derive(Clone, Debug, Default)]
+pub struct ConnectionMetrics {
+    open: Gauge,
+    closed: Family<CloseReason, Counter>,
+}
+
+impl ConnectionMetrics {
+    pub fn opened(&self) {
+        self.open.inc();
+    }
+
+    pub fn dropped(&self) {
+        self.open.dec();
+    }
+
+    pub fn closed(&self, reason: &'static str) {
+        self.closed.get_or_create(&CloseReason { reason }).inc();
+    }
+}
+
+/// The `route` label of a request no route matched (404s for unknown paths).
+pub const ROUTE_UNMATCHED: &str = "unmatched";
+
+type LatencyFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+/// Latency buckets in seconds: 0.5 ms doubling to about 16 s.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
 /// What a webhook delivery came to; the `outcome` label of `billing_ledger_webhooks_total`.
 #[derive(Debug, Clone, Copy)]
 pub enum WebhookOutcome {
@@ -26,6 +79,10 @@ pub enum WebhookOutcome {
     BadSignature,
     NotAnEvent,
     TooLarge,
+    /// The body did not arrive in full within the read timeout (408).
+    TooSlow,
+    /// The body could not be read (a broken chunked encoding, a connection ended mid-body).
+    Unreadable,
     Unavailable,
 }
 
@@ -37,6 +94,8 @@ impl WebhookOutcome {
             WebhookOutcome::BadSignature => "bad_signature",
             WebhookOutcome::NotAnEvent => "not_an_event",
             WebhookOutcome::TooLarge => "too_large",
+            WebhookOutcome::TooSlow => "too_slow",
+            WebhookOutcome::Unreadable => "unreadable",
             WebhookOutcome::Unavailable => "unavailable",
         }
     }
@@ -46,6 +105,9 @@ impl WebhookOutcome {
 pub struct Metrics {
     registry: Registry,
     webhooks: Family<Outcome, Counter>,
+    requests: Family<RequestLabels, Counter>,
+    request_seconds: LatencyFamily,
+    connections: ConnectionMetrics,
     append_seconds: Histogram,
     log_head: Gauge,
     projection_position: Gauge,
@@ -67,8 +129,30 @@ impl Default for Metrics {
             "Webhook deliveries by outcome",
             webhooks.clone(),
         );
-        // 0.5 ms to about 16 s.
-        let append_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route pattern, method and status",
+            requests.clone(),
+        );
+        let request_seconds = LatencyFamily::new_with_constructor(latency_histogram);
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from a request's arrival to its answer's headers, by route pattern and method",
+            request_seconds.clone(),
+        );
+        let connections = ConnectionMetrics::default();
+        registry.register(
+            "http_connections_open",
+            "Client connections open",
+            connections.open.clone(),
+        );
+        registry.register(
+            "http_connections_closed_by_limit",
+            "Client connections closed by a connection limit, by reason",
+            connections.closed.clone(),
+        );
+        let append_seconds = latency_histogram();
         registry.register(
             "append_duration_seconds",
             "Time from a verified delivery to its committed append",
@@ -122,6 +206,9 @@ impl Default for Metrics {
             reconcile,
             registry,
             webhooks,
+            requests,
+            request_seconds,
+            connections,
             append_seconds,
             log_head,
             projection_position,
@@ -142,6 +229,30 @@ impl Metrics {
                 outcome: outcome.label(),
             })
             .inc();
+    }
+
+    /// Counts one answered HTTP request and its latency. `route` is the matched path as the
+    /// spec names it (`/api/billing/events/{event_id}`), or [`ROUTE_UNMATCHED`].
+    pub fn request(&self, route: &str, method: &str, status: u16, duration: std::time::Duration) {
+        let (route, method) = (route.to_owned(), method.to_owned());
+        self.request_seconds
+            .get_or_create(&RouteLabels {
+                route: route.clone(),
+                method: method.clone(),
+            })
+            .observe(duration.as_secs_f64());
+        self.requests
+            .get_or_create(&RequestLabels {
+                route,
+                method,
+                status,
+            })
+            .inc();
+    }
+
+    /// The client-connection metrics, for the acceptor.
+    pub fn connections(&self) -> ConnectionMetrics {
+        self.connections.clone()
     }
 
     /// Records one committed append's latency.

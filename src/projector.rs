@@ -71,6 +71,10 @@ pub async fn run(pool: Pool, settings: Settings, wake: Arc<Notify>, shutdown: Ca
             () = shutdown.cancelled() => Ok(()),
         };
         if let Err(error) = led {
+            if shutdown.is_cancelled() {
+                // A follower waiting for the lock is told to stop: a normal shutdown.
+                break;
+            }
             let error = format!("{error:#}");
             tracing::warn!(%error, "projector stopped; competing again");
             record_failure(&pool, &error).await;

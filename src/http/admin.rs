@@ -36,11 +36,15 @@ pub struct RebuildView {
     /// `pending`, `running`, `done` or `failed`.
     pub status: String,
     pub requested_at: DateTime<Utc>,
+    #[oai(nullable)]
     pub started_at: Option<DateTime<Utc>>,
+    #[oai(nullable)]
     pub finished_at: Option<DateTime<Utc>>,
     pub position_done: i64,
     /// The log head when the rebuild started; events after it are folded right after the swap.
+    #[oai(nullable)]
     pub position_target: Option<i64>,
+    #[oai(nullable)]
     pub error: Option<String>,
 }
 
@@ -76,12 +80,16 @@ pub struct ProjectionView {
     pub projector_running: bool,
     /// Instance ID of the projector that last wrote the checkpoint (the lock holder while
     /// `projector_running`); each `serve` process logs its ID when elected.
+    #[oai(nullable)]
     pub projector_instance: Option<String>,
     /// Why the projector last stopped, until its next successful batch.
+    #[oai(nullable)]
     pub projector_failure: Option<String>,
     pub error_count: i64,
+    #[oai(nullable)]
     pub last_error: Option<ProjectionErrorView>,
     /// The running or most recent rebuild.
+    #[oai(nullable)]
     pub rebuild: Option<RebuildView>,
 }
 
@@ -99,11 +107,15 @@ pub struct VerifyReport {
     /// Events verified (all of them when intact).
     pub events_verified: i64,
     /// The chain hash of the last event (hex) when intact: record it outside the database.
+    #[oai(nullable)]
     pub head_hash: Option<String>,
     /// The first position that does not match, when broken.
+    #[oai(nullable)]
     pub broken_position: Option<i64>,
+    #[oai(nullable)]
     pub broken_event_id: Option<String>,
     /// What differs, when broken.
+    #[oai(nullable)]
     pub problem: Option<String>,
 }
 

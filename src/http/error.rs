@@ -9,6 +9,9 @@ use poem::http::{header, HeaderValue, StatusCode};
 use poem::{Endpoint, IntoResponse, Request, Response};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object};
+use std::sync::Arc;
+
+use super::routes::RouteTable;
 
 /// The body of every error answer.
 #[derive(Debug, Clone, Object)]
@@ -110,13 +113,18 @@ impl From<tokio_postgres::Error> for ApiError {
     }
 }
 
-/// Middleware: any error or non-JSON error answer becomes `{"error": "..."}`; a 401 carries
+/// Middleware: any error or non-JSON error answer becomes `{"error": "..."}` in the user's
+/// terms: a malformed parameter names the form it must take ([`parameter_message`]), a 405
+/// lists the path's methods in `Allow` (RFC 9110 15.5.6), a 401 carries
 /// `WWW-Authenticate: Bearer` (RFC 6750).
 pub async fn json_errors<E: Endpoint>(next: E, request: Request) -> poem::Result<Response> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let routes = request.data::<Arc<RouteTable>>().cloned();
     let (response, message) = match next.call(request).await {
         Ok(response) => (response.into_response(), None),
         Err(error) => {
-            let message = error.to_string();
+            let message = error_message(&error);
             (error.into_response(), Some(message))
         }
     };
@@ -127,26 +135,70 @@ pub async fn json_errors<E: Endpoint>(next: E, request: Request) -> poem::Result
     let is_json = response
         .content_type()
         .is_some_and(|c| c.starts_with("application/json"));
-    let mut response = if is_json {
-        response
-    } else {
-        let message = match message {
-            Some(m) if !m.is_empty() && status != StatusCode::INTERNAL_SERVER_ERROR => m,
-            _ => status.canonical_reason().unwrap_or("error").to_lowercase(),
-        };
-        let message = match status {
-            StatusCode::UNAUTHORIZED => "a valid bearer token is required".to_owned(),
-            _ => message,
-        };
-        let mut json = Json(ErrorBody { error: message }).into_response();
-        json.set_status(status);
-        json
+    if is_json {
+        return Ok(response);
+    }
+    let allowed = match status {
+        StatusCode::METHOD_NOT_ALLOWED => routes.and_then(|r| r.allowed(&path)),
+        _ => None,
     };
+    let message = match (status, message, &allowed) {
+        (StatusCode::UNAUTHORIZED, _, _) => "a valid bearer token is required".to_owned(),
+        (StatusCode::METHOD_NOT_ALLOWED, _, Some(allowed)) => {
+            format!("{path} does not take {method}; it takes {allowed}")
+        }
+        (StatusCode::NOT_FOUND, _, _) => format!("no such route: {method} {path}"),
+        (StatusCode::INTERNAL_SERVER_ERROR, _, _) => "internal error".to_owned(),
+        (_, Some(m), _) if !m.is_empty() => m,
+        _ => status.canonical_reason().unwrap_or("error").to_lowercase(),
+    };
+    let mut json = Json(ErrorBody { error: message }).into_response();
+    json.set_status(status);
+    if let Some(allowed) = allowed.and_then(|a| HeaderValue::from_str(&a).ok()) {
+        json.headers_mut().insert(header::ALLOW, allowed);
+    }
     // Our own 401s say what they need; this covers the framework's (a missing bearer token).
-    if status == StatusCode::UNAUTHORIZED && !is_json {
-        response
-            .headers_mut()
+    if status == StatusCode::UNAUTHORIZED {
+        json.headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
-    Ok(response)
+    Ok(json)
+}
+
+/// What a framework error says to the client: parameters and bodies in the user's terms, other
+/// errors as the framework words them.
+fn error_message(error: &poem::Error) -> String {
+    use poem_openapi::error::{ParseParamError, ParsePathError, ParseRequestPayloadError};
+    if let Some(e) = error.downcast_ref::<ParseParamError>() {
+        parameter_message(e.name, &e.reason)
+    } else if let Some(e) = error.downcast_ref::<ParsePathError>() {
+        parameter_message(e.name, &e.reason)
+    } else if let Some(e) = error.downcast_ref::<ParseRequestPayloadError>() {
+        format!(
+            "the request body must be a JSON object as documented: {}",
+            e.reason
+        )
+    } else {
+        error.to_string()
+    }
+}
+
+/// The form a parameter must take, by name (the names are the API's own; every route that
+/// shares a name shares its form). An absent required parameter is named as such.
+pub fn parameter_message(name: &str, reason: &str) -> String {
+    if reason.contains("expects an input value") || reason.contains("missing") {
+        return format!("`{name}` is required");
+    }
+    if name == "cursor" {
+        return super::views::CURSOR_MALFORMED.to_owned();
+    }
+    let form = match name {
+        "from" | "to" | "as_of" => "an RFC 3339 time such as 2025-01-31T00:00:00Z",
+        "limit" => "a whole number from 1 to 1000",
+        "as_of_position" => "a log position: a whole number, 0 or more",
+        "livemode" => "true or false",
+        "order" => "asc or desc",
+        _ => return format!("`{name}` is malformed"),
+    };
+    format!("`{name}` must be {form}")
 }

@@ -5,11 +5,13 @@
 
 pub mod admin;
 pub mod auth;
+pub mod connections;
 pub mod csv;
 pub mod error;
 pub mod ops;
 pub mod read;
 pub mod reconcile;
+pub mod routes;
 pub mod views;
 pub mod webhook;
 
@@ -77,6 +79,7 @@ pub fn service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
 /// The whole application: the API, Swagger UI at `/docs`, the spec at `/openapi.yaml`.
 pub fn app(state: Arc<AppState>) -> impl poem::Endpoint {
     let service = service(state.clone());
+    let routes = Arc::new(routes::RouteTable::from_spec(&service.spec()));
     let docs = service.swagger_ui();
     let spec = service.spec_endpoint_yaml();
     let tokens = auth::Tokens {
@@ -89,8 +92,41 @@ pub fn app(state: Arc<AppState>) -> impl poem::Endpoint {
         .at("/openapi.yaml", spec)
         .data(tokens)
         .data(webhook::BodyLimit(state.config.max_body_bytes))
+        .around({
+            let routes = routes.clone();
+            move |next, request| measured(state.clone(), routes.clone(), next, request)
+        })
         .around(error::json_errors)
+        .data(routes)
         .around(request_span)
+}
+
+/// Middleware: counts every request and its latency by route pattern (see
+/// [`crate::metrics::Metrics::request`]). It runs inside [`error::json_errors`], where the
+/// matched pattern is still attached to the answer or the framework's error.
+async fn measured<E: poem::Endpoint>(
+    state: Arc<AppState>,
+    routes: Arc<routes::RouteTable>,
+    next: Arc<E>,
+    request: poem::Request,
+) -> poem::Result<poem::Response> {
+    use poem::IntoResponse;
+    use poem::PathPattern;
+    let started = std::time::Instant::now();
+    let method = request.method().as_str().to_owned();
+    let result = next.call(request).await.map(IntoResponse::into_response);
+    let (pattern, status) = match &result {
+        Ok(response) => (response.data::<PathPattern>(), response.status()),
+        Err(error) => (error.data::<PathPattern>(), error.status()),
+    };
+    let route = match pattern.map(|p| &*p.0) {
+        None | Some("") => crate::metrics::ROUTE_UNMATCHED,
+        Some(pattern) => routes.template(pattern),
+    };
+    state
+        .metrics
+        .request(route, &method, status.as_u16(), started.elapsed());
+    result
 }
 
 /// Longest `X-Request-Id` taken from a client, bytes; longer or odd ones are replaced.

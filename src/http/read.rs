@@ -143,6 +143,9 @@ impl ReadApi {
         livemode: Query<Option<bool>>,
         order: Query<Option<Order>>,
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<u32>>,
+        /// The `next_cursor` of the previous page, unchanged (base64url). Give the same
+        /// filters as for that page; absent for the first page.
+        #[oai(validator(pattern = r"^[A-Za-z0-9_-]+$"))]
         cursor: Query<Option<String>>,
     ) -> Result<EventsResponse, ApiError> {
         let descending = order.0 == Some(Order::Desc);
@@ -254,13 +257,18 @@ impl ReadApi {
         &self,
         _auth: TokenAuth,
         tenant_id: Path<String>,
+        /// The state folded from the events Stripe created up to this instant (RFC 3339).
+        /// Not with `as_of_position`.
         as_of: Query<Option<DateTime<Utc>>>,
-        #[oai(validator(minimum(value = "0")))] as_of_position: Query<Option<i64>>,
+        /// The state folded from the events the log held up to this position. Not with
+        /// `as_of`.
+        #[oai(validator(minimum(value = "0")))]
+        as_of_position: Query<Option<i64>>,
     ) -> Result<Json<TenantPricingView>, ApiError> {
         let bound = match (as_of.0, as_of_position.0) {
             (Some(_), Some(_)) => {
                 return Err(ApiError::bad_request(
-                    "give as_of or as_of_position, not both",
+                    "give `as_of` or `as_of_position`, not both",
                 ))
             }
             (Some(instant), None) => Bound::CreatedAtOrBefore(instant),
@@ -285,6 +293,9 @@ impl ReadApi {
         _auth: TokenAuth,
         tenant_id: Path<String>,
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<u32>>,
+        /// The `next_cursor` of the previous page, unchanged (base64url). Give the same
+        /// filters as for that page; absent for the first page.
+        #[oai(validator(pattern = r"^[A-Za-z0-9_-]+$"))]
         cursor: Query<Option<String>>,
     ) -> Result<Json<HistoryList>, ApiError> {
         let skip: usize = cursor_or(cursor.0.as_deref(), 0)?;
@@ -339,6 +350,9 @@ impl ReadApi {
         _auth: TokenAuth,
         tenant_id: Query<String>,
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<u32>>,
+        /// The `next_cursor` of the previous page, unchanged (base64url). Give the same
+        /// filters as for that page; absent for the first page.
+        #[oai(validator(pattern = r"^[A-Za-z0-9_-]+$"))]
         cursor: Query<Option<String>>,
     ) -> Result<Json<CheckoutSessionList>, ApiError> {
         let after: String = cursor_or(cursor.0.as_deref(), String::new())?;
@@ -396,6 +410,9 @@ impl ReadApi {
         &self,
         _auth: TokenAuth,
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<u32>>,
+        /// The `next_cursor` of the previous page, unchanged (base64url). Give the same
+        /// filters as for that page; absent for the first page.
+        #[oai(validator(pattern = r"^[A-Za-z0-9_-]+$"))]
         cursor: Query<Option<String>>,
     ) -> Result<Json<UnresolvedList>, ApiError> {
         let (after_object, after_event): (String, String) =

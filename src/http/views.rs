@@ -13,13 +13,16 @@ pub fn encode_cursor(key: impl serde::Serialize) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
 }
 
+/// The answer to a cursor this API did not make.
+pub const CURSOR_MALFORMED: &str = "`cursor` must be a `next_cursor` this API returned, unchanged";
+
 /// Reads a cursor made by [`encode_cursor`]; 400 for anything else.
 pub fn decode_cursor<T: serde::de::DeserializeOwned>(cursor: &str) -> Result<T, ApiError> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(cursor)
         .ok()
         .and_then(|json| serde_json::from_slice(&json).ok())
-        .ok_or_else(|| ApiError::bad_request("cursor is not one this API returned"))
+        .ok_or_else(|| ApiError::bad_request(CURSOR_MALFORMED))
 }
 
 /// Reads an optional cursor, `start` when absent.
@@ -55,13 +58,17 @@ pub struct EventSummary {
     pub event_type: String,
     /// Stripe's `created`.
     pub created: DateTime<Utc>,
+    #[oai(nullable)]
     pub api_version: Option<String>,
     pub livemode: bool,
     /// Connected account, for Connect events.
+    #[oai(nullable)]
     pub account: Option<String>,
     /// `data.object.id`.
+    #[oai(nullable)]
     pub object_id: Option<String>,
     /// `data.object.object`.
+    #[oai(nullable)]
     pub object_type: Option<String>,
     /// When the first delivery was committed.
     pub received_at: DateTime<Utc>,
@@ -94,6 +101,7 @@ impl EventSummary {
 #[derive(Debug, Object)]
 pub struct EventList {
     pub events: Vec<EventSummary>,
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
 }
 
@@ -106,14 +114,18 @@ pub struct DeliveryView {
     pub duplicate: bool,
     pub source: String,
     /// `t` of the verifying `Stripe-Signature`.
+    #[oai(nullable)]
     pub signature_timestamp: Option<DateTime<Utc>>,
     /// Position (0-based) in `STRIPE_WEBHOOK_SECRET` of the secret that matched.
+    #[oai(nullable)]
     pub secret_index: Option<i16>,
     /// The matching `v1` signature, for re-verification.
+    #[oai(nullable)]
     pub signature: Option<String>,
     /// SHA-256 of the delivered body, hex.
     pub body_sha256: String,
     /// The delivered body, present only when it differs from the event's stored body.
+    #[oai(nullable)]
     pub body: Option<String>,
 }
 
@@ -144,8 +156,11 @@ pub struct EventDetail {
     pub body: String,
     /// The same body, parsed.
     pub payload: serde_json::Value,
+    #[oai(nullable)]
     pub signature_timestamp: Option<DateTime<Utc>>,
+    #[oai(nullable)]
     pub secret_index: Option<i16>,
+    #[oai(nullable)]
     pub signature: Option<String>,
     /// How the event reached the log and what vouches for it, in a sentence.
     pub provenance: String,
@@ -156,6 +171,7 @@ pub struct EventDetail {
     /// checkpoint). A folded event may still have a `projection_error`.
     pub projected: bool,
     /// Why the projection could not fold this event, if it could not.
+    #[oai(nullable)]
     pub projection_error: Option<String>,
 }
 
@@ -218,15 +234,23 @@ impl EventDetail {
 pub struct TenantPricingView {
     pub tenant_id: String,
     /// Stripe's subscription status; null until an event carrying it has been folded.
+    #[oai(nullable)]
     pub status: Option<String>,
+    #[oai(nullable)]
     pub stripe_customer_id: Option<String>,
     pub stripe_subscription_id: String,
+    #[oai(nullable)]
     pub price_id: Option<String>,
+    #[oai(nullable)]
     pub quantity: Option<i64>,
+    #[oai(nullable)]
     pub current_period_end: Option<DateTime<Utc>>,
     pub cancel_at_period_end: bool,
+    #[oai(nullable)]
     pub canceled_at: Option<DateTime<Utc>>,
+    #[oai(nullable)]
     pub last_payment_failed_at: Option<DateTime<Utc>>,
+    #[oai(nullable)]
     pub last_paid_at: Option<DateTime<Utc>>,
     pub last_event_id: String,
     /// `created` of `last_event_id`: when Stripe last changed this state.
@@ -290,6 +314,7 @@ pub struct HistoryEntry {
     pub created: DateTime<Utc>,
     pub received_at: DateTime<Utc>,
     /// The tenant's `tenant_pricing` after this event (null while no subscription is known).
+    #[oai(nullable)]
     pub state: Option<TenantPricingView>,
     /// Fields of `state` this event changed.
     pub changed: Vec<String>,
@@ -313,6 +338,7 @@ impl HistoryEntry {
 #[derive(Debug, Object)]
 pub struct HistoryList {
     pub history: Vec<HistoryEntry>,
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
 }
 
@@ -320,19 +346,30 @@ pub struct HistoryList {
 #[derive(Debug, Object)]
 pub struct CheckoutSessionView {
     pub id: String,
+    #[oai(nullable)]
     pub tenant_id: Option<String>,
+    #[oai(nullable)]
     pub resolved_by: Option<String>,
     /// `open`, `complete` or `expired`.
     pub status: String,
+    #[oai(nullable)]
     pub payment_status: Option<String>,
+    #[oai(nullable)]
     pub mode: Option<String>,
+    #[oai(nullable)]
     pub customer_id: Option<String>,
+    #[oai(nullable)]
     pub subscription_id: Option<String>,
     /// Minor units of `currency`.
+    #[oai(nullable)]
     pub amount_total: Option<i64>,
+    #[oai(nullable)]
     pub currency: Option<String>,
+    #[oai(nullable)]
     pub created_at: Option<DateTime<Utc>>,
+    #[oai(nullable)]
     pub completed_at: Option<DateTime<Utc>>,
+    #[oai(nullable)]
     pub expired_at: Option<DateTime<Utc>>,
     pub last_event_id: String,
 }
@@ -366,6 +403,7 @@ impl CheckoutSessionView {
 #[derive(Debug, Object)]
 pub struct CheckoutSessionList {
     pub checkout_sessions: Vec<CheckoutSessionView>,
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
 }
 
@@ -373,8 +411,11 @@ pub struct CheckoutSessionList {
 #[derive(Debug, Object)]
 pub struct CustomerView {
     pub id: String,
+    #[oai(nullable)]
     pub tenant_id: Option<String>,
+    #[oai(nullable)]
     pub email: Option<String>,
+    #[oai(nullable)]
     pub name: Option<String>,
     pub deleted: bool,
     pub last_event_id: String,
@@ -421,5 +462,6 @@ impl UnresolvedView {
 #[derive(Debug, Object)]
 pub struct UnresolvedList {
     pub unresolved: Vec<UnresolvedView>,
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
 }

@@ -163,7 +163,7 @@ impl WebhookApi {
                 return WebhookResponse::TooLarge(body(format!("body larger than {limit} bytes")));
             }
             Err(BodyProblem::TooSlow) => {
-                state.metrics.webhook(WebhookOutcome::NotAnEvent);
+                state.metrics.webhook(WebhookOutcome::TooSlow);
                 tracing::warn!(webhook.outcome = "too_slow", "webhook refused");
                 return WebhookResponse::TooSlow(body(format!(
                     "body not received within {} s",
@@ -171,7 +171,7 @@ impl WebhookApi {
                 )));
             }
             Err(BodyProblem::Unreadable(cause)) => {
-                state.metrics.webhook(WebhookOutcome::NotAnEvent);
+                state.metrics.webhook(WebhookOutcome::Unreadable);
                 tracing::warn!(webhook.outcome = "unreadable", %cause, "webhook refused");
                 return WebhookResponse::NotAnEvent(body("the body could not be read"));
             }

@@ -3,14 +3,21 @@
 
 mod api;
 mod audit;
+mod cli;
+mod connections;
 mod emulator;
 mod engine;
+mod errors;
 mod events;
 mod faults;
 mod fixtures;
 mod flows;
+mod frictions;
 mod log;
+mod logging;
+mod metrics;
 mod openapi;
+mod process;
 mod reconcile;
 mod support;
 mod webhook;

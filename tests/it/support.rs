@@ -209,6 +209,7 @@ pub fn test_config(database_url: &str) -> Config {
         instance_id: uuid::Uuid::new_v4().to_string(),
         rebuild_stale: false,
         reconcile: None,
+        connections: Default::default(),
     }
 }
 
