@@ -11,8 +11,8 @@
 
 use crate::envelope::Event;
 use crate::facts::{
-    self, CustomerSnapshot, Fact, FoldError, InvoiceFact, InvoiceOutcome, SessionSnapshot,
-    SubscriptionSnapshot, TenantClaim,
+    self, BillingReason, CustomerSnapshot, Fact, FoldError, InvoiceFact, InvoiceOutcome,
+    SessionSnapshot, SubscriptionSnapshot, TenantClaim,
 };
 use crate::model::{
     CheckoutSession, Customer, ResolvedBy, SessionStatus, Status, TenantPricing, Unresolved,
@@ -30,7 +30,9 @@ use std::collections::{BTreeMap, BTreeSet};
 ///    `completed` 1, `async_payment_*` 2, `expired` 3); an invoice's inference about its
 ///    subscription's status ranks 0, below any subscription snapshot of the same second.
 /// 4. `status_rank`: within one second and type, the later lifecycle stage
-///    ([`Status::lifecycle_rank`]).
+///    ([`Status::lifecycle_rank`]); between two inferences from invoices of one second, a
+///    failed first invoice 0, a failure of unstated reason 1, a failed renewal 2, a payment 3
+///    (a retry that succeeds follows the failure it recovers from).
 /// 5. `period_end`: then the later `current_period_end` (a renewal moves it forward).
 /// 6. `event_id`: finally Stripe's event ID, compared as bytes: arbitrary but fixed, and read
 ///    from the events alone, never from arrival order.
@@ -138,8 +140,14 @@ fn keep_earliest(slot: &mut Option<i64>, seconds: i64) {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct SubscriptionState {
     snapshot: Option<Versioned<SubscriptionSnapshot>>,
-    /// Status inferred from `invoice.payment_failed`.
-    invoice_status: Option<Versioned<Status>>,
+    /// The greatest `invoice.payment_failed`, with what its billing reason says.
+    payment_failed: Option<Versioned<BillingReason>>,
+    /// The greatest `invoice.paid` / `invoice.payment_succeeded` of a paid invoice.
+    payment_succeeded: Option<Version>,
+    /// Whether any event shows the subscription live at some point: a snapshot in a live
+    /// status ([`Status::is_live`]), a paid invoice, or a failed renewal. An OR over the
+    /// events, so it does not depend on their order.
+    been_live: bool,
     customer_id: Option<Versioned<String>>,
     tenant: Option<Versioned<TenantClaim>>,
     last_payment_failed_at: Option<i64>,
@@ -150,10 +158,41 @@ struct SubscriptionState {
 }
 
 impl SubscriptionState {
+    /// The subscription's status: the greatest observation by [`Version`] among its snapshots
+    /// and its invoices' inferences.
+    ///
+    /// - A failed payment infers `incomplete` for a subscription that has never been live and
+    ///   `past_due` for one that has (a first invoice's failure, `billing_reason`
+    ///   `subscription_create`, is always `incomplete`; a renewal's always `past_due`). So the
+    ///   answer does not depend on whether the failure falls in the subscription's first second
+    ///   or later, nor on whether the invoice carries a `billing_reason`.
+    /// - A paid invoice that outranks every snapshot and failure infers `active` when the
+    ///   status it outranks is `incomplete`, `past_due` or `unpaid`
+    ///   ([`Status::recovers_on_payment`]): Stripe activates the subscription when its invoice
+    ///   is paid, and its `customer.subscription.updated` may come late or never. Over any
+    ///   other status (`trialing`, whose first invoice is a paid zero-amount one, `paused`,
+    ///   terminal) it changes nothing.
     fn status(&self) -> Option<Status> {
         let from_snapshot = self.snapshot.as_ref().map(|s| (&s.version, s.value.status));
-        let from_invoice = self.invoice_status.as_ref().map(|s| (&s.version, s.value));
-        from_snapshot.max(from_invoice).map(|(_, status)| status)
+        let from_failure = self
+            .payment_failed
+            .as_ref()
+            .map(|f| (&f.version, self.failed_status(f.value)));
+        let (version, status) = from_snapshot.max(from_failure)?;
+        match &self.payment_succeeded {
+            Some(paid) if paid > version && status.recovers_on_payment() => Some(Status::Active),
+            _ => Some(status),
+        }
+    }
+
+    /// The status a failed payment infers (see [`SubscriptionState::status`]).
+    fn failed_status(&self, reason: BillingReason) -> Status {
+        match reason {
+            BillingReason::First => Status::Incomplete,
+            BillingReason::Renewal => Status::PastDue,
+            BillingReason::Unstated if self.been_live => Status::PastDue,
+            BillingReason::Unstated => Status::Incomplete,
+        }
     }
 }
 
@@ -373,28 +412,40 @@ impl Ledger {
         };
         let customer_id = snapshot.customer_id.clone();
         let state = self.subscription(&id, event);
+        state.been_live |= snapshot.status.is_live();
         keep_greatest(&mut state.snapshot, version, snapshot);
         self.link_subscription(event, &id, customer_id, tenant);
     }
 
+    /// Folds an invoice's payment outcome into its subscription. Inferences rank 0 by type,
+    /// below any subscription snapshot of the same second (see [`Version`]).
     fn fold_invoice(&mut self, event: &Head, fact: InvoiceFact) {
         let state = self.subscription(&fact.subscription_id, event);
-        let inferred = match fact.outcome {
-            InvoiceOutcome::RenewalFailed => Some(Status::PastDue),
-            InvoiceOutcome::FirstInvoiceFailed => Some(Status::Incomplete),
+        match fact.outcome {
+            InvoiceOutcome::Failed(reason) => {
+                keep_latest(&mut state.last_payment_failed_at, event.created);
+                state.been_live |= reason == BillingReason::Renewal;
+                let status_rank = match reason {
+                    BillingReason::First => 0,
+                    BillingReason::Unstated => 1,
+                    BillingReason::Renewal => 2,
+                };
+                let version = Version {
+                    status_rank,
+                    ..Version::of(event, 0)
+                };
+                keep_greatest(&mut state.payment_failed, version, reason);
+            }
             InvoiceOutcome::Paid { paid_at } => {
                 keep_latest(&mut state.last_paid_at, paid_at);
-                None
+                state.been_live = true;
+                let version = Version {
+                    status_rank: 3,
+                    ..Version::of(event, 0)
+                };
+                keep_latest_version(&mut state.payment_succeeded, &version);
             }
-            InvoiceOutcome::NotPaid => None,
-        };
-        if let Some(status) = inferred {
-            keep_latest(&mut state.last_payment_failed_at, event.created);
-            let version = Version {
-                status_rank: status.lifecycle_rank(),
-                ..Version::of(event, 0)
-            };
-            keep_greatest(&mut state.invoice_status, version, status);
+            InvoiceOutcome::NotPaid => {}
         }
         self.link_subscription(event, &fact.subscription_id, fact.customer_id, fact.tenant);
     }

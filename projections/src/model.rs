@@ -56,6 +56,24 @@ impl Status {
         matches!(self, Status::Canceled | Status::IncompleteExpired)
     }
 
+    /// Whether a subscription in this status has been live: started (`trialing`) or billed
+    /// (`active`, `past_due`, `unpaid`, `paused`). A payment failure after such a status is a
+    /// renewal's, so `past_due` (see `SubscriptionState::status` in [`crate::ledger`]).
+    pub fn is_live(self) -> bool {
+        matches!(
+            self,
+            Status::Trialing | Status::Active | Status::PastDue | Status::Unpaid | Status::Paused
+        )
+    }
+
+    /// Whether a paid invoice of the subscription makes it `active` again: Stripe activates an
+    /// `incomplete` subscription when its first invoice is paid, and a `past_due` or `unpaid`
+    /// one when its open invoice is
+    /// (<https://docs.stripe.com/billing/subscriptions/overview#subscription-statuses>).
+    pub fn recovers_on_payment(self) -> bool {
+        matches!(self, Status::Incomplete | Status::PastDue | Status::Unpaid)
+    }
+
     /// Position in a subscription's usual life, used only to break same-second ties
     /// (see [`crate::ledger::Version`]): later stages rank higher.
     pub fn lifecycle_rank(self) -> u8 {
