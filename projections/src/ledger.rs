@@ -137,7 +137,7 @@ fn keep_earliest(slot: &mut Option<i64>, seconds: i64) {
     *slot = Some(slot.map_or(seconds, |s| s.min(seconds)));
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct SubscriptionState {
     snapshot: Option<Versioned<SubscriptionSnapshot>>,
     /// The greatest `invoice.payment_failed`, with what its billing reason says.
@@ -196,7 +196,7 @@ impl SubscriptionState {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct SessionState {
     snapshot: Option<Versioned<SessionSnapshot>>,
     tenant: Option<Versioned<TenantClaim>>,
@@ -205,7 +205,7 @@ struct SessionState {
     pending: BTreeSet<Unresolved>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct CustomerState {
     snapshot: Option<Versioned<CustomerSnapshot>>,
     tenant: Option<Versioned<TenantClaim>>,
@@ -215,7 +215,12 @@ struct CustomerState {
 }
 
 /// Everything the read models are rendered from, as of the events folded so far.
-#[derive(Debug, Clone, Default)]
+///
+/// Serializes (with serde) to its folded state only: the incremental rendering bookkeeping is
+/// left out, so a deserialized ledger renders from scratch ([`Ledger::tenant_pricing`],
+/// [`Ledger::read_models`]) exactly as the original, and folds on from where it was (a tenant's
+/// history pages carry it this way).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Ledger {
     livemode: bool,
     subscriptions: BTreeMap<String, SubscriptionState>,
@@ -225,6 +230,7 @@ pub struct Ledger {
     sessions_by_customer: BTreeMap<String, BTreeSet<String>>,
     sessions_by_subscription: BTreeMap<String, BTreeSet<String>>,
     /// Bookkeeping for incremental rendering; not part of the folded state.
+    #[serde(skip)]
     render: RenderState,
 }
 
@@ -777,6 +783,26 @@ impl Ledger {
         self.render.subscriptions = self.subscriptions.keys().cloned().collect();
         self.render.sessions = self.sessions.keys().cloned().collect();
         self.render.customers = self.customers.keys().cloned().collect();
+    }
+
+    /// Whether a subscription, Checkout Session or customer with this ID has been folded.
+    pub fn knows_object(&self, id: &str) -> bool {
+        self.subscriptions.contains_key(id)
+            || self.sessions.contains_key(id)
+            || self.customers.contains_key(id)
+    }
+
+    /// The IDs of every subscription, Checkout Session and customer folded so far.
+    pub fn object_ids(&self) -> impl Iterator<Item = &String> {
+        self.subscriptions
+            .keys()
+            .chain(self.sessions.keys())
+            .chain(self.customers.keys())
+    }
+
+    /// The deployment's mode the ledger folds (`LEDGER_LIVEMODE`).
+    pub fn livemode(&self) -> bool {
+        self.livemode
     }
 
     /// One tenant's `tenant_pricing` row, rendered from scratch.

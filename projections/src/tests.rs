@@ -5,6 +5,7 @@ use crate::{Event, Ledger, ReadModels, Status};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
+mod carried;
 mod payments;
 
 const T: i64 = 1_700_000_000;
