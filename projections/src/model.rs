@@ -164,29 +164,6 @@ pub struct TenantPricing {
     pub resolved_by: ResolvedBy,
 }
 
-impl TenantPricing {
-    /// Names of the fields that differ between two states of a tenant (all of them when one
-    /// side is absent), leaving out the bookkeeping `last_event_id` and `updated_at`.
-    pub fn changed_fields(
-        before: Option<&TenantPricing>,
-        after: Option<&TenantPricing>,
-    ) -> Vec<String> {
-        let as_map = |row: Option<&TenantPricing>| match row.map(serde_json::to_value) {
-            Some(Ok(serde_json::Value::Object(map))) => map,
-            _ => serde_json::Map::new(),
-        };
-        let (before, after) = (as_map(before), as_map(after));
-        let mut keys: Vec<&String> = before.keys().chain(after.keys()).collect();
-        keys.sort();
-        keys.dedup();
-        keys.into_iter()
-            .filter(|k| !matches!(k.as_str(), "last_event_id" | "updated_at"))
-            .filter(|k| before.get(*k) != after.get(*k))
-            .cloned()
-            .collect()
-    }
-}
-
 /// Checkout Session status (<https://docs.stripe.com/api/checkout/sessions/object#checkout_session_object-status>).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
