@@ -304,3 +304,53 @@ pub async fn state_at(
     tx.commit().await?;
     Ok(ledger.tenant_pricing(tenant_id))
 }
+
+/// What the projection made of one stored event, for the event detail: `pending` (not folded
+/// yet), `unreadable` (a projection error), `other_mode`, `stored_only` (a type the read
+/// models do not fold, or an invoice that names no subscription), `unresolved` (folded, but no
+/// tenant is known for its object yet) or `applied`; with why in words when it touched no
+/// read model's tenant.
+pub fn event_effect(
+    body: &[u8],
+    livemode: bool,
+    projected: bool,
+    projection_error: Option<&str>,
+    attributed: bool,
+) -> (&'static str, Option<String>) {
+    let Some(event) = parse_stored(body) else {
+        return (
+            "unreadable",
+            Some("the stored body no longer parses".to_owned()),
+        );
+    };
+    if !projected {
+        return (
+            "pending",
+            Some("the projection has not reached it yet".to_owned()),
+        );
+    }
+    if let Some(error) = projection_error {
+        return ("unreadable", Some(error.to_owned()));
+    }
+    if event.livemode != livemode {
+        let note = "of the other mode than LEDGER_LIVEMODE: stored, never folded";
+        return ("other_mode", Some(note.to_owned()));
+    }
+    if matches!(
+        projections::facts::read(&event),
+        Ok(projections::facts::Fact::Ignored)
+    ) {
+        let note = format!(
+            "stored only: the read models do not fold {} (or, for an invoice, it names no \
+             subscription)",
+            event.event_type
+        );
+        return ("stored_only", Some(note));
+    }
+    if !attributed {
+        let note = "folded, but no tenant is known yet for its subscription, Checkout Session \
+                    or customer; it applies when an event links one (see /unresolved)";
+        return ("unresolved", Some(note.to_owned()));
+    }
+    ("applied", None)
+}

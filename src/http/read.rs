@@ -237,6 +237,7 @@ impl ReadApi {
                 .collect(),
             error.map(|r| r.get(0)),
             checkpoint,
+            self.state.config.livemode,
         )))
     }
 

@@ -154,6 +154,13 @@ pub struct EventDetail {
     pub projected: bool,
     /// Why the projection could not fold this event, if it could not.
     pub projection_error: Option<String>,
+    /// What the projection made of it: `applied` (folded and attributed to `tenants`),
+    /// `unresolved` (folded, no tenant known yet for its object), `stored_only` (a type the
+    /// read models do not fold), `other_mode` (not `LEDGER_LIVEMODE`'s mode), `unreadable`
+    /// (see `projection_error`) or `pending` (not folded yet).
+    pub effect: String,
+    /// Why the event touched no tenant's read model, in words; null when `applied`.
+    pub note: Option<String>,
 }
 
 /// A tenant an event was attributed to.
@@ -171,11 +178,22 @@ impl EventDetail {
         tenants: Vec<EventTenant>,
         projection_error: Option<String>,
         checkpoint: i64,
+        livemode: bool,
     ) -> EventDetail {
         let raw: Vec<u8> = row.get(11);
         let summary = EventSummary::from_row(row);
+        let projected = summary.position <= checkpoint;
+        let (effect, note) = crate::timeline::event_effect(
+            &raw,
+            livemode,
+            projected,
+            projection_error.as_deref(),
+            !tenants.is_empty(),
+        );
         EventDetail {
-            projected: summary.position <= checkpoint,
+            effect: effect.to_owned(),
+            note,
+            projected,
             summary,
             payload: serde_json::from_slice(&raw).unwrap_or(serde_json::Value::Null),
             body: String::from_utf8_lossy(&raw).into_owned(),

@@ -169,6 +169,55 @@ async fn history_reads_like_a_story() {
     assert_eq!(steps.len(), 6);
     let detail = app.get_json("/api/billing/events/evt_s7").await;
     assert!(detail["projection_error"].as_str().is_some());
+    assert_eq!(detail["effect"], "unreadable");
+    assert_eq!(
+        app.get_json("/api/billing/events/evt_s4").await["effect"],
+        "applied"
+    );
+}
+
+#[tokio::test]
+async fn the_event_detail_says_why_an_event_touched_no_read_model() {
+    let app = TestApp::start().await;
+    let mut live = customer("evt_w1", "customer.updated", T0, Some("tenant-w"));
+    live["livemode"] = json!(true);
+    let trial_end = envelope(
+        "evt_w2",
+        "customer.subscription.trial_will_end",
+        T0,
+        json!({"id": "sub_w", "object": "subscription", "customer": "cus_s", "status": "trialing"}),
+    );
+    let orphan = invoice(
+        "evt_w3",
+        "invoice.paid",
+        T0,
+        "in_w",
+        "cus_nobody",
+        "sub_nobody",
+        "subscription_cycle",
+        true,
+    );
+    for event in [&live, &trial_end, &orphan] {
+        app.deliver(event).await;
+    }
+    app.wait_projected().await;
+    for (id, effect, words) in [
+        ("evt_w1", "other_mode", "LEDGER_LIVEMODE"),
+        (
+            "evt_w2",
+            "stored_only",
+            "customer.subscription.trial_will_end",
+        ),
+        ("evt_w3", "unresolved", "no tenant is known yet"),
+    ] {
+        let detail = app.get_json(&format!("/api/billing/events/{id}")).await;
+        assert_eq!(detail["effect"], effect, "{id}");
+        assert!(
+            detail["note"].as_str().unwrap().contains(words),
+            "{id}: {}",
+            detail["note"]
+        );
+    }
 }
 
 /// The delivery of one generated event of the long history: a subscription update per second,
