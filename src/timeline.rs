@@ -90,6 +90,14 @@ pub struct HistoryCursor {
     ledger: Ledger,
 }
 
+impl HistoryCursor {
+    /// Whether the cursor could have come from this API for a deployment in `livemode`: its
+    /// fold state is of that mode and holds together ([`Ledger::is_consistent`]).
+    pub fn is_sound(&self, livemode: bool) -> bool {
+        self.ledger.livemode() == livemode && self.ledger.is_consistent()
+    }
+}
+
 /// A page of history, and the cursor of the next page when more events follow.
 pub struct HistoryPage {
     pub steps: Vec<Step>,
@@ -204,7 +212,7 @@ fn step(ledger: &mut Ledger, tenant_id: &str, event: TenantEvent) -> Step {
                 .any(|(tenant, event_id, _)| tenant == tenant_id && *event_id == event.event.id);
             if !resolved {
                 (Effect::Unresolved, Some(unresolved_note()))
-            } else if before != state && changed(before.as_ref(), state.as_ref()) {
+            } else if changed(before.as_ref(), state.as_ref()) {
                 (Effect::Changed, None)
             } else {
                 (

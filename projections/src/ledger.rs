@@ -785,6 +785,23 @@ impl Ledger {
         self.render.customers = self.customers.keys().cloned().collect();
     }
 
+    /// Whether a ledger read back from outside (a history cursor) holds together as folding
+    /// builds it: every indexed object exists and every subscription has an event. A ledger
+    /// made by folding always does; rendering one that does not could panic.
+    pub fn is_consistent(&self) -> bool {
+        let indexed = |index: &BTreeMap<String, BTreeSet<String>>,
+                       objects: &dyn Fn(&str) -> bool| {
+            index.values().flatten().all(|id| objects(id))
+        };
+        indexed(&self.subscriptions_by_customer, &|id| {
+            self.subscriptions.contains_key(id)
+        }) && indexed(&self.sessions_by_customer, &|id| {
+            self.sessions.contains_key(id)
+        }) && indexed(&self.sessions_by_subscription, &|id| {
+            self.sessions.contains_key(id)
+        }) && self.subscriptions.values().all(|s| s.last_event.is_some())
+    }
+
     /// Whether a subscription, Checkout Session or customer with this ID has been folded.
     pub fn knows_object(&self, id: &str) -> bool {
         self.subscriptions.contains_key(id)

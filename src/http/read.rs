@@ -299,9 +299,12 @@ impl ReadApi {
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<u32>>,
         cursor: Query<Option<String>>,
     ) -> Result<Json<HistoryList>, ApiError> {
-        let cursor: Option<HistoryCursor> = cursor.0.as_deref().map(decode_cursor).transpose()?;
-        let limit = page_size(limit.0) as usize;
         let livemode = self.state.config.livemode;
+        let cursor: Option<HistoryCursor> = cursor.0.as_deref().map(decode_cursor).transpose()?;
+        if cursor.as_ref().is_some_and(|c| !c.is_sound(livemode)) {
+            return Err(ApiError::bad_request("cursor is not one this API returned"));
+        }
+        let limit = page_size(limit.0) as usize;
         let page = timeline::history_page(&self.state.pool, &tenant_id.0, livemode, cursor, limit)
             .await?
             .ok_or_else(|| ApiError::not_found("tenant"))?;

@@ -328,11 +328,9 @@ impl FieldChange {
         };
         let (before, after) = (as_map(before), as_map(after));
         let null = serde_json::Value::Null;
-        let mut fields: Vec<&String> = after.keys().chain(before.keys()).collect();
-        fields.dedup();
+        let fields = after.keys().chain(before.keys());
         let mut seen = std::collections::BTreeSet::new();
         fields
-            .into_iter()
             .filter(|field| seen.insert(field.as_str()))
             .filter(|field| !matches!(field.as_str(), "last_event_id" | "updated_at"))
             .filter_map(|field| {

@@ -162,6 +162,17 @@ async fn history_reads_like_a_story() {
         .iter()
         .any(|(f, before, _)| f == "last_payment_failed_at" && before.is_null()));
     assert_eq!(steps[4]["note"], Value::Null);
+    // A page of one event goes on from its cursor exactly as the whole history.
+    let one = app
+        .get_json("/api/billing/tenants/tenant-s/history?limit=1")
+        .await;
+    let next = one["next_cursor"].as_str().unwrap();
+    let rest = app
+        .get_json(&format!(
+            "/api/billing/tenants/tenant-s/history?limit=1000&cursor={next}"
+        ))
+        .await;
+    assert_eq!(rest["history"].as_array().unwrap(), &steps[1..]);
     let payment = changes(&steps[5]);
     assert!(payment.contains(&("status".into(), json!("past_due"), json!("active"))));
     // The unreadable update is stored, kept off the history's tenant (its fold failed, so the
@@ -324,4 +335,33 @@ async fn wait_projected_for(app: &TestApp, limit: Duration) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("the projector did not catch up in {limit:?}");
+}
+
+#[tokio::test]
+async fn a_history_cursor_not_made_by_the_api_is_refused() {
+    use billing_ledger::http::views::encode_cursor;
+    let app = TestApp::start().await;
+    let ledger = |livemode: bool, by_customer: Value| {
+        json!({"created": 0, "position": 0, "ledger": {
+            "livemode": livemode, "subscriptions": {}, "sessions": {}, "customers": {},
+            "subscriptions_by_customer": by_customer, "sessions_by_customer": {},
+            "sessions_by_subscription": {}}})
+    };
+    for (forged, why) in [
+        (json!({"created": 0}), "not a cursor of this route"),
+        (ledger(true, json!({})), "the other mode's fold"),
+        (
+            ledger(false, json!({"cus_c": ["sub_missing"]})),
+            "an index naming no object",
+        ),
+    ] {
+        let path = format!(
+            "/api/billing/tenants/tenant-c/history?cursor={}",
+            encode_cursor(forged)
+        );
+        let response = app.get(&path, ADMIN_TOKEN).await;
+        assert_eq!(response.status(), 400, "{why}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "cursor is not one this API returned");
+    }
 }

@@ -23,6 +23,7 @@ proptest! {
         }
         let json = serde_json::to_vec(&first).unwrap();
         let mut carried: Ledger = serde_json::from_slice(&json).unwrap();
+        prop_assert!(carried.is_consistent());
         prop_assert_eq!(carried.read_models(), first.read_models());
         for e in &events[cut..] {
             carried.apply(e).unwrap();
@@ -31,5 +32,26 @@ proptest! {
         for tenant in ["t0", "t1", "t2"] {
             prop_assert_eq!(carried.tenant_pricing(tenant), whole.tenant_pricing(tenant));
         }
+    }
+}
+
+#[test]
+fn a_ledger_whose_indexes_name_missing_objects_is_not_consistent() {
+    let empty = || {
+        json!({"livemode": false, "subscriptions": {}, "sessions": {}, "customers": {},
+               "subscriptions_by_customer": {}, "sessions_by_customer": {},
+               "sessions_by_subscription": {}})
+    };
+    let ledger: Ledger = serde_json::from_value(empty()).unwrap();
+    assert!(ledger.is_consistent());
+    for index in [
+        "subscriptions_by_customer",
+        "sessions_by_customer",
+        "sessions_by_subscription",
+    ] {
+        let mut forged = empty();
+        forged[index] = json!({"x": ["missing"]});
+        let ledger: Ledger = serde_json::from_value(forged).unwrap();
+        assert!(!ledger.is_consistent(), "{index}");
     }
 }
