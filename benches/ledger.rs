@@ -4,12 +4,16 @@
 //! cargo bench --bench ledger -- ingest    # webhook throughput vs pgbench's durable insert
 //! cargo bench --bench ledger -- rebuild   # 1,000,000 events: rebuild vs a COPY of the log
 //! cargo bench --bench ledger -- query     # p99 of reads on that log under concurrency
+//! cargo bench --bench ledger -- history   # a history page at 100 and 100,000 events
 //! ```
 //!
 //! `DATABASE_URL` names the server (`./dev` provisions one); each mode makes its own
 //! databases. The 1,000,000-event log is generated once into `billing_ledger_bench_1m` and kept
 //! for later runs (drop it to regenerate). The load generator runs in this process, on the same
 //! two cores as the service and PostgreSQL, as the issue's setup asks.
+
+#[path = "ledger/history.rs"]
+mod history;
 
 use billing_ledger::event_log::{append_batch, Delivery};
 use billing_ledger::signature::{sign, WebhookSecret};
@@ -621,12 +625,16 @@ fn main() {
             "ingest" => ingest().await,
             "rebuild" => rebuild().await,
             "query" => query().await,
+            "history" => history::history().await,
             "all" => {
                 ingest().await;
                 rebuild().await;
                 query().await;
+                history::history().await;
             }
-            other => eprintln!("unknown benchmark {other:?}: ingest, rebuild, query or all"),
+            other => {
+                eprintln!("unknown benchmark {other:?}: ingest, rebuild, query, history or all")
+            }
         }
     });
 }

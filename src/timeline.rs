@@ -4,19 +4,23 @@
 //!
 //! The tenant's events are those the projector attributed to it (`event_tenants`), so history is
 //! as current as the projection. Events are ordered by Stripe's `created`, then log position.
+//!
+//! Neither has a cap on the number of events. `as_of` streams every event up to its bound
+//! through the fold (its cost grows with the tenant's events). History is read a page at a
+//! time: each page's cursor carries the fold's state after the page's last event
+//! ([`HistoryCursor`]), so the next page reads and folds only its own events, and a page costs
+//! about the same at the hundredth event as at the hundred-thousandth.
 
+use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
-use projections::{Event, Ledger, TenantPricing};
-
-/// Most events folded for one history or as-of request.
-pub const TENANT_EVENTS_MAX: i64 = 100_000;
+use projections::{Event, Ledger, Outcome, TenantPricing};
+use serde::{Deserialize, Serialize};
 
 /// Which of the tenant's events to fold.
 #[derive(Debug, Clone, Copy)]
 pub enum Bound {
-    All,
     /// Events Stripe created at or before this instant.
-    CreatedAtOrBefore(chrono::DateTime<chrono::Utc>),
+    CreatedAtOrBefore(DateTime<Utc>),
     /// Events at or before this log position.
     PositionAtOrBefore(i64),
 }
@@ -24,84 +28,337 @@ pub enum Bound {
 /// An event of the tenant's, as stored.
 pub struct TenantEvent {
     pub position: i64,
-    pub received_at: chrono::DateTime<chrono::Utc>,
+    pub received_at: DateTime<Utc>,
     pub event: Event,
 }
 
-/// One step of a tenant's history.
-pub struct Step<'e> {
-    pub event: &'e TenantEvent,
-    pub state: Option<TenantPricing>,
-    pub changed: Vec<String>,
+/// What one event of the history did to the tenant, and if nothing, why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// Some field of the tenant's `tenant_pricing` changed.
+    Changed,
+    /// Folded, but no field of the tenant's pricing changed (see [`Step::note`]).
+    Unchanged,
+    /// Folded while the tenant of its subscription or customer was not known yet at this point
+    /// of Stripe's order; a later event's [`Step::resolves`] names it when it applies.
+    Unresolved,
+    /// Stored in the log; the read models do not fold this type.
+    StoredOnly,
+    /// Stored in the log; of the other mode than `LEDGER_LIVEMODE`, so never folded.
+    OtherMode,
+    /// The fold could not read it (the projection error names why).
+    Unreadable,
 }
 
-/// The tenant's events within `bound`, in Stripe order.
-pub async fn tenant_events(
+impl Effect {
+    /// The snake_case name the API uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Effect::Changed => "changed",
+            Effect::Unchanged => "unchanged",
+            Effect::Unresolved => "unresolved",
+            Effect::StoredOnly => "stored_only",
+            Effect::OtherMode => "other_mode",
+            Effect::Unreadable => "unreadable",
+        }
+    }
+}
+
+/// One step of a tenant's history.
+pub struct Step {
+    pub event: TenantEvent,
+    /// The tenant's state before this event (`None` while no subscription is known).
+    pub before: Option<TenantPricing>,
+    /// The tenant's state after this event.
+    pub state: Option<TenantPricing>,
+    pub effect: Effect,
+    /// Why an event changed nothing, in words; `None` when it changed something.
+    pub note: Option<String>,
+    /// Earlier events of the tenant whose subscription or customer this event linked to it:
+    /// they apply at this step.
+    pub resolves: Vec<String>,
+}
+
+/// Where a page of history ends: the key of its last event and the fold's state after it.
+/// Opaque to clients (base64url JSON); a cursor altered by hand only misleads its holder.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryCursor {
+    /// Stripe's `created` of the last event, Unix seconds.
+    created: i64,
+    /// Log position of the last event.
+    position: i64,
+    ledger: Ledger,
+}
+
+impl HistoryCursor {
+    /// Whether the cursor could have come from this API for a deployment in `livemode`: its
+    /// fold state is of that mode and holds together ([`Ledger::is_consistent`]).
+    pub fn is_sound(&self, livemode: bool) -> bool {
+        self.ledger.livemode() == livemode && self.ledger.is_consistent()
+    }
+}
+
+/// A page of history, and the cursor of the next page when more events follow.
+pub struct HistoryPage {
+    pub steps: Vec<Step>,
+    pub next: Option<HistoryCursor>,
+}
+
+/// Events an `as_of` answer fetches from the database at a time.
+pub const AS_OF_FETCH_ROWS: i32 = 1_000;
+
+/// Stripe's `created` before any event (the first page starts after it).
+const CREATED_BEFORE_ALL: i64 = -1;
+
+/// The page of `tenant_id`'s history after `cursor` (from the start when `None`): at most
+/// `limit` events in Stripe order, each with the state after it. `None` when the tenant has no
+/// event at all.
+pub async fn history_page(
     pool: &Pool,
     tenant_id: &str,
-    bound: Bound,
-) -> anyhow::Result<Vec<TenantEvent>> {
+    livemode: bool,
+    cursor: Option<HistoryCursor>,
+    limit: usize,
+) -> anyhow::Result<Option<HistoryPage>> {
+    let first_page = cursor.is_none();
+    let cursor = cursor.unwrap_or_else(|| HistoryCursor {
+        created: CREATED_BEFORE_ALL,
+        position: 0,
+        ledger: Ledger::new(livemode),
+    });
     let client = pool.get().await?;
-    let (created, position) = match bound {
-        Bound::All => (None, None),
-        Bound::CreatedAtOrBefore(t) => (Some(t), None),
-        Bound::PositionAtOrBefore(p) => (None, Some(p)),
-    };
+    // Walks the log in Stripe order from the cursor, keeping the tenant's events: with
+    // `LIMIT`, PostgreSQL stops after the page (or, for a tenant with few events, reads just
+    // those and sorts them).
     let statement = client
         .prepare_cached(
-            "SELECT e.position, e.received_at, e.body FROM event_tenants t
-             JOIN events e ON e.event_id = t.event_id
-             WHERE t.tenant_id = $1
-               AND ($2::timestamptz IS NULL OR e.created <= $2)
-               AND ($3::int8 IS NULL OR e.position <= $3)
+            "SELECT e.position, e.received_at, e.body FROM events e
+             WHERE (e.created, e.position) > ($2, $3)
+               AND EXISTS (SELECT 1 FROM event_tenants t
+                           WHERE t.tenant_id = $1 AND t.event_id = e.event_id)
              ORDER BY e.created, e.position LIMIT $4",
         )
         .await?;
+    let after = crate::event_log::unix(cursor.created);
     let rows = client
         .query(
             &statement,
-            &[&tenant_id, &created, &position, &TENANT_EVENTS_MAX],
+            &[&tenant_id, &after, &cursor.position, &(limit as i64 + 1)],
         )
         .await?;
-    let mut events = Vec::with_capacity(rows.len());
-    for row in rows {
-        // Stored bodies parsed when they were appended; one that no longer does is skipped
-        // here and reported by the projector and by `verify`.
-        if let Ok(event) = Event::parse(row.get(2)) {
-            events.push(TenantEvent {
-                position: row.get(0),
-                received_at: row.get(1),
-                event,
-            });
+    if first_page && rows.is_empty() {
+        return Ok(None);
+    }
+    let more = rows.len() > limit;
+    let events = rows.iter().take(limit).filter_map(|row| {
+        let event = parse_stored(row.get(2))?;
+        Some(TenantEvent {
+            position: row.get(0),
+            received_at: row.get(1),
+            event,
+        })
+    });
+    let mut ledger = cursor.ledger;
+    let steps: Vec<Step> = events
+        .map(|event| step(&mut ledger, tenant_id, event))
+        .collect();
+    let next = match steps.last() {
+        Some(last) if more => Some(HistoryCursor {
+            created: last.event.event.created,
+            position: last.event.position,
+            ledger,
+        }),
+        _ => None,
+    };
+    Ok(Some(HistoryPage { steps, next }))
+}
+
+/// Stored bodies parsed when they were appended; one that no longer does is skipped here and
+/// reported by the projector and by `verify`.
+fn parse_stored(body: &[u8]) -> Option<Event> {
+    Event::parse(body).ok()
+}
+
+/// Folds one event of the tenant's into `ledger` and says what it did.
+fn step(ledger: &mut Ledger, tenant_id: &str, event: TenantEvent) -> Step {
+    let before = ledger.tenant_pricing(tenant_id);
+    let outcome = ledger.apply(&event.event);
+    // Rendering settles the pending events of every object whose tenant became known (not
+    // only those this event touched), and keeps the ledger's bookkeeping drained.
+    let attributed = ledger.take_changes().event_tenants;
+    let mut resolves: Vec<String> = attributed
+        .iter()
+        .filter(|(tenant, event_id, _)| tenant == tenant_id && *event_id != event.event.id)
+        .map(|(_, event_id, _)| event_id.clone())
+        .collect();
+    resolves.dedup();
+    let state = ledger.tenant_pricing(tenant_id);
+    let (effect, note) = match outcome {
+        Err(error) => (Effect::Unreadable, Some(error.message)),
+        Ok(Outcome::IgnoredType) => (
+            Effect::StoredOnly,
+            Some(format!(
+                "the read models do not fold {}",
+                event.event.event_type
+            )),
+        ),
+        Ok(Outcome::IgnoredMode) => (
+            Effect::OtherMode,
+            Some("of the other mode than LEDGER_LIVEMODE: stored, never folded".to_owned()),
+        ),
+        Ok(Outcome::Applied) => {
+            let resolved = attributed
+                .iter()
+                .any(|(tenant, event_id, _)| tenant == tenant_id && *event_id == event.event.id);
+            if !resolved {
+                (Effect::Unresolved, Some(unresolved_note()))
+            } else if changed(before.as_ref(), state.as_ref()) {
+                (Effect::Changed, None)
+            } else {
+                (
+                    Effect::Unchanged,
+                    Some(unchanged_note(&event.event.event_type)),
+                )
+            }
+        }
+    };
+    Step {
+        event,
+        before,
+        state,
+        effect,
+        note,
+        resolves,
+    }
+}
+
+/// Whether a field other than the bookkeeping `last_event_id` and `updated_at` differs.
+fn changed(before: Option<&TenantPricing>, after: Option<&TenantPricing>) -> bool {
+    let strip = |row: Option<&TenantPricing>| {
+        row.map(|row| TenantPricing {
+            last_event_id: String::new(),
+            updated_at: 0,
+            ..row.clone()
+        })
+    };
+    strip(before) != strip(after)
+}
+
+fn unresolved_note() -> String {
+    "its tenant was not known yet at this point in Stripe's order; it applies at the later \
+     event that links its subscription or customer to the tenant (that event's `resolves` \
+     names it)"
+        .to_owned()
+}
+
+fn unchanged_note(event_type: &str) -> String {
+    if event_type.starts_with("checkout.session.") {
+        "it changed the Checkout Session (checkout_sessions), not the tenant's pricing".to_owned()
+    } else if event_type.starts_with("customer.")
+        && !event_type.starts_with("customer.subscription.")
+    {
+        "it changed the customer (customers), not the tenant's pricing".to_owned()
+    } else {
+        "an observation of the same or a later time already stood (see the tie-break rules), \
+         or it repeated the state"
+            .to_owned()
+    }
+}
+
+/// The tenant's state folded from every one of its events within `bound`, streamed from the
+/// database (no cap on their number). `None` when none of them gives the tenant a
+/// subscription.
+pub async fn state_at(
+    pool: &Pool,
+    tenant_id: &str,
+    livemode: bool,
+    bound: Bound,
+) -> anyhow::Result<Option<TenantPricing>> {
+    let client = pool.get().await?;
+    let (created, position) = match bound {
+        Bound::CreatedAtOrBefore(t) => (Some(t), None),
+        Bound::PositionAtOrBefore(p) => (None, Some(p)),
+    };
+    // The fold does not depend on order, so the events are read in whatever order the join
+    // yields them.
+    let statement = client
+        .prepare_cached(
+            "SELECT e.body FROM event_tenants t
+             JOIN events e ON e.event_id = t.event_id
+             WHERE t.tenant_id = $1
+               AND ($2::timestamptz IS NULL OR e.created <= $2)
+               AND ($3::int8 IS NULL OR e.position <= $3)",
+        )
+        .await?;
+    // A portal read in pages: each fetch is its own statement for `statement_timeout`, so a
+    // long fold is not cut off by the limit meant for one query.
+    let mut client = client;
+    let tx = client.build_transaction().read_only(true).start().await?;
+    let portal = tx
+        .bind(&statement, &[&tenant_id, &created, &position])
+        .await?;
+    let mut ledger = Ledger::new(livemode);
+    loop {
+        let rows = tx.query_portal(&portal, AS_OF_FETCH_ROWS).await?;
+        for row in &rows {
+            if let Some(event) = parse_stored(row.get(0)) {
+                let _ = ledger.apply(&event);
+            }
+        }
+        if rows.len() < AS_OF_FETCH_ROWS as usize {
+            break;
         }
     }
-    Ok(events)
+    tx.commit().await?;
+    Ok(ledger.tenant_pricing(tenant_id))
 }
 
-/// The tenant's state after folding all of `events`.
-pub fn state(events: &[TenantEvent], tenant_id: &str, livemode: bool) -> Option<TenantPricing> {
-    let mut ledger = Ledger::new(livemode);
-    for e in events {
-        let _ = ledger.apply(&e.event);
+/// What the projection made of one stored event, for the event detail: `pending` (not folded
+/// yet), `unreadable` (a projection error), `other_mode`, `stored_only` (a type the read
+/// models do not fold, or an invoice that names no subscription), `unresolved` (folded, but no
+/// tenant is known for its object yet) or `applied`; with why in words when it touched no
+/// read model's tenant.
+pub fn event_effect(
+    body: &[u8],
+    livemode: bool,
+    projected: bool,
+    projection_error: Option<&str>,
+    attributed: bool,
+) -> (&'static str, Option<String>) {
+    let Some(event) = parse_stored(body) else {
+        return (
+            "unreadable",
+            Some("the stored body no longer parses".to_owned()),
+        );
+    };
+    if !projected {
+        return (
+            "pending",
+            Some("the projection has not reached it yet".to_owned()),
+        );
     }
-    ledger.tenant_pricing(tenant_id)
-}
-
-/// The state after each event, with the fields it changed.
-pub fn history<'e>(events: &'e [TenantEvent], tenant_id: &str, livemode: bool) -> Vec<Step<'e>> {
-    let mut ledger = Ledger::new(livemode);
-    let mut before: Option<TenantPricing> = None;
-    let mut steps = Vec::with_capacity(events.len());
-    for e in events {
-        let _ = ledger.apply(&e.event);
-        let state = ledger.tenant_pricing(tenant_id);
-        let changed = TenantPricing::changed_fields(before.as_ref(), state.as_ref());
-        before = state.clone();
-        steps.push(Step {
-            event: e,
-            state,
-            changed,
-        });
+    if let Some(error) = projection_error {
+        return ("unreadable", Some(error.to_owned()));
     }
-    steps
+    if event.livemode != livemode {
+        let note = "of the other mode than LEDGER_LIVEMODE: stored, never folded";
+        return ("other_mode", Some(note.to_owned()));
+    }
+    if matches!(
+        projections::facts::read(&event),
+        Ok(projections::facts::Fact::Ignored)
+    ) {
+        let note = format!(
+            "stored only: the read models do not fold {} (or, for an invoice, it names no \
+             subscription)",
+            event.event_type
+        );
+        return ("stored_only", Some(note));
+    }
+    if !attributed {
+        let note = "folded, but no tenant is known yet for its subscription, Checkout Session \
+                    or customer; it applies when an event links one (see /unresolved)";
+        return ("unresolved", Some(note.to_owned()));
+    }
+    ("applied", None)
 }

@@ -72,14 +72,44 @@ pub struct InvoiceFact {
 /// The part of an invoice event the fold acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InvoiceOutcome {
-    /// `invoice.payment_failed` on a renewal: the subscription is `past_due`.
-    RenewalFailed,
-    /// `invoice.payment_failed` on the first invoice: the subscription is `incomplete`.
-    FirstInvoiceFailed,
+    /// `invoice.payment_failed`, with what its `billing_reason` says about the subscription.
+    Failed(BillingReason),
     /// `invoice.paid` / `invoice.payment_succeeded`, paid at Unix seconds.
     Paid { paid_at: i64 },
     /// A payment event for an invoice that is not paid (a zero-amount or voided edge case).
     NotPaid,
+}
+
+/// What an invoice's `billing_reason` tells about its subscription's past
+/// (<https://docs.stripe.com/api/invoices/object#invoice_object-billing_reason>).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub enum BillingReason {
+    /// `subscription_create`: the subscription's first invoice, so it has never been active.
+    First,
+    /// Absent, or a reason that says nothing about the subscription's past (`manual`,
+    /// `quote_accept`, ...): older API versions and test tools omit the field.
+    Unstated,
+    /// `subscription_cycle`, `subscription_update`, `subscription_threshold` or the older
+    /// `subscription`: invoices of a subscription that has already been live.
+    Renewal,
+}
+
+impl BillingReason {
+    /// Reads `billing_reason` (absent, null or unknown is [`BillingReason::Unstated`]).
+    pub fn parse(value: Option<&str>) -> BillingReason {
+        match value {
+            Some("subscription_create") => BillingReason::First,
+            Some(
+                "subscription_cycle"
+                | "subscription_update"
+                | "subscription_threshold"
+                | "subscription",
+            ) => BillingReason::Renewal,
+            _ => BillingReason::Unstated,
+        }
+    }
 }
 
 /// A Checkout Session as one event shows it.
@@ -383,10 +413,7 @@ fn invoice_fact(event: &Event) -> Result<Option<InvoiceFact>, String> {
         ResolvedBy::InvoiceSubscriptionDetails,
     )?;
     let outcome = if event.event_type == "invoice.payment_failed" {
-        match string_at(object, &["billing_reason"]) {
-            Some("subscription_create") => InvoiceOutcome::FirstInvoiceFailed,
-            _ => InvoiceOutcome::RenewalFailed,
-        }
+        InvoiceOutcome::Failed(BillingReason::parse(string_at(object, &["billing_reason"])))
     } else {
         let paid = match (object.get("paid"), object.get("status")) {
             (Some(Value::Bool(paid)), _) => *paid,

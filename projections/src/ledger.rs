@@ -11,8 +11,8 @@
 
 use crate::envelope::Event;
 use crate::facts::{
-    self, CustomerSnapshot, Fact, FoldError, InvoiceFact, InvoiceOutcome, SessionSnapshot,
-    SubscriptionSnapshot, TenantClaim,
+    self, BillingReason, CustomerSnapshot, Fact, FoldError, InvoiceFact, InvoiceOutcome,
+    SessionSnapshot, SubscriptionSnapshot, TenantClaim,
 };
 use crate::model::{
     CheckoutSession, Customer, ResolvedBy, SessionStatus, Status, TenantPricing, Unresolved,
@@ -30,7 +30,9 @@ use std::collections::{BTreeMap, BTreeSet};
 ///    `completed` 1, `async_payment_*` 2, `expired` 3); an invoice's inference about its
 ///    subscription's status ranks 0, below any subscription snapshot of the same second.
 /// 4. `status_rank`: within one second and type, the later lifecycle stage
-///    ([`Status::lifecycle_rank`]).
+///    ([`Status::lifecycle_rank`]); between two inferences from invoices of one second, a
+///    failed first invoice 0, a failure of unstated reason 1, a failed renewal 2, a payment 3
+///    (a retry that succeeds follows the failure it recovers from).
 /// 5. `period_end`: then the later `current_period_end` (a renewal moves it forward).
 /// 6. `event_id`: finally Stripe's event ID, compared as bytes: arbitrary but fixed, and read
 ///    from the events alone, never from arrival order.
@@ -135,11 +137,17 @@ fn keep_earliest(slot: &mut Option<i64>, seconds: i64) {
     *slot = Some(slot.map_or(seconds, |s| s.min(seconds)));
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct SubscriptionState {
     snapshot: Option<Versioned<SubscriptionSnapshot>>,
-    /// Status inferred from `invoice.payment_failed`.
-    invoice_status: Option<Versioned<Status>>,
+    /// The greatest `invoice.payment_failed`, with what its billing reason says.
+    payment_failed: Option<Versioned<BillingReason>>,
+    /// The greatest `invoice.paid` / `invoice.payment_succeeded` of a paid invoice.
+    payment_succeeded: Option<Version>,
+    /// Whether any event shows the subscription live at some point: a snapshot in a live
+    /// status ([`Status::is_live`]), a paid invoice, or a failed renewal. An OR over the
+    /// events, so it does not depend on their order.
+    been_live: bool,
     customer_id: Option<Versioned<String>>,
     tenant: Option<Versioned<TenantClaim>>,
     last_payment_failed_at: Option<i64>,
@@ -150,14 +158,45 @@ struct SubscriptionState {
 }
 
 impl SubscriptionState {
+    /// The subscription's status: the greatest observation by [`Version`] among its snapshots
+    /// and its invoices' inferences.
+    ///
+    /// - A failed payment infers `incomplete` for a subscription that has never been live and
+    ///   `past_due` for one that has (a first invoice's failure, `billing_reason`
+    ///   `subscription_create`, is always `incomplete`; a renewal's always `past_due`). So the
+    ///   answer does not depend on whether the failure falls in the subscription's first second
+    ///   or later, nor on whether the invoice carries a `billing_reason`.
+    /// - A paid invoice that outranks every snapshot and failure infers `active` when the
+    ///   status it outranks is `incomplete`, `past_due` or `unpaid`
+    ///   ([`Status::recovers_on_payment`]): Stripe activates the subscription when its invoice
+    ///   is paid, and its `customer.subscription.updated` may come late or never. Over any
+    ///   other status (`trialing`, whose first invoice is a paid zero-amount one, `paused`,
+    ///   terminal) it changes nothing.
     fn status(&self) -> Option<Status> {
         let from_snapshot = self.snapshot.as_ref().map(|s| (&s.version, s.value.status));
-        let from_invoice = self.invoice_status.as_ref().map(|s| (&s.version, s.value));
-        from_snapshot.max(from_invoice).map(|(_, status)| status)
+        let from_failure = self
+            .payment_failed
+            .as_ref()
+            .map(|f| (&f.version, self.failed_status(f.value)));
+        let (version, status) = from_snapshot.max(from_failure)?;
+        match &self.payment_succeeded {
+            Some(paid) if paid > version && status.recovers_on_payment() => Some(Status::Active),
+            _ => Some(status),
+        }
+    }
+
+    /// The status a failed payment infers (see [`SubscriptionState::status`]).
+    fn failed_status(&self, reason: BillingReason) -> Status {
+        match reason {
+            BillingReason::First => Status::Incomplete,
+            BillingReason::Renewal => Status::PastDue,
+            BillingReason::Unstated if self.been_live => Status::PastDue,
+            BillingReason::Unstated => Status::Incomplete,
+        }
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct SessionState {
     snapshot: Option<Versioned<SessionSnapshot>>,
     tenant: Option<Versioned<TenantClaim>>,
@@ -166,7 +205,7 @@ struct SessionState {
     pending: BTreeSet<Unresolved>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct CustomerState {
     snapshot: Option<Versioned<CustomerSnapshot>>,
     tenant: Option<Versioned<TenantClaim>>,
@@ -176,7 +215,12 @@ struct CustomerState {
 }
 
 /// Everything the read models are rendered from, as of the events folded so far.
-#[derive(Debug, Clone, Default)]
+///
+/// Serializes (with serde) to its folded state only: the incremental rendering bookkeeping is
+/// left out, so a deserialized ledger renders from scratch ([`Ledger::tenant_pricing`],
+/// [`Ledger::read_models`]) exactly as the original, and folds on from where it was (a tenant's
+/// history pages carry it this way).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Ledger {
     livemode: bool,
     subscriptions: BTreeMap<String, SubscriptionState>,
@@ -186,6 +230,7 @@ pub struct Ledger {
     sessions_by_customer: BTreeMap<String, BTreeSet<String>>,
     sessions_by_subscription: BTreeMap<String, BTreeSet<String>>,
     /// Bookkeeping for incremental rendering; not part of the folded state.
+    #[serde(skip)]
     render: RenderState,
 }
 
@@ -373,28 +418,40 @@ impl Ledger {
         };
         let customer_id = snapshot.customer_id.clone();
         let state = self.subscription(&id, event);
+        state.been_live |= snapshot.status.is_live();
         keep_greatest(&mut state.snapshot, version, snapshot);
         self.link_subscription(event, &id, customer_id, tenant);
     }
 
+    /// Folds an invoice's payment outcome into its subscription. Inferences rank 0 by type,
+    /// below any subscription snapshot of the same second (see [`Version`]).
     fn fold_invoice(&mut self, event: &Head, fact: InvoiceFact) {
         let state = self.subscription(&fact.subscription_id, event);
-        let inferred = match fact.outcome {
-            InvoiceOutcome::RenewalFailed => Some(Status::PastDue),
-            InvoiceOutcome::FirstInvoiceFailed => Some(Status::Incomplete),
+        match fact.outcome {
+            InvoiceOutcome::Failed(reason) => {
+                keep_latest(&mut state.last_payment_failed_at, event.created);
+                state.been_live |= reason == BillingReason::Renewal;
+                let status_rank = match reason {
+                    BillingReason::First => 0,
+                    BillingReason::Unstated => 1,
+                    BillingReason::Renewal => 2,
+                };
+                let version = Version {
+                    status_rank,
+                    ..Version::of(event, 0)
+                };
+                keep_greatest(&mut state.payment_failed, version, reason);
+            }
             InvoiceOutcome::Paid { paid_at } => {
                 keep_latest(&mut state.last_paid_at, paid_at);
-                None
+                state.been_live = true;
+                let version = Version {
+                    status_rank: 3,
+                    ..Version::of(event, 0)
+                };
+                keep_latest_version(&mut state.payment_succeeded, &version);
             }
-            InvoiceOutcome::NotPaid => None,
-        };
-        if let Some(status) = inferred {
-            keep_latest(&mut state.last_payment_failed_at, event.created);
-            let version = Version {
-                status_rank: status.lifecycle_rank(),
-                ..Version::of(event, 0)
-            };
-            keep_greatest(&mut state.invoice_status, version, status);
+            InvoiceOutcome::NotPaid => {}
         }
         self.link_subscription(event, &fact.subscription_id, fact.customer_id, fact.tenant);
     }
@@ -726,6 +783,43 @@ impl Ledger {
         self.render.subscriptions = self.subscriptions.keys().cloned().collect();
         self.render.sessions = self.sessions.keys().cloned().collect();
         self.render.customers = self.customers.keys().cloned().collect();
+    }
+
+    /// Whether a ledger read back from outside (a history cursor) holds together as folding
+    /// builds it: every indexed object exists and every subscription has an event. A ledger
+    /// made by folding always does; rendering one that does not could panic.
+    pub fn is_consistent(&self) -> bool {
+        let indexed = |index: &BTreeMap<String, BTreeSet<String>>,
+                       objects: &dyn Fn(&str) -> bool| {
+            index.values().flatten().all(|id| objects(id))
+        };
+        indexed(&self.subscriptions_by_customer, &|id| {
+            self.subscriptions.contains_key(id)
+        }) && indexed(&self.sessions_by_customer, &|id| {
+            self.sessions.contains_key(id)
+        }) && indexed(&self.sessions_by_subscription, &|id| {
+            self.sessions.contains_key(id)
+        }) && self.subscriptions.values().all(|s| s.last_event.is_some())
+    }
+
+    /// Whether a subscription, Checkout Session or customer with this ID has been folded.
+    pub fn knows_object(&self, id: &str) -> bool {
+        self.subscriptions.contains_key(id)
+            || self.sessions.contains_key(id)
+            || self.customers.contains_key(id)
+    }
+
+    /// The IDs of every subscription, Checkout Session and customer folded so far.
+    pub fn object_ids(&self) -> impl Iterator<Item = &String> {
+        self.subscriptions
+            .keys()
+            .chain(self.sessions.keys())
+            .chain(self.customers.keys())
+    }
+
+    /// The deployment's mode the ledger folds (`LEDGER_LIVEMODE`).
+    pub fn livemode(&self) -> bool {
+        self.livemode
     }
 
     /// One tenant's `tenant_pricing` row, rendered from scratch.

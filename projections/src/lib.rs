@@ -12,7 +12,7 @@ pub mod ledger;
 pub mod model;
 
 pub use envelope::{EnvelopeError, Event};
-pub use facts::FoldError;
+pub use facts::{BillingReason, FoldError};
 pub use ledger::{Changes, Head, Ledger, Outcome, ReadEvent, ReadModels, Version};
 pub use model::{
     CheckoutSession, Customer, ResolvedBy, SessionStatus, Status, TenantPricing, Unresolved,

@@ -56,6 +56,24 @@ impl Status {
         matches!(self, Status::Canceled | Status::IncompleteExpired)
     }
 
+    /// Whether a subscription in this status has been live: started (`trialing`) or billed
+    /// (`active`, `past_due`, `unpaid`, `paused`). A payment failure after such a status is a
+    /// renewal's, so `past_due` (see `SubscriptionState::status` in [`crate::ledger`]).
+    pub fn is_live(self) -> bool {
+        matches!(
+            self,
+            Status::Trialing | Status::Active | Status::PastDue | Status::Unpaid | Status::Paused
+        )
+    }
+
+    /// Whether a paid invoice of the subscription makes it `active` again: Stripe activates an
+    /// `incomplete` subscription when its first invoice is paid, and a `past_due` or `unpaid`
+    /// one when its open invoice is
+    /// (<https://docs.stripe.com/billing/subscriptions/overview#subscription-statuses>).
+    pub fn recovers_on_payment(self) -> bool {
+        matches!(self, Status::Incomplete | Status::PastDue | Status::Unpaid)
+    }
+
     /// Position in a subscription's usual life, used only to break same-second ties
     /// (see [`crate::ledger::Version`]): later stages rank higher.
     pub fn lifecycle_rank(self) -> u8 {
@@ -144,29 +162,6 @@ pub struct TenantPricing {
     /// `created` of `last_event_id`: when Stripe last changed this state.
     pub updated_at: i64,
     pub resolved_by: ResolvedBy,
-}
-
-impl TenantPricing {
-    /// Names of the fields that differ between two states of a tenant (all of them when one
-    /// side is absent), leaving out the bookkeeping `last_event_id` and `updated_at`.
-    pub fn changed_fields(
-        before: Option<&TenantPricing>,
-        after: Option<&TenantPricing>,
-    ) -> Vec<String> {
-        let as_map = |row: Option<&TenantPricing>| match row.map(serde_json::to_value) {
-            Some(Ok(serde_json::Value::Object(map))) => map,
-            _ => serde_json::Map::new(),
-        };
-        let (before, after) = (as_map(before), as_map(after));
-        let mut keys: Vec<&String> = before.keys().chain(after.keys()).collect();
-        keys.sort();
-        keys.dedup();
-        keys.into_iter()
-            .filter(|k| !matches!(k.as_str(), "last_event_id" | "updated_at"))
-            .filter(|k| before.get(*k) != after.get(*k))
-            .cloned()
-            .collect()
-    }
 }
 
 /// Checkout Session status (<https://docs.stripe.com/api/checkout/sessions/object#checkout_session_object-status>).

@@ -5,6 +5,9 @@ use crate::{Event, Ledger, ReadModels, Status};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
+mod carried;
+mod payments;
+
 const T: i64 = 1_700_000_000;
 const MONTH: i64 = 2_592_000;
 
@@ -653,7 +656,7 @@ fn session_lifecycle_and_customers() {
 /// One tenant's realistic history: checkout, creation, updates, invoices, maybe cancellation
 /// and re-subscription. Times are coarse so that same-second ties are common.
 fn history(tenant: usize) -> impl Strategy<Value = Vec<Event>> {
-    let step = (0usize..8, 0i64..6, 0usize..5);
+    let step = (0usize..9, 0i64..6, 0usize..5);
     (proptest::collection::vec(step, 1..10), any::<bool>()).prop_map(move |(steps, resubscribe)| {
         let t = format!("t{tenant}");
         let cus = format!("cus_{tenant}");
@@ -728,6 +731,13 @@ fn history(tenant: usize) -> impl Strategy<Value = Vec<Event>> {
                     &cus,
                     "subscription_cycle",
                     true,
+                ),
+                7 => event(
+                    &id,
+                    "invoice.payment_failed",
+                    at,
+                    json!({"id": format!("in_{id}"), "object": "invoice", "customer": &cus,
+                           "subscription": &sub, "paid": false}),
                 ),
                 _ => sub_event(
                     &id,

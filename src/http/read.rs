@@ -6,12 +6,12 @@ use super::auth::TokenAuth;
 use super::csv::{self, EventsResponse};
 use super::error::ApiError;
 use super::views::{
-    cursor_or, encode_cursor, page, CheckoutSessionList, CheckoutSessionView, CustomerView,
-    DeliveryView, EventDetail, EventList, EventTenant, HistoryEntry, HistoryList,
+    cursor_or, decode_cursor, encode_cursor, page, CheckoutSessionList, CheckoutSessionView,
+    CustomerView, DeliveryView, EventDetail, EventList, EventTenant, HistoryEntry, HistoryList,
     TenantPricingView, UnresolvedList, UnresolvedView,
 };
 use super::AppState;
-use crate::timeline::{self, Bound};
+use crate::timeline::{self, Bound, HistoryCursor};
 use chrono::{DateTime, Utc};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
@@ -240,6 +240,7 @@ impl ReadApi {
                 .collect(),
             error.map(|r| r.get(0)),
             checkpoint,
+            self.state.config.livemode,
         )))
     }
 
@@ -275,14 +276,25 @@ impl ReadApi {
             (None, Some(position)) => Bound::PositionAtOrBefore(position),
             (None, None) => return self.current_pricing(&tenant_id.0).await,
         };
-        let events = timeline::tenant_events(&self.state.pool, &tenant_id.0, bound).await?;
-        timeline::state(&events, &tenant_id.0, self.state.config.livemode)
-            .map(|row| Json(TenantPricingView::from_model(&row)))
-            .ok_or_else(|| ApiError::not_found("tenant state at that point"))
+        timeline::state_at(
+            &self.state.pool,
+            &tenant_id.0,
+            self.state.config.livemode,
+            bound,
+        )
+        .await?
+        .map(|row| Json(TenantPricingView::from_model(&row)))
+        .ok_or_else(|| ApiError::not_found("tenant state at that point"))
     }
 
     /// Every event that touched a tenant, in Stripe order (`created`, then log position), each
-    /// with the tenant's state after it and the fields it changed.
+    /// with what it did to the tenant (`effect`, and `note` when it changed nothing), the
+    /// fields it changed with their values before and after, and the tenant's state after it.
+    ///
+    /// Pages of `limit` events (default 100); pass `next_cursor` back as `cursor`. The cursor
+    /// carries the fold's state after the page, so every page costs about the same however
+    /// long the history; a history read page by page is exact for the events the log held
+    /// when each page was read.
     #[oai(
         path = "/api/billing/tenants/:tenant_id/history",
         method = "get",
@@ -298,24 +310,22 @@ impl ReadApi {
         #[oai(validator(pattern = r"^[A-Za-z0-9_-]+$"))]
         cursor: Query<Option<String>>,
     ) -> Result<Json<HistoryList>, ApiError> {
-        let skip: usize = cursor_or(cursor.0.as_deref(), 0)?;
-        let limit = page_size(limit.0) as usize;
-        let events = timeline::tenant_events(&self.state.pool, &tenant_id.0, Bound::All).await?;
-        if events.is_empty() {
-            return Err(ApiError::not_found("tenant"));
+        let livemode = self.state.config.livemode;
+        let cursor: Option<HistoryCursor> = cursor.0.as_deref().map(decode_cursor).transpose()?;
+        if cursor.as_ref().is_some_and(|c| !c.is_sound(livemode)) {
+            return Err(ApiError::bad_request("cursor is not one this API returned"));
         }
-        let steps = timeline::history(&events, &tenant_id.0, self.state.config.livemode);
-        let total = steps.len();
-        let history: Vec<HistoryEntry> = steps
-            .into_iter()
-            .skip(skip)
-            .take(limit)
-            .map(HistoryEntry::from_step)
-            .collect();
-        let next_cursor = (skip.saturating_add(limit) < total).then(|| encode_cursor(skip + limit));
+        let limit = page_size(limit.0) as usize;
+        let page = timeline::history_page(&self.state.pool, &tenant_id.0, livemode, cursor, limit)
+            .await?
+            .ok_or_else(|| ApiError::not_found("tenant"))?;
         Ok(Json(HistoryList {
-            history,
-            next_cursor,
+            history: page
+                .steps
+                .into_iter()
+                .map(HistoryEntry::from_step)
+                .collect(),
+            next_cursor: page.next.map(encode_cursor),
         }))
     }
 

@@ -173,6 +173,13 @@ pub struct EventDetail {
     /// Why the projection could not fold this event, if it could not.
     #[oai(nullable)]
     pub projection_error: Option<String>,
+    /// What the projection made of it: `applied` (folded and attributed to `tenants`),
+    /// `unresolved` (folded, no tenant known yet for its object), `stored_only` (a type the
+    /// read models do not fold), `other_mode` (not `LEDGER_LIVEMODE`'s mode), `unreadable`
+    /// (see `projection_error`) or `pending` (not folded yet).
+    pub effect: String,
+    /// Why the event touched no tenant's read model, in words; null when `applied`.
+    pub note: Option<String>,
 }
 
 /// The sentence [`EventDetail::provenance`] gives for a `source`.
@@ -210,12 +217,23 @@ impl EventDetail {
         tenants: Vec<EventTenant>,
         projection_error: Option<String>,
         checkpoint: i64,
+        livemode: bool,
     ) -> EventDetail {
         let raw: Vec<u8> = row.get(11);
         let summary = EventSummary::from_row(row);
+        let projected = summary.position <= checkpoint;
+        let (effect, note) = crate::timeline::event_effect(
+            &raw,
+            livemode,
+            projected,
+            projection_error.as_deref(),
+            !tenants.is_empty(),
+        );
         EventDetail {
             provenance: provenance(&summary.source).into(),
-            projected: summary.position <= checkpoint,
+            effect: effect.to_owned(),
+            note,
+            projected,
             summary,
             payload: serde_json::from_slice(&raw).unwrap_or(serde_json::Value::Null),
             body: String::from_utf8_lossy(&raw).into_owned(),
@@ -303,7 +321,7 @@ impl TenantPricingView {
     }
 }
 
-/// One step of a tenant's history.
+/// One step of a tenant's history: the event, what it did to the tenant, and the state after.
 #[derive(Debug, Object)]
 pub struct HistoryEntry {
     pub position: i64,
@@ -316,20 +334,85 @@ pub struct HistoryEntry {
     /// The tenant's `tenant_pricing` after this event (null while no subscription is known).
     #[oai(nullable)]
     pub state: Option<TenantPricingView>,
-    /// Fields of `state` this event changed.
+    /// What the event did: `changed` (fields of `state` changed, listed in `changes`),
+    /// `unchanged` (folded, nothing in the tenant's pricing changed), `unresolved` (its tenant
+    /// was not known yet at this point; a later entry's `resolves` names it), `stored_only`
+    /// (a type the read models do not fold), `other_mode` (not `LEDGER_LIVEMODE`'s mode),
+    /// `unreadable` (the fold could not read it).
+    pub effect: String,
+    /// Why the event changed nothing, in words; null when it changed something.
+    pub note: Option<String>,
+    /// The fields of `state` this event changed, each with its value before and after (as in
+    /// `state`; null when absent). A field null before and after is not listed; nor are the
+    /// bookkeeping `last_event_id` and `updated_at`.
+    pub changes: Vec<FieldChange>,
+    /// The names of the fields in `changes`.
     pub changed: Vec<String>,
+    /// Earlier events of the tenant that apply at this step, because this event linked their
+    /// subscription or customer to the tenant.
+    pub resolves: Vec<String>,
+}
+
+/// One field of the tenant's state that an event changed.
+#[derive(Debug, Clone, PartialEq, Object)]
+pub struct FieldChange {
+    pub field: String,
+    /// The value before the event (JSON as in `state`; null when it had none).
+    pub before: serde_json::Value,
+    /// The value after the event (JSON as in `state`; null when it has none).
+    pub after: serde_json::Value,
+}
+
+impl FieldChange {
+    /// The fields that differ between two states, in field order, leaving out the bookkeeping
+    /// `last_event_id` and `updated_at`. An absent state counts as every field null, so a field
+    /// that stays null is never a change.
+    pub fn between(
+        before: Option<&TenantPricingView>,
+        after: Option<&TenantPricingView>,
+    ) -> Vec<FieldChange> {
+        let as_map = |row: Option<&TenantPricingView>| match row.map(serde_json::to_value) {
+            Some(Ok(serde_json::Value::Object(map))) => map,
+            _ => serde_json::Map::new(),
+        };
+        let (before, after) = (as_map(before), as_map(after));
+        let null = serde_json::Value::Null;
+        let fields = after.keys().chain(before.keys());
+        let mut seen = std::collections::BTreeSet::new();
+        fields
+            .filter(|field| seen.insert(field.as_str()))
+            .filter(|field| !matches!(field.as_str(), "last_event_id" | "updated_at"))
+            .filter_map(|field| {
+                let old = before.get(field).unwrap_or(&null);
+                let new = after.get(field).unwrap_or(&null);
+                (old != new).then(|| FieldChange {
+                    field: field.clone(),
+                    before: old.clone(),
+                    after: new.clone(),
+                })
+            })
+            .collect()
+    }
 }
 
 impl HistoryEntry {
-    pub fn from_step(step: crate::timeline::Step<'_>) -> HistoryEntry {
+    pub fn from_step(step: crate::timeline::Step) -> HistoryEntry {
+        let before = step.before.as_ref().map(TenantPricingView::from_model);
+        let state = step.state.as_ref().map(TenantPricingView::from_model);
+        let changes = FieldChange::between(before.as_ref(), state.as_ref());
+        let event = step.event.event;
         HistoryEntry {
             position: step.event.position,
-            event_id: step.event.event.id.clone(),
-            event_type: step.event.event.event_type.clone(),
-            created: crate::event_log::unix(step.event.event.created),
+            created: crate::event_log::unix(event.created),
+            event_id: event.id,
+            event_type: event.event_type,
             received_at: step.event.received_at,
-            state: step.state.as_ref().map(TenantPricingView::from_model),
-            changed: step.changed,
+            state,
+            effect: step.effect.as_str().to_owned(),
+            note: step.note,
+            changed: changes.iter().map(|c| c.field.clone()).collect(),
+            changes,
+            resolves: step.resolves,
         }
     }
 }

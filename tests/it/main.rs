@@ -13,6 +13,7 @@ mod faults;
 mod fixtures;
 mod flows;
 mod frictions;
+mod history;
 mod log;
 mod logging;
 mod metrics;
