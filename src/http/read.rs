@@ -313,7 +313,7 @@ impl ReadApi {
         let livemode = self.state.config.livemode;
         let cursor: Option<HistoryCursor> = cursor.0.as_deref().map(decode_cursor).transpose()?;
         if cursor.as_ref().is_some_and(|c| !c.is_sound(livemode)) {
-            return Err(ApiError::bad_request("cursor is not one this API returned"));
+            return Err(ApiError::bad_request(super::views::CURSOR_MALFORMED));
         }
         let limit = page_size(limit.0) as usize;
         let page = timeline::history_page(&self.state.pool, &tenant_id.0, livemode, cursor, limit)

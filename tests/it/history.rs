@@ -362,6 +362,6 @@ async fn a_history_cursor_not_made_by_the_api_is_refused() {
         let response = app.get(&path, ADMIN_TOKEN).await;
         assert_eq!(response.status(), 400, "{why}");
         let body: Value = response.json().await.unwrap();
-        assert_eq!(body["error"], "cursor is not one this API returned");
+        assert_eq!(body["error"], billing_ledger::http::views::CURSOR_MALFORMED);
     }
 }
