@@ -95,6 +95,10 @@ pub struct ServeArgs {
     /// Log format: text or json.
     #[arg(long, env = "LEDGER_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+    /// Key (32 bytes or more) the console's session cookies are signed with; the same on
+    /// every instance behind one address. Unset: a random key per process.
+    #[arg(long, env = "LEDGER_CONSOLE_SESSION_KEY", hide_env_values = true)]
+    pub console_session_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -173,6 +177,8 @@ pub struct Config {
     /// A fresh ID per process: who holds the projector (`projections.owner`).
     pub instance_id: String,
     pub rebuild_stale: bool,
+    /// `LEDGER_CONSOLE_SESSION_KEY`, checked; `None`: a random key per process.
+    pub console_session_key: Option<String>,
 }
 
 /// A setting that stops start-up; the message names the setting, never its value.
@@ -239,6 +245,18 @@ impl Config {
                 })
             }
         };
+        let console_session_key = match args.console_session_key.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(key) if key.len() >= crate::console::session::SESSION_KEY_BYTES_MIN => {
+                Some(key.to_owned())
+            }
+            Some(_) => {
+                return Err(ConfigError {
+                    setting: "LEDGER_CONSOLE_SESSION_KEY",
+                    problem: "must be at least 32 bytes (for example: openssl rand -hex 32)",
+                })
+            }
+        };
         Ok(Config {
             database_url: args.database.database_url.clone(),
             listen,
@@ -252,6 +270,7 @@ impl Config {
             livemode,
             instance_id: uuid::Uuid::new_v4().to_string(),
             rebuild_stale: args.rebuild_stale,
+            console_session_key,
         })
     }
 }
@@ -289,6 +308,10 @@ mod tests {
             (vec![secret, "--max-body-bytes=0"], "LEDGER_MAX_BODY_BYTES"),
             (vec![secret, "--listen=nowhere"], "LEDGER_LISTEN"),
             (vec![secret, "--livemode=maybe"], "LEDGER_LIVEMODE"),
+            (
+                vec![secret, "--console-session-key=short"],
+                "LEDGER_CONSOLE_SESSION_KEY",
+            ),
         ];
         for (args, setting) in cases {
             let error = serve(&args).unwrap_err();

@@ -69,7 +69,8 @@ pub fn service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
     )
 }
 
-/// The whole application: the API, Swagger UI at `/docs`, the spec at `/openapi.yaml`.
+/// The whole application: the API, Swagger UI at `/docs`, the spec at `/openapi.yaml`, the
+/// console at `/console`.
 pub fn app(state: Arc<AppState>) -> impl poem::Endpoint {
     let service = service(state.clone());
     let docs = service.swagger_ui();
@@ -78,13 +79,17 @@ pub fn app(state: Arc<AppState>) -> impl poem::Endpoint {
         finance: state.config.finance_tokens.clone(),
         admin: state.config.admin_tokens.clone(),
     };
-    Route::new()
+    let api = Route::new()
         .nest("/", service)
         .nest("/docs", docs)
         .at("/openapi.yaml", spec)
+        .around(error::json_errors);
+    // The console answers its errors as HTML pages, so it stays outside `json_errors`.
+    Route::new()
+        .nest("/console", crate::console::routes(state.clone()))
+        .nest("/", api)
         .data(tokens)
         .data(webhook::BodyLimit(state.config.max_body_bytes))
-        .around(error::json_errors)
         .around(request_span)
 }
 

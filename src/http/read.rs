@@ -181,7 +181,7 @@ impl ReadApi {
         method = "get",
         tag = "super::Tag::Read"
     )]
-    async fn get_event(
+    pub async fn get_event(
         &self,
         _auth: TokenAuth,
         event_id: Path<String>,
@@ -250,7 +250,7 @@ impl ReadApi {
         method = "get",
         tag = "super::Tag::Read"
     )]
-    async fn tenant_pricing(
+    pub async fn tenant_pricing(
         &self,
         _auth: TokenAuth,
         tenant_id: Path<String>,
@@ -280,7 +280,7 @@ impl ReadApi {
         method = "get",
         tag = "super::Tag::Read"
     )]
-    async fn tenant_history(
+    pub async fn tenant_history(
         &self,
         _auth: TokenAuth,
         tenant_id: Path<String>,
@@ -314,7 +314,7 @@ impl ReadApi {
         method = "get",
         tag = "super::Tag::Read"
     )]
-    async fn checkout_session(
+    pub async fn checkout_session(
         &self,
         _auth: TokenAuth,
         id: Path<String>,
@@ -334,7 +334,7 @@ impl ReadApi {
         method = "get",
         tag = "super::Tag::Read"
     )]
-    async fn checkout_sessions(
+    pub async fn checkout_sessions(
         &self,
         _auth: TokenAuth,
         tenant_id: Query<String>,
@@ -365,7 +365,7 @@ impl ReadApi {
         method = "get",
         tag = "super::Tag::Read"
     )]
-    async fn customer(
+    pub async fn customer(
         &self,
         _auth: TokenAuth,
         id: Path<String>,
@@ -392,7 +392,7 @@ impl ReadApi {
         method = "get",
         tag = "super::Tag::Read"
     )]
-    async fn unresolved(
+    pub async fn unresolved(
         &self,
         _auth: TokenAuth,
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<u32>>,

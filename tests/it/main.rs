@@ -3,6 +3,8 @@
 
 mod api;
 mod audit;
+mod browser;
+mod console;
 mod engine;
 mod events;
 mod faults;

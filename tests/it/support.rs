@@ -208,6 +208,7 @@ pub fn test_config(database_url: &str) -> Config {
         livemode: false,
         instance_id: uuid::Uuid::new_v4().to_string(),
         rebuild_stale: false,
+        console_session_key: None,
     }
 }
 
