@@ -239,7 +239,7 @@ async fn a_session_cookie_is_http_only_strict_secure_over_tls_and_ends_at_sign_o
 }
 
 #[tokio::test]
-async fn finance_reads_every_page_of_a_seeded_ledger_but_not_operations() {
+async fn finance_reads_tenants_and_travels_in_time() {
     let app = TestApp::start().await;
     seed(&app).await;
     let cookie = sign_in(&app, FINANCE_TOKEN).await;
@@ -300,7 +300,14 @@ async fn finance_reads_every_page_of_a_seeded_ledger_but_not_operations() {
         400
     );
     assert_eq!(get("/console/tenants/nobody").await.0, 404);
+}
 
+#[tokio::test]
+async fn finance_reads_events_and_integrity_but_may_not_operate() {
+    let app = TestApp::start().await;
+    seed(&app).await;
+    let cookie = sign_in(&app, FINANCE_TOKEN).await;
+    let get = |path: &'static str| page(&app, path, Some(&cookie));
     let (status, event) = get("/console/events/evt_c_checkout").await;
     assert_eq!(status, 200);
     assert!(event.contains("checkout.session.completed"));
