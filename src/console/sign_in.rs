@@ -131,20 +131,22 @@ pub async fn sign_out(
     respond(result)
 }
 
-/// False when the browser says the form came from another origin (`Origin`, or
-/// `Sec-Fetch-Site: cross-site`); true when it says nothing (curl, old browsers).
+/// False when the browser says the form came from another origin. Browsers that send
+/// `Sec-Fetch-Site` (a header pages cannot set) are believed; for others the `Origin` must
+/// name this host (`Host`, or `X-Forwarded-Host` behind a proxy that rewrites `Host`). A
+/// request with neither header (curl, scripts) passes: it carries no ambient credentials.
 fn same_origin(request: &Request) -> bool {
-    if request
-        .header("sec-fetch-site")
-        .is_some_and(|site| site == "cross-site" || site == "same-site")
-    {
+    if let Some(site) = request.header("sec-fetch-site") {
+        return site == "same-origin" || site == "none";
+    }
+    let Some(origin) = request.header("origin") else {
+        return true;
+    };
+    let Some((_, authority)) = origin.split_once("://") else {
         return false;
-    }
-    match (request.header("origin"), request.header("host")) {
-        (Some(origin), Some(host)) => origin
-            .split_once("://")
-            .is_some_and(|(_, authority)| authority == host),
-        (Some(_), None) => false,
-        (None, _) => true,
-    }
+    };
+    [request.header("host"), request.header("x-forwarded-host")]
+        .into_iter()
+        .flatten()
+        .any(|host| host.eq_ignore_ascii_case(authority))
 }

@@ -175,6 +175,23 @@ async fn signed_out_visitors_get_the_sign_in_form_and_nothing_else() {
         .unwrap();
     assert_eq!(cross_site.status(), 403);
     assert!(cross_site.headers().get("set-cookie").is_none());
+    let sign_in_with = |headers: [(&'static str, &'static str); 2]| {
+        let mut request = client()
+            .post(app.url("/console/sign-in"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={FINANCE_TOKEN}"));
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let fetched_cross_site = [("sec-fetch-site", "cross-site"), ("x-unused", "")];
+    assert_eq!(sign_in_with(fetched_cross_site).await, 403);
+    let behind_a_proxy = [
+        ("origin", "https://ledger.example.com"),
+        ("x-forwarded-host", "ledger.example.com"),
+    ];
+    assert_eq!(sign_in_with(behind_a_proxy).await, 303);
 }
 
 #[tokio::test]
