@@ -14,6 +14,14 @@ const STYLESHEET: &str = include_str!("assets/console.css");
 /// The console's script (local times on hover), embedded in the binary.
 const SCRIPT: &str = include_str!("assets/console.js");
 
+/// The navigation: path, label, and whether only admins see it. A new page (revenue,
+/// invoices, payments) adds its line here and its route in [`super::routes`].
+pub const NAV: [(&str, &str, bool); 3] = [
+    ("/console/tenants", "Tenants", false),
+    ("/console/integrity", "Integrity", false),
+    ("/console/operations", "Operations", true),
+];
+
 /// An API route a page's content came from, shown as a link so finance can fetch the same
 /// data as JSON (or CSV) with a bearer token.
 pub struct Source {
@@ -44,10 +52,10 @@ pub fn page(viewer: &Viewer, title: &str, sources: &[Source], body: Markup) -> M
                     a.brand href="/console" { "billing-ledger" }
                     nav aria-label="Console" {
                         ul {
-                            li { a href="/console/tenants" { "Tenants" } }
-                            li { a href="/console/integrity" { "Integrity" } }
-                            @if viewer.is_admin() {
-                                li { a href="/console/operations" { "Operations" } }
+                            @for (href, label, admin_only) in NAV {
+                                @if !admin_only || viewer.is_admin() {
+                                    li { a href=(href) { (label) } }
+                                }
                             }
                         }
                     }
