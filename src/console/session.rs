@@ -22,6 +22,9 @@ use subtle::ConstantTimeEq;
 pub const COOKIE_NAME: &str = "ledger_console";
 /// How long a session lasts after sign-in, seconds (8 hours: a working day).
 pub const SESSION_SECS: i64 = 8 * 3600;
+/// Clock difference tolerated between instances sharing a session key, seconds: a cookie
+/// issued by an instance whose clock is ahead must not look as if it outlived its lifetime.
+pub const CLOCK_SKEW_SECS: i64 = 300;
 /// Shortest accepted `LEDGER_CONSOLE_SESSION_KEY`, bytes.
 pub const SESSION_KEY_BYTES_MIN: usize = 32;
 
@@ -84,7 +87,7 @@ impl SessionKey {
         let expires: i64 = parts.next()?.parse().ok()?;
         let nonce = parts.next()?;
         let presented = hex::decode(parts.next()?).ok()?;
-        if expires <= now_unix || expires > now_unix + SESSION_SECS {
+        if expires <= now_unix || expires > now_unix + SESSION_SECS + CLOCK_SKEW_SECS {
             return None;
         }
         let matches = |candidates: &[String]| {
@@ -150,6 +153,10 @@ mod tests {
         let (expires, rest) = cookie.split_once('.').unwrap();
         let later = format!("{}.{rest}", expires.parse::<i64>().unwrap() + 1);
         assert_eq!(key.role(&later, &tokens(), now), None);
+        let skewed = key.issue("fin", now + CLOCK_SKEW_SECS);
+        assert_eq!(key.role(&skewed, &tokens(), now), Some(Role::Finance));
+        let far = key.issue("fin", now + CLOCK_SKEW_SECS + 1);
+        assert_eq!(key.role(&far, &tokens(), now), None);
         let revoked = Tokens {
             finance: vec!["new".into()],
             admin: vec![],
