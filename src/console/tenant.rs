@@ -8,6 +8,7 @@
 
 use super::layout::{self, encode, Source};
 use super::{html, respond, viewer, Console, PageError, Viewer};
+use crate::http::error::ApiError;
 use crate::http::views::{CheckoutSessionView, HistoryEntry, TenantPricingView};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use maud::{html as markup, Markup};
@@ -154,32 +155,31 @@ pub async fn load(
         Point::Instant(t) => (Some(t), None),
         Point::Position(p) => (None, Some(p)),
     };
-    let state = match api
-        .tenant_pricing(
+    // Four independent reads, each on its own pooled connection, at once.
+    let (state, history, sessions, customers) = tokio::join!(
+        api.tenant_pricing(
             viewer.auth(),
             ApiPath(tenant_id.clone()),
             ApiQuery(instant),
             ApiQuery(position),
-        )
-        .await
-    {
-        Ok(state) => Some(state.0),
-        Err(crate::http::error::ApiError::NotFound(_)) => None,
-        Err(error) => return Err(error.into()),
-    };
-    let history = match api
-        .tenant_history(
+        ),
+        api.tenant_history(
             viewer.auth(),
             ApiPath(tenant_id.clone()),
             ApiQuery(Some(TIMELINE_ENTRIES_MAX)),
             ApiQuery(None),
-        )
-        .await
-    {
-        Ok(history) => Some(history.0),
-        Err(crate::http::error::ApiError::NotFound(_)) => None,
-        Err(error) => return Err(error.into()),
-    };
+        ),
+        api.checkout_sessions(
+            viewer.auth(),
+            ApiQuery(tenant_id.clone()),
+            ApiQuery(Some(SESSIONS_SHOWN_MAX)),
+            ApiQuery(None),
+        ),
+        customers(console, &tenant_id),
+    );
+    let (state, history) = (found(state)?, found(history)?);
+    let sessions = sessions?.0.checkout_sessions;
+    let customers = customers?;
     if state.is_none() && history.is_none() {
         return Err(PageError::NotFound(format!(
             "no tenant {tenant_id:?} in the ledger"
@@ -194,17 +194,6 @@ pub async fn load(
         });
         (shown.collect(), cut)
     });
-    let sessions = api
-        .checkout_sessions(
-            viewer.auth(),
-            ApiQuery(tenant_id.clone()),
-            ApiQuery(Some(SESSIONS_SHOWN_MAX)),
-            ApiQuery(None),
-        )
-        .await?
-        .0
-        .checkout_sessions;
-    let customers = customers(console, &tenant_id).await?;
     Ok(TenantData {
         tenant_id,
         point,
@@ -214,6 +203,17 @@ pub async fn load(
         timeline,
         timeline_cut,
     })
+}
+
+/// An API answer, `None` for its 404.
+fn found<T>(
+    answer: Result<poem_openapi::payload::Json<T>, ApiError>,
+) -> Result<Option<T>, PageError> {
+    match answer {
+        Ok(json) => Ok(Some(json.0)),
+        Err(ApiError::NotFound(_)) => Ok(None),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// The tenant's customers (no API route lists them yet).
