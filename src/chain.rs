@@ -186,6 +186,18 @@ pub async fn record(pool: &Pool, verdict: &Verdict, ran_by: RanBy) -> anyhow::Re
     Ok(())
 }
 
+/// [`record`], where the verdict itself is the answer (the command, the API): a verification
+/// that could not be recorded (a read-only connection, say) is logged, not failed.
+pub async fn record_or_warn(pool: &Pool, verdict: &Verdict, ran_by: RanBy) {
+    if let Err(error) = record(pool, verdict, ran_by).await {
+        tracing::warn!(
+            error = format!("{error:#}"),
+            verification.ran_by = ran_by.as_str(),
+            "could not record the verification; the verdict stands"
+        );
+    }
+}
+
 /// The latest recorded verification, if any.
 pub async fn last_recorded(pool: &Pool) -> anyhow::Result<Option<Recorded>> {
     let row = pool

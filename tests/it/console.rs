@@ -406,6 +406,13 @@ async fn admin_forms_refuse_a_missing_or_foreign_csrf_token() {
             .await,
         1
     );
+    let api = app.get("/api/billing/admin/verify", ADMIN_TOKEN).await;
+    assert_eq!(api.status(), 200);
+    let (_, integrity) = page(&app, "/console/integrity", Some(&cookie)).await;
+    assert!(
+        integrity.contains("run by api"),
+        "the API's verification is the last one now"
+    );
 }
 
 #[tokio::test]
