@@ -109,6 +109,7 @@ async fn start_service(database_url: &str) -> Service {
         rebuild_stale: false,
         reconcile: None,
         connections: Default::default(),
+        console_session_key: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -542,9 +543,27 @@ async fn query() {
     let _ = service.task.await;
 }
 
+/// A console session for the benchmark's token: the `Cookie` header value.
+async fn console_session(base: &str) -> String {
+    let response = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("{base}/console/sign-in"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    let cookie = response.headers()["set-cookie"].to_str().unwrap();
+    cookie.split(';').next().unwrap().to_owned()
+}
+
 async fn read_routes(http: &reqwest::Client, base: &str, readers: usize) {
     type Path = Box<dyn Fn(usize) -> String>;
-    let routes: [(&str, Path); 4] = [
+    // API routes take the bearer token, console pages the session cookie; each ignores the other.
+    let cookie = console_session(base).await;
+    let routes: [(&str, Path); 5] = [
         (
             "events filtered by tenant and type, 100 a page",
             Box::new(|i| {
@@ -571,6 +590,10 @@ async fn read_routes(http: &reqwest::Client, base: &str, readers: usize) {
             "tenant timeline (history, 50 events)",
             Box::new(|i| format!("/api/billing/tenants/tenant-{}/history", i * 7919 % TENANTS)),
         ),
+        (
+            "console tenant page (HTML; target p99 < 100 ms)",
+            Box::new(|i| format!("/console/tenants/tenant-{}", i * 7919 % TENANTS)),
+        ),
     ];
     for (name, path) in routes {
         let paths: Vec<String> = (0..2_000).map(path).collect();
@@ -578,7 +601,7 @@ async fn read_routes(http: &reqwest::Client, base: &str, readers: usize) {
         let started = Instant::now();
         let mut tasks = Vec::new();
         for chunk in chunks {
-            let (http, base) = (http.clone(), base.to_owned());
+            let (http, base, cookie) = (http.clone(), base.to_owned(), cookie.clone());
             tasks.push(tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 for path in chunk {
@@ -586,6 +609,7 @@ async fn read_routes(http: &reqwest::Client, base: &str, readers: usize) {
                     let r = http
                         .get(format!("{base}{path}"))
                         .bearer_auth(TOKEN)
+                        .header("cookie", &cookie)
                         .send()
                         .await
                         .unwrap();

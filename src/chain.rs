@@ -119,3 +119,123 @@ pub async fn verify(pool: &Pool) -> anyhow::Result<Verdict> {
         head_hash: hex::encode(previous),
     })
 }
+
+/// Who ran a verification, as recorded in `verifications.ran_by`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RanBy {
+    Cli,
+    Api,
+    Console,
+}
+
+impl RanBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RanBy::Cli => "cli",
+            RanBy::Api => "api",
+            RanBy::Console => "console",
+        }
+    }
+}
+
+/// A recorded verification.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub verified_at: chrono::DateTime<chrono::Utc>,
+    pub ran_by: String,
+    pub verdict: Verdict,
+}
+
+/// Records `verdict` in `verifications`, so the console can show the last one.
+pub async fn record(pool: &Pool, verdict: &Verdict, ran_by: RanBy) -> anyhow::Result<()> {
+    let (intact, events, head_hash, position, event_id, problem) = match verdict {
+        Verdict::Intact { events, head_hash } => {
+            (true, *events, Some(head_hash.as_str()), None, None, None)
+        }
+        Verdict::Broken {
+            position,
+            event_id,
+            problem,
+            events_verified,
+        } => (
+            false,
+            *events_verified,
+            None,
+            Some(*position),
+            event_id.as_deref(),
+            Some(problem.as_str()),
+        ),
+    };
+    pool.get()
+        .await?
+        .execute(
+            "INSERT INTO verifications (ran_by, intact, events_verified, head_hash,
+                 broken_position, broken_event_id, problem)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &ran_by.as_str(),
+                &intact,
+                &events,
+                &head_hash,
+                &position,
+                &event_id,
+                &problem,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// [`record`], where the verdict itself is the answer (the command, the API): a verification
+/// that could not be recorded (a read-only connection, say) is logged, not failed.
+pub async fn record_or_warn(pool: &Pool, verdict: &Verdict, ran_by: RanBy) {
+    if let Err(error) = record(pool, verdict, ran_by).await {
+        tracing::warn!(
+            error = format!("{error:#}"),
+            verification.ran_by = ran_by.as_str(),
+            "could not record the verification; the verdict stands"
+        );
+    }
+}
+
+/// The latest recorded verification, if any.
+pub async fn last_recorded(pool: &Pool) -> anyhow::Result<Option<Recorded>> {
+    let row = pool
+        .get()
+        .await?
+        .query_opt(
+            "SELECT verified_at, ran_by, intact, events_verified, head_hash, broken_position,
+                    broken_event_id, problem
+             FROM verifications ORDER BY verification_id DESC LIMIT 1",
+            &[],
+        )
+        .await?;
+    Ok(row.map(|row| Recorded {
+        verified_at: row.get(0),
+        ran_by: row.get(1),
+        verdict: if row.get(2) {
+            Verdict::Intact {
+                events: row.get(3),
+                head_hash: row.get::<_, Option<String>>(4).unwrap_or_default(),
+            }
+        } else {
+            Verdict::Broken {
+                position: row.get::<_, Option<i64>>(5).unwrap_or_default(),
+                event_id: row.get(6),
+                problem: row.get::<_, Option<String>>(7).unwrap_or_default(),
+                events_verified: row.get(3),
+            }
+        },
+    }))
+}
+
+/// The log head as appends left it: its position (the event count) and chain hash (hex).
+/// Not a verification: it says what the chain claims, not that the bytes still match.
+pub async fn head(pool: &Pool) -> anyhow::Result<(i64, String)> {
+    let row = pool
+        .get()
+        .await?
+        .query_one("SELECT position, chain_hash FROM log_head", &[])
+        .await?;
+    Ok((row.get(0), hex::encode(row.get::<_, Vec<u8>>(1))))
+}

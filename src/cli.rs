@@ -30,6 +30,7 @@ pub async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             db::migrate_as(&args.database_url, db::Provision::ExistingSchema).await?;
             let pool = db::pool(&args.database_url)?;
             let verdict = crate::chain::verify(&pool).await?;
+            crate::chain::record_or_warn(&pool, &verdict, crate::chain::RanBy::Cli).await;
             println!("{}", verdict_line(&verdict));
             Ok(match verdict {
                 crate::chain::Verdict::Intact { .. } => ExitCode::SUCCESS,

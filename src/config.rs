@@ -102,6 +102,10 @@ pub struct ServeArgs {
     /// Log format: text or json.
     #[arg(long, env = "LEDGER_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+    /// Key (32 bytes or more) the console's session cookies are signed with; the same on
+    /// every instance behind one address. Unset: a random key per process.
+    #[arg(long, env = "LEDGER_CONSOLE_SESSION_KEY", hide_env_values = true)]
+    pub console_session_key: Option<String>,
     /// Most client connections open at once (lowered to fit the open-file limit).
     #[arg(long, env = "LEDGER_MAX_CONNECTIONS", default_value_t = connections::MAX_CONNECTIONS_DEFAULT.to_string())]
     pub max_connections: String,
@@ -278,6 +282,8 @@ pub struct Config {
     pub reconcile: Option<ReconcileSettings>,
     /// Client connection limits (`http::connections`).
     pub connections: ConnectionLimits,
+    /// `LEDGER_CONSOLE_SESSION_KEY`, checked; `None`: a random key per process.
+    pub console_session_key: Option<String>,
 }
 
 /// A setting that stops start-up; the message names the setting, never its value.
@@ -344,6 +350,18 @@ impl Config {
                 })
             }
         };
+        let console_session_key = match args.console_session_key.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(key) if key.len() >= crate::console::session::SESSION_KEY_BYTES_MIN => {
+                Some(key.to_owned())
+            }
+            Some(_) => {
+                return Err(ConfigError {
+                    setting: "LEDGER_CONSOLE_SESSION_KEY",
+                    problem: "must be at least 32 bytes (for example: openssl rand -hex 32)",
+                })
+            }
+        };
         Ok(Config {
             database_url: args.database.database_url.clone(),
             listen,
@@ -359,6 +377,7 @@ impl Config {
             rebuild_stale: args.rebuild_stale,
             reconcile: reconcile_settings(args)?,
             connections: connection_limits(args)?,
+            console_session_key,
         })
     }
 }
@@ -512,6 +531,10 @@ mod tests {
             (
                 vec![secret, "--idle-timeout-secs=x"],
                 "LEDGER_IDLE_TIMEOUT_SECS",
+            ),
+            (
+                vec![secret, "--console-session-key=short"],
+                "LEDGER_CONSOLE_SESSION_KEY",
             ),
         ];
         for (args, setting) in cases {

@@ -6,6 +6,7 @@
 //! - [`projector`]: electing one projector, tailing the log, rebuilding.
 //! - [`read_models`]: writing the rows the pure fold (`projections/`) renders.
 //! - [`http`]: routes, auth, errors; [`cli`]: the other commands; [`config`]: settings.
+//! - [`console`]: the finance console's HTML pages over the same handlers.
 //!
 //! [`run`] starts exactly what `billing-ledger serve` starts, on a listener the caller bound, so
 //! tests run the production service on `127.0.0.1:0`.
@@ -13,6 +14,7 @@
 pub mod chain;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod event_log;
 pub mod http;
@@ -118,6 +120,7 @@ pub fn openapi_yaml() -> String {
         rebuild_stale: false,
         reconcile: None,
         connections: Default::default(),
+        console_session_key: None,
     };
     let state = Arc::new(http::AppState {
         appender: event_log::Appender::detached(),

@@ -127,9 +127,11 @@ impl AdminApi {
         method = "get",
         tag = "super::Tag::Admin"
     )]
-    async fn verify(&self, auth: TokenAuth) -> Result<Json<VerifyReport>, ApiError> {
+    pub async fn verify(&self, auth: TokenAuth) -> Result<Json<VerifyReport>, ApiError> {
         auth.require_admin()?;
-        let report = match crate::chain::verify(&self.state.pool).await? {
+        let verdict = crate::chain::verify(&self.state.pool).await?;
+        crate::chain::record_or_warn(&self.state.pool, &verdict, crate::chain::RanBy::Api).await;
+        let report = match verdict {
             crate::chain::Verdict::Intact { events, head_hash } => VerifyReport {
                 intact: true,
                 events_verified: events,
@@ -168,7 +170,7 @@ impl AdminApi {
         method = "post",
         tag = "super::Tag::Admin"
     )]
-    async fn rebuild(&self, auth: TokenAuth) -> Result<RebuildResponse, ApiError> {
+    pub async fn rebuild(&self, auth: TokenAuth) -> Result<RebuildResponse, ApiError> {
         auth.require_admin()?;
         match projector::request_rebuild(&self.state.pool).await? {
             Some(rebuild_id) => {
@@ -190,7 +192,7 @@ impl AdminApi {
         method = "get",
         tag = "super::Tag::Admin"
     )]
-    async fn projections(&self, auth: TokenAuth) -> Result<Json<ProjectionList>, ApiError> {
+    pub async fn projections(&self, auth: TokenAuth) -> Result<Json<ProjectionList>, ApiError> {
         auth.require_admin()?;
         let client = self.state.pool.get().await?;
         let lag = projector::lag(&client).await?;

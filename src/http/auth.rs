@@ -24,7 +24,8 @@ pub struct Tokens {
 }
 
 impl Tokens {
-    fn role_of(&self, presented: &str) -> Option<Role> {
+    /// The role of a presented token (admin first), compared in constant time.
+    pub fn role_of(&self, presented: &str) -> Option<Role> {
         let matches = |tokens: &[String]| {
             tokens.iter().fold(false, |found, token| {
                 found | bool::from(token.as_bytes().ct_eq(presented.as_bytes()))

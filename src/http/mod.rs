@@ -76,7 +76,8 @@ pub fn service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
     )
 }
 
-/// The whole application: the API, Swagger UI at `/docs`, the spec at `/openapi.yaml`.
+/// The whole application: the API, Swagger UI at `/docs`, the spec at `/openapi.yaml`, the
+/// console at `/console`.
 pub fn app(state: Arc<AppState>) -> impl poem::Endpoint {
     let service = service(state.clone());
     let routes = Arc::new(routes::RouteTable::from_spec(&service.spec()));
@@ -86,18 +87,24 @@ pub fn app(state: Arc<AppState>) -> impl poem::Endpoint {
         finance: state.config.finance_tokens.clone(),
         admin: state.config.admin_tokens.clone(),
     };
-    Route::new()
+    let api = Route::new()
         .nest("/", service)
         .nest("/docs", docs)
         .at("/openapi.yaml", spec)
-        .data(tokens)
-        .data(webhook::BodyLimit(state.config.max_body_bytes))
         .around({
             let routes = routes.clone();
+            let state = state.clone();
             move |next, request| measured(state.clone(), routes.clone(), next, request)
         })
         .around(error::json_errors)
-        .data(routes)
+        .data(routes);
+    // The console answers its errors as HTML pages, so it stays outside `json_errors` (and
+    // outside the per-route metrics, which name the API's routes).
+    Route::new()
+        .nest("/console", crate::console::routes(state.clone()))
+        .nest("/", api)
+        .data(tokens)
+        .data(webhook::BodyLimit(state.config.max_body_bytes))
         .around(request_span)
 }
 

@@ -184,7 +184,7 @@ impl ReadApi {
         method = "get",
         tag = "super::Tag::Read"
     )]
-    async fn get_event(
+    pub async fn get_event(
         &self,
         _auth: TokenAuth,
         event_id: Path<String>,
@@ -254,7 +254,7 @@ impl ReadApi {
         method = "get",
         tag = "super::Tag::Read"
     )]
-    async fn tenant_pricing(
+    pub async fn tenant_pricing(
         &self,
         _auth: TokenAuth,
         tenant_id: Path<String>,
@@ -300,7 +300,7 @@ impl ReadApi {
         method = "get",
         tag = "super::Tag::Read"
     )]
-    async fn tenant_history(
+    pub async fn tenant_history(
         &self,
         _auth: TokenAuth,
         tenant_id: Path<String>,
@@ -335,7 +335,7 @@ impl ReadApi {
         method = "get",
         tag = "super::Tag::Read"
     )]
-    async fn checkout_session(
+    pub async fn checkout_session(
         &self,
         _auth: TokenAuth,
         id: Path<String>,
@@ -355,7 +355,7 @@ impl ReadApi {
         method = "get",
         tag = "super::Tag::Read"
     )]
-    async fn checkout_sessions(
+    pub async fn checkout_sessions(
         &self,
         _auth: TokenAuth,
         tenant_id: Query<String>,
@@ -389,7 +389,7 @@ impl ReadApi {
         method = "get",
         tag = "super::Tag::Read"
     )]
-    async fn customer(
+    pub async fn customer(
         &self,
         _auth: TokenAuth,
         id: Path<String>,
@@ -416,7 +416,7 @@ impl ReadApi {
         method = "get",
         tag = "super::Tag::Read"
     )]
-    async fn unresolved(
+    pub async fn unresolved(
         &self,
         _auth: TokenAuth,
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<u32>>,

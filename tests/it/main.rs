@@ -3,8 +3,10 @@
 
 mod api;
 mod audit;
+mod browser;
 mod cli;
 mod connections;
+mod console;
 mod emulator;
 mod engine;
 mod errors;

@@ -210,6 +210,7 @@ pub fn test_config(database_url: &str) -> Config {
         rebuild_stale: false,
         reconcile: None,
         connections: Default::default(),
+        console_session_key: None,
     }
 }
 
