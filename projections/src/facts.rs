@@ -112,6 +112,12 @@ pub enum Fact {
         tenant: Option<TenantClaim>,
     },
     Invoice(InvoiceFact),
+    /// A money object (see [`crate::money`]); an invoice event also carries what it says
+    /// about its subscription.
+    Money {
+        money: Box<crate::money::MoneyFact>,
+        invoice: Option<InvoiceFact>,
+    },
     Session {
         id: String,
         snapshot: SessionSnapshot,
@@ -161,7 +167,7 @@ pub(crate) fn reads_field(key: &str) -> bool {
             | "email"
             | "name"
             | "deleted"
-    )
+    ) || crate::money::reads_field(key)
 }
 
 /// Longest Stripe object ID kept in a read model, in bytes (Stripe's are under 100).
@@ -171,7 +177,7 @@ pub const TEXT_BYTES_MAX: usize = 4_096;
 
 /// Checks a string the fold would write: PostgreSQL `text` cannot hold NUL, and an indexed ID
 /// must stay far below the B-tree row limit (about 2.7 KB).
-fn storable(value: &str, what: &str, bytes_max: usize) -> Result<(), String> {
+pub(crate) fn storable(value: &str, what: &str, bytes_max: usize) -> Result<(), String> {
     if value.contains('\0') {
         return Err(format!("{what} contains a NUL character"));
     }
@@ -219,6 +225,12 @@ fn check_storable(fact: &Fact) -> Result<(), String> {
             }
             Ok(())
         }
+        Fact::Money { money, invoice } => {
+            if let Some(f) = invoice {
+                storable_ids([Some(&f.subscription_id), f.customer_id.as_ref()])?;
+            }
+            crate::money::check_storable(money)
+        }
         Fact::Ignored => Ok(()),
     }
 }
@@ -227,6 +239,21 @@ fn check_storable(fact: &Fact) -> Result<(), String> {
 /// value the read models cannot store.
 pub fn read(event: &Event) -> Result<Fact, FoldError> {
     let fact = read_fact(event)?;
+    let money = crate::money::read(event).map_err(|message| FoldError {
+        event_id: event.id.clone(),
+        message,
+    })?;
+    let fact = match (money, fact) {
+        (None, fact) => fact,
+        (Some(money), Fact::Invoice(invoice)) => Fact::Money {
+            money: Box::new(money),
+            invoice: Some(invoice),
+        },
+        (Some(money), _) => Fact::Money {
+            money: Box::new(money),
+            invoice: None,
+        },
+    };
     check_storable(&fact).map_err(|message| FoldError {
         event_id: event.id.clone(),
         message,
@@ -436,7 +463,7 @@ fn session_snapshot(event_type: &str, object: &Value) -> Result<SessionSnapshot,
 }
 
 /// A string ID, or the `id` of an expanded object.
-fn id_of(value: &Value) -> Option<String> {
+pub(crate) fn id_of(value: &Value) -> Option<String> {
     match value {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
         Value::Object(o) => o
@@ -448,7 +475,7 @@ fn id_of(value: &Value) -> Option<String> {
     }
 }
 
-fn id_at(object: &Value, field: &str) -> Option<String> {
+pub(crate) fn id_at(object: &Value, field: &str) -> Option<String> {
     object.get(field).and_then(id_of)
 }
 
@@ -462,7 +489,7 @@ fn string_at<'v>(object: &'v Value, path: &[&str]) -> Option<&'v str> {
         .and_then(Value::as_str)
 }
 
-fn optional_string(object: &Value, field: &str) -> Result<Option<String>, String> {
+pub(crate) fn optional_string(object: &Value, field: &str) -> Result<Option<String>, String> {
     match object.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -470,11 +497,11 @@ fn optional_string(object: &Value, field: &str) -> Result<Option<String>, String
     }
 }
 
-fn optional_seconds(object: &Value, field: &str) -> Result<Option<i64>, String> {
+pub(crate) fn optional_seconds(object: &Value, field: &str) -> Result<Option<i64>, String> {
     seconds(object.get(field), field)
 }
 
-fn optional_seconds_at(object: &Value, pointer: &str) -> Result<Option<i64>, String> {
+pub(crate) fn optional_seconds_at(object: &Value, pointer: &str) -> Result<Option<i64>, String> {
     seconds(object.pointer(pointer), pointer)
 }
 
@@ -508,7 +535,7 @@ fn tenant_claim(
     }))
 }
 
-fn tenant_in(
+pub(crate) fn tenant_in(
     metadata: Option<&Value>,
     resolved_by: ResolvedBy,
 ) -> Result<Option<TenantClaim>, String> {
