@@ -17,6 +17,7 @@ pub mod db;
 pub mod event_log;
 pub mod http;
 pub mod metrics;
+pub mod money_store;
 pub mod projector;
 pub mod read_models;
 pub mod signature;

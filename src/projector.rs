@@ -595,6 +595,7 @@ async fn rebuild_inner(
              DELETE FROM unresolved_events;",
         )
         .await?;
+        crate::money_store::clear(&tx).await?;
         tx.execute(
             "DELETE FROM projection_errors WHERE projection = $1",
             &[&PROJECTION_NAME],
@@ -632,6 +633,9 @@ async fn rebuild_inner(
     // (event_tenants was analyzed while staged; statistics follow the rename).
     client
         .batch_execute("ANALYZE tenant_pricing, checkout_sessions, customers, unresolved_events;")
+        .await?;
+    client
+        .batch_execute(&crate::money_store::analyze_sql())
         .await?;
     tracing::info!(projection.name = PROJECTION_NAME, rebuild.id = %rebuild_id,
         events = target, fold_ms = folded_ms, duration_ms = started.elapsed().as_millis() as u64,

@@ -105,3 +105,17 @@ pub fn history<'e>(events: &'e [TenantEvent], tenant_id: &str, livemode: bool) -
     }
     steps
 }
+
+/// The tenant's balances per currency after folding all of `events` (see
+/// [`projections::money::balances`]).
+pub fn balances(
+    events: &[TenantEvent],
+    tenant_id: &str,
+    livemode: bool,
+) -> Vec<projections::money::Balance> {
+    let mut ledger = Ledger::new(livemode);
+    for e in events {
+        let _ = ledger.apply(&e.event);
+    }
+    projections::money::balances(&ledger.read_models().money, tenant_id)
+}

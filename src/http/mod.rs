@@ -7,6 +7,8 @@ pub mod admin;
 pub mod auth;
 pub mod csv;
 pub mod error;
+pub mod money;
+pub mod money_views;
 pub mod ops;
 pub mod read;
 pub mod views;
@@ -45,6 +47,7 @@ pub enum Tag {
 type Apis = (
     webhook::WebhookApi,
     read::ReadApi,
+    money::MoneyApi,
     admin::AdminApi,
     ops::OpsApi,
 );
@@ -56,6 +59,9 @@ pub fn service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
             state: state.clone(),
         },
         read::ReadApi {
+            state: state.clone(),
+        },
+        money::MoneyApi {
             state: state.clone(),
         },
         admin::AdminApi {

@@ -9,6 +9,7 @@ mod faults;
 mod fixtures;
 mod flows;
 mod log;
+mod money;
 mod openapi;
 mod support;
 mod webhook;

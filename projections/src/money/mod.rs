@@ -17,12 +17,14 @@
 //! [`Links`]). When a link changes, the objects depending on it are rendered again. This module
 //! must not do I/O nor read a clock.
 
+pub mod balance;
 mod read;
 mod render;
 mod rows;
 #[cfg(test)]
 mod tests;
 
+pub use balance::{balances, Balance};
 pub(crate) use read::{check_storable, read, reads_field};
 pub use read::{
     CreditNoteSnapshot, InvoiceSnapshot, MoneyFact, PaymentSnapshot, RefundSnapshot,
@@ -196,10 +198,11 @@ impl Money {
     ) {
         let id = snapshot.id.clone();
         let key = (MoneyKind::Invoice, id.clone());
-        for link in [&snapshot.customer_id, &snapshot.subscription_id] {
-            if let Some(link) = link {
-                index_dependent(&mut self.dependents, link, &key);
-            }
+        for link in [&snapshot.customer_id, &snapshot.subscription_id]
+            .into_iter()
+            .flatten()
+        {
+            index_dependent(&mut self.dependents, link, &key);
         }
         for payment in &snapshot.payment_ids {
             self.link_payment(event, payment, &id, touched);
@@ -266,10 +269,11 @@ impl Money {
     ) {
         let id = snapshot.id.clone();
         let key = (kind, id.clone());
-        for link in [&snapshot.charge_id, &snapshot.payment_intent_id] {
-            if let Some(link) = link {
-                index_dependent(&mut self.dependents, link, &key);
-            }
+        for link in [&snapshot.charge_id, &snapshot.payment_intent_id]
+            .into_iter()
+            .flatten()
+        {
+            index_dependent(&mut self.dependents, link, &key);
         }
         let version = version(event, kind, &snapshot.status, None);
         let objects = match kind {
@@ -290,10 +294,11 @@ impl Money {
     ) {
         let id = snapshot.id.clone();
         let key = (MoneyKind::CreditNote, id.clone());
-        for link in [&snapshot.customer_id, &snapshot.invoice_id] {
-            if let Some(link) = link {
-                index_dependent(&mut self.dependents, link, &key);
-            }
+        for link in [&snapshot.customer_id, &snapshot.invoice_id]
+            .into_iter()
+            .flatten()
+        {
+            index_dependent(&mut self.dependents, link, &key);
         }
         let version = version(event, MoneyKind::CreditNote, &snapshot.status, None);
         let object = self.credit_notes.entry(id.clone()).or_default();

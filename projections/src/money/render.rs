@@ -193,7 +193,7 @@ impl Money {
             subscription_id: s.subscription_id.clone(),
             period_start: s.period_start,
             period_end: s.period_end,
-            created_at: s.created,
+            created_at: s.created.unwrap_or(versioned.version.created),
             finalized_at: s.finalized_at,
             paid_at: settled(s.paid_at, object.paid_seen, "paid"),
             voided_at: settled(s.voided_at, object.voided_seen, "void"),
@@ -225,7 +225,7 @@ impl Money {
             failure_code: s.failure_code.clone(),
             failure_message: s.failure_message.clone(),
             paid_at: s.paid_at.or(object.paid_seen.filter(|_| paid)),
-            created_at: s.created,
+            created_at: s.created.unwrap_or(versioned.version.created),
             last_event_id: versioned.version.event_id.clone(),
         })
     }
@@ -251,7 +251,7 @@ impl Money {
             amount: s.amount,
             currency: s.currency.clone(),
             reason: s.reason.clone(),
-            created_at: s.created,
+            created_at: s.created.unwrap_or(versioned.version.created),
             last_event_id: versioned.version.event_id.clone(),
         })
     }
@@ -275,7 +275,7 @@ impl Money {
             amount: s.amount,
             currency: s.currency.clone(),
             refund_ids: s.refund_ids.clone(),
-            created_at: s.created,
+            created_at: s.created.unwrap_or(versioned.version.created),
             voided_at: s
                 .voided_at
                 .or(object.voided_seen.filter(|_| s.status == "void")),

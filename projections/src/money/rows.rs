@@ -31,7 +31,8 @@ pub struct Invoice {
     pub subscription_id: Option<String>,
     pub period_start: Option<i64>,
     pub period_end: Option<i64>,
-    pub created_at: Option<i64>,
+    /// The object's `created`, else the `created` of the event its row comes from.
+    pub created_at: i64,
     pub finalized_at: Option<i64>,
     pub paid_at: Option<i64>,
     pub voided_at: Option<i64>,
@@ -88,7 +89,8 @@ pub struct Payment {
     pub failure_code: Option<String>,
     pub failure_message: Option<String>,
     pub paid_at: Option<i64>,
-    pub created_at: Option<i64>,
+    /// The object's `created`, else the `created` of the event its row comes from.
+    pub created_at: i64,
     pub last_event_id: String,
 }
 
@@ -103,7 +105,8 @@ pub struct Refund {
     pub amount: Option<i64>,
     pub currency: Option<String>,
     pub reason: Option<String>,
-    pub created_at: Option<i64>,
+    /// The object's `created`, else the `created` of the event its row comes from.
+    pub created_at: i64,
     pub last_event_id: String,
 }
 
@@ -119,7 +122,8 @@ pub struct Dispute {
     pub amount: Option<i64>,
     pub currency: Option<String>,
     pub reason: Option<String>,
-    pub created_at: Option<i64>,
+    /// The object's `created`, else the `created` of the event its row comes from.
+    pub created_at: i64,
     pub last_event_id: String,
 }
 
@@ -133,12 +137,14 @@ pub struct CreditNote {
     /// `issued` or `void`.
     pub status: String,
     /// `pre_payment`, `post_payment` or `mixed`.
+    #[serde(rename = "type")]
     pub credit_note_type: Option<String>,
     pub amount: Option<i64>,
     pub currency: Option<String>,
     /// The refunds it made: `refund` (older versions) or `refunds[].refund`.
     pub refund_ids: Vec<String>,
-    pub created_at: Option<i64>,
+    /// The object's `created`, else the `created` of the event its row comes from.
+    pub created_at: i64,
     pub voided_at: Option<i64>,
     pub last_event_id: String,
 }
