@@ -58,6 +58,9 @@ pub struct SubscriptionSnapshot {
     pub canceled_at: Option<i64>,
     /// The subscription object's own `created` (when it started).
     pub created: Option<i64>,
+    /// Every item's price and quantity, and the discounts: what MRR is computed from
+    /// ([`crate::money::revenue`]); `tenant_pricing` does not show them.
+    pub pricing: crate::money::pricing::Pricing,
 }
 
 /// What an invoice event says about its subscription.
@@ -168,6 +171,7 @@ pub(crate) fn reads_field(key: &str) -> bool {
             | "name"
             | "deleted"
     ) || crate::money::reads_field(key)
+        || crate::money::pricing::reads_field(key)
 }
 
 /// Longest Stripe object ID kept in a read model, in bytes (Stripe's are under 100).
@@ -367,6 +371,7 @@ fn subscription_snapshot(object: &Value) -> Result<SubscriptionSnapshot, String>
             .unwrap_or(false),
         canceled_at: optional_seconds(object, "canceled_at")?,
         created: optional_seconds(object, "created")?,
+        pricing: crate::money::pricing::read(object)?,
     })
 }
 

@@ -18,8 +18,12 @@
 //! must not do I/O nor read a clock.
 
 pub mod balance;
+pub mod pricing;
 mod read;
 mod render;
+pub mod revenue;
+#[cfg(test)]
+mod revenue_tests;
 mod rows;
 #[cfg(test)]
 mod tests;
