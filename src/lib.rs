@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod money_store;
 pub mod projector;
 pub mod read_models;
+pub mod revenue;
 pub mod signature;
 pub mod timeline;
 

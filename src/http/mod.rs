@@ -11,6 +11,7 @@ pub mod money;
 pub mod money_views;
 pub mod ops;
 pub mod read;
+pub mod revenue;
 pub mod views;
 pub mod webhook;
 
@@ -48,6 +49,7 @@ type Apis = (
     webhook::WebhookApi,
     read::ReadApi,
     money::MoneyApi,
+    revenue::RevenueApi,
     admin::AdminApi,
     ops::OpsApi,
 );
@@ -62,6 +64,9 @@ pub fn service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
             state: state.clone(),
         },
         money::MoneyApi {
+            state: state.clone(),
+        },
+        revenue::RevenueApi {
             state: state.clone(),
         },
         admin::AdminApi {

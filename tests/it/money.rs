@@ -201,3 +201,77 @@ async fn rebuild_reproduces_the_money_tables() {
     crate::support::rebuild_and_wait(&app).await;
     assert_eq!(snapshot(&app.db).await, live);
 }
+
+fn priced_subscription(id: &str, created: i64, status: &str, quantity: i64) -> Value {
+    let event_type = match status {
+        "canceled" => "customer.subscription.deleted",
+        _ => "customer.subscription.updated",
+    };
+    envelope(
+        id,
+        event_type,
+        created,
+        json!({"id": "sub_m", "object": "subscription", "customer": "cus_m", "status": status,
+               "created": T0, "current_period_end": created + 30 * DAY,
+               "items": {"data": [{"quantity": quantity, "price": {"id": "price_y",
+                   "unit_amount": 120_000, "currency": "eur",
+                   "recurring": {"interval": "year", "interval_count": 1}}}]},
+               "metadata": {}}),
+    )
+}
+
+#[tokio::test]
+async fn revenue_per_month_and_its_movements() {
+    let app = TestApp::start().await;
+    for event in [
+        checkout_completed("evt_r0", T0, "cs_m", "tenant-m", "cus_m", "sub_m"),
+        priced_subscription("evt_r1", T0, "active", 1),
+        priced_subscription("evt_r2", T0 + 20 * DAY, "active", 3),
+        priced_subscription("evt_r3", T0 + 40 * DAY, "canceled", 3),
+    ] {
+        app.deliver(&event).await;
+    }
+    app.wait_projected().await;
+    let revenue = app
+        .get_json("/api/billing/revenue?from=2023-11&to=2023-12&currency=EUR")
+        .await;
+    let rows = revenue["revenue"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    // 1,200.00 a year is 100.00 a month; three seats from 2023-12-04.
+    assert_eq!(rows[0]["month"], "2023-11");
+    assert_eq!(
+        (rows[0]["new"].as_i64(), rows[0]["closing_mrr"].as_i64()),
+        (Some(10_000), Some(10_000))
+    );
+    assert_eq!(rows[1]["expansion"], 20_000);
+    assert_eq!(rows[1]["churn"], 30_000);
+    assert_eq!(
+        (
+            rows[1]["closing_mrr"].as_i64(),
+            rows[1]["subscribers"].as_i64()
+        ),
+        (Some(0), Some(0))
+    );
+    let tenant = app
+        .get_json("/api/billing/revenue?from=2023-11&to=2023-11&tenant_id=tenant-m")
+        .await;
+    assert_eq!(tenant["revenue"][0]["closing_mrr"], 10_000);
+
+    let movements = app
+        .get_json("/api/billing/revenue/movements?month=2023-12")
+        .await;
+    let movements = movements["movements"].as_array().unwrap();
+    assert_eq!(movements.len(), 2);
+    assert_eq!(movements[0]["kind"], "expansion");
+    assert_eq!(movements[0]["event_id"], "evt_r2");
+    assert_eq!(movements[0]["tenant_id"], "tenant-m");
+    assert_eq!(movements[1]["kind"], "churn");
+    assert_eq!(movements[1]["amount"], 30_000);
+    let bad = app
+        .get(
+            "/api/billing/revenue?from=2023-13&to=2024-01",
+            FINANCE_TOKEN,
+        )
+        .await;
+    assert_eq!(bad.status(), 400);
+}

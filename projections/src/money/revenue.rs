@@ -75,6 +75,59 @@ pub struct Revenue {
     movements: BTreeMap<(String, String), Vec<Movement>>,
 }
 
+/// Folds events one at a time (as they are read from the log), then computes the movements.
+#[derive(Debug, Default)]
+pub struct RevenueBuilder {
+    livemode: bool,
+    ledger: Ledger,
+    snapshots: BTreeMap<String, Snapshots>,
+}
+
+impl RevenueBuilder {
+    /// A builder for a deployment in `livemode`: events of the other mode are left out.
+    pub fn new(livemode: bool) -> RevenueBuilder {
+        RevenueBuilder {
+            livemode,
+            ledger: Ledger::new(livemode),
+            snapshots: BTreeMap::new(),
+        }
+    }
+
+    /// Folds one event: its tenant links, and its subscription snapshot if it is one.
+    pub fn add(&mut self, event: &Event) {
+        if self.ledger.apply(event).is_err() || event.livemode != self.livemode {
+            return;
+        }
+        if let Ok(Fact::Subscription { id, snapshot, .. }) = facts::read(event) {
+            let key = order_key(event, snapshot.status, snapshot.current_period_end);
+            let value = (snapshot.status, snapshot.pricing);
+            self.snapshots.entry(id).or_default().insert(key, value);
+        }
+    }
+
+    /// The movements of every tenant whose subscriptions resolved to it.
+    pub fn finish(self) -> Revenue {
+        let mut by_tenant: BTreeMap<String, Vec<Steps>> = BTreeMap::new();
+        for (id, snapshots) in self.snapshots {
+            let Some(tenant) = Links::subscription_tenant(&self.ledger, &id) else {
+                continue;
+            };
+            by_tenant
+                .entry(tenant.tenant_id)
+                .or_default()
+                .push(steps(snapshots));
+        }
+        let mut movements = BTreeMap::new();
+        for (tenant_id, subscriptions) in by_tenant {
+            for (currency, changes) in tenant_changes(&subscriptions) {
+                let list = merge(&tenant_id, &currency, changes);
+                movements.insert((tenant_id.clone(), currency), list);
+            }
+        }
+        Revenue { movements }
+    }
+}
+
 /// MRR after a snapshot, per currency: `(mrr, metered items)`.
 type Mrr = BTreeMap<String, (i64, i64)>;
 
@@ -166,36 +219,11 @@ impl Revenue {
     /// Computes every tenant's movements from `events` (any order; duplicates harmless):
     /// subscriptions are attributed to tenants as the ledger resolves them after all events.
     pub fn from_events<'e>(events: impl IntoIterator<Item = &'e Event>, livemode: bool) -> Revenue {
-        let mut ledger = Ledger::new(livemode);
-        let mut snapshots: BTreeMap<String, Snapshots> = BTreeMap::new();
+        let mut builder = RevenueBuilder::new(livemode);
         for event in events {
-            if ledger.apply(event).is_err() || event.livemode != livemode {
-                continue;
-            }
-            if let Ok(Fact::Subscription { id, snapshot, .. }) = facts::read(event) {
-                let key = order_key(event, snapshot.status, snapshot.current_period_end);
-                let value = (snapshot.status, snapshot.pricing);
-                snapshots.entry(id).or_default().insert(key, value);
-            }
+            builder.add(event);
         }
-        let mut by_tenant: BTreeMap<String, Vec<Steps>> = BTreeMap::new();
-        for (id, snapshots) in snapshots {
-            let Some(tenant) = Links::subscription_tenant(&ledger, &id) else {
-                continue;
-            };
-            by_tenant
-                .entry(tenant.tenant_id)
-                .or_default()
-                .push(steps(snapshots));
-        }
-        let mut movements = BTreeMap::new();
-        for (tenant_id, subscriptions) in by_tenant {
-            for (currency, changes) in tenant_changes(&subscriptions) {
-                let list = merge(&tenant_id, &currency, changes);
-                movements.insert((tenant_id.clone(), currency), list);
-            }
-        }
-        Revenue { movements }
+        builder.finish()
     }
 
     /// Every movement that took effect in `[start, end)` (Unix seconds), by time then tenant.
