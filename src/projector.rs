@@ -32,7 +32,7 @@ use uuid::Uuid;
 /// `customers` together, because they share the tenant links learned from each other.
 pub const PROJECTION_NAME: &str = "billing";
 /// Bump when the fold's logic changes; the status then reports the stored rows as stale.
-pub const PROJECTION_VERSION: i32 = 2;
+pub const PROJECTION_VERSION: i32 = 3;
 /// Events read and folded per transaction.
 pub const FOLD_BATCH_EVENTS: i64 = 1_000;
 /// Batches a rebuild reads ahead of its fold.

@@ -67,6 +67,20 @@ pub struct EventSummary {
     pub received_at: DateTime<Utc>,
     /// `webhook` (signature-verified) or `import` (backfilled, not verified).
     pub source: String,
+    /// The CSV export's money columns (not in the JSON answer).
+    #[oai(skip)]
+    pub money: Option<MoneyColumns>,
+}
+
+/// The events CSV's extra columns, where the event's object has them.
+#[derive(Debug, Clone, Default)]
+pub struct MoneyColumns {
+    /// The tenants the event was attributed to, `;`-separated.
+    pub tenant_ids: Option<String>,
+    pub customer_id: Option<String>,
+    /// Minor units of `currency` (see `projections::money::summary`).
+    pub amount: Option<i64>,
+    pub currency: Option<String>,
 }
 
 impl EventSummary {
@@ -85,6 +99,19 @@ impl EventSummary {
             object_type: row.get(8),
             received_at: row.get(9),
             source: row.get(10),
+            // The CSV query adds the tenants (11) and the body (12).
+            money: (row.len() > 12).then(|| {
+                let object = projections::Event::parse(row.get(12)).map(|e| e.object);
+                let (customer_id, amount, currency) = object
+                    .as_ref()
+                    .map_or((None, None, None), projections::money::summary);
+                MoneyColumns {
+                    tenant_ids: row.get(11),
+                    customer_id,
+                    amount,
+                    currency,
+                }
+            }),
         }
     }
 }

@@ -275,3 +275,24 @@ async fn revenue_per_month_and_its_movements() {
         .await;
     assert_eq!(bad.status(), 400);
 }
+
+#[tokio::test]
+async fn the_events_csv_shows_tenant_customer_amount_and_currency() {
+    let app = with_money().await;
+    let response = app
+        .http
+        .get(app.url("/api/billing/events?type=invoice.paid"))
+        .bearer_auth(FINANCE_TOKEN)
+        .header("accept", "text/csv")
+        .send()
+        .await
+        .unwrap();
+    let text = response.text().await.unwrap();
+    let lines: Vec<&str> = text.split("\r\n").collect();
+    assert!(lines[0].ends_with(",source,tenant_id,customer_id,amount,currency"));
+    assert!(
+        lines[1].ends_with(",webhook,tenant-m,cus_m,11900,eur"),
+        "{}",
+        lines[1]
+    );
+}

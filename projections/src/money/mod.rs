@@ -43,6 +43,21 @@ use crate::ledger::{Version, Versioned};
 use crate::model::Unresolved;
 use std::collections::{BTreeMap, BTreeSet};
 
+/// The money columns the events CSV shows for an event's object: its customer (an ID or an
+/// expanded object's), its amount (`amount_due` of an invoice, `amount_total` of a Checkout
+/// Session, `amount_paid` of an InvoicePayment, else `amount`; integers only) and currency.
+pub fn summary(object: &serde_json::Value) -> (Option<String>, Option<i64>, Option<String>) {
+    let customer = crate::facts::id_at(object, "customer");
+    let amount = ["amount_due", "amount_total", "amount_paid", "amount"]
+        .iter()
+        .find_map(|field| object.get(field).and_then(serde_json::Value::as_i64));
+    let currency = object
+        .get("currency")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned);
+    (customer, amount, currency)
+}
+
 /// The tenant links the subscription fold has learned, which money objects resolve through.
 pub trait Links {
     /// The tenant claimed for a customer (rendered as `customer_link`).
