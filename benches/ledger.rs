@@ -25,7 +25,9 @@ const TOKEN: &str = "bench-token";
 const INGEST_SECONDS: u64 = 8;
 const TENANTS: usize = 20_000;
 const EVENTS_PER_TENANT: usize = 50;
-const BIG_LOG: &str = "billing_ledger_bench_1m";
+/// The 1,000,000-event log, money events included (its name changed with its content, so an
+/// older log without them is never reused).
+const BIG_LOG: &str = "billing_ledger_bench_1m_money";
 
 fn server_url() -> String {
     std::env::var("DATABASE_URL")
@@ -347,6 +349,89 @@ async fn big_log() -> String {
     url
 }
 
+/// An odd step's money event, in the proportions of a monthly billing cycle: the invoice
+/// finalized, then paid (or failed, one in thirteen), the charge and the PaymentIntent; a few
+/// tenants also get a refund (one in forty), a credit note (one in a hundred) or a dispute
+/// (one in two hundred). About half the log is money.
+fn money_event(tenant: usize, s: usize, created: i64, pad: &str) -> (&'static str, String) {
+    let (cus, sub) = (format!("cus_{tenant}"), format!("sub_{tenant}"));
+    let cycle = s / 8;
+    let (invoice, charge) = (
+        format!("in_{tenant}_{cycle}"),
+        format!("ch_{tenant}_{cycle}"),
+    );
+    let failed = (tenant + cycle) % 13 == 1;
+    match s % 8 {
+        1 if s == 9 && tenant % 40 == 0 => (
+            "charge.refunded",
+            format!(
+                r#"{{"id":"ch_{tenant}_0","object":"charge","amount":4900,"amount_captured":4900,"amount_refunded":1000,"currency":"usd","customer":"{cus}","status":"succeeded","created":{created},"refunds":{{"object":"list","data":[{{"id":"re_{tenant}","object":"refund","amount":1000,"currency":"usd","charge":"ch_{tenant}_0","status":"succeeded","created":{created}}}]}},"description":"{pad}"}}"#
+            ),
+        ),
+        1 | 3 => {
+            let (kind, status) = match (s % 8, failed) {
+                (1, _) => ("invoice.finalized", "open"),
+                (_, true) => ("invoice.payment_failed", "open"),
+                _ => ("invoice.paid", "paid"),
+            };
+            let paid = if status == "paid" { 4900 } else { 0 };
+            (
+                kind,
+                format!(
+                    r#"{{"id":"{invoice}","object":"invoice","customer":"{cus}","subscription":"{sub}","billing_reason":"subscription_cycle","paid":{is_paid},"status":"{status}","currency":"usd","amount_due":4900,"amount_paid":{paid},"amount_remaining":{remaining},"subtotal":4500,"total":4900,"total_tax_amounts":[{{"amount":400}}],"created":{created},"charge":"{charge}","attempt_count":1,"status_transitions":{{"finalized_at":{created},"paid_at":{paid_at}}},"description":"{pad}"}}"#,
+                    is_paid = status == "paid",
+                    remaining = 4900 - paid,
+                    paid_at = if status == "paid" {
+                        created.to_string()
+                    } else {
+                        "null".into()
+                    },
+                ),
+            )
+        }
+        5 if s == 13 && tenant % 100 == 0 => (
+            "credit_note.created",
+            format!(
+                r#"{{"id":"cn_{tenant}","object":"credit_note","amount":500,"currency":"usd","invoice":"{invoice}","customer":"{cus}","status":"issued","type":"post_payment","created":{created},"description":"{pad}"}}"#
+            ),
+        ),
+        5 => (
+            if failed {
+                "charge.failed"
+            } else {
+                "charge.succeeded"
+            },
+            format!(
+                r#"{{"id":"{charge}","object":"charge","amount":4900,"amount_captured":{captured},"amount_refunded":0,"currency":"usd","customer":"{cus}","invoice":"{invoice}","payment_intent":"pi_{tenant}_{cycle}","status":"{status}","created":{created},"description":"{pad}"}}"#,
+                captured = if failed { 0 } else { 4900 },
+                status = if failed { "failed" } else { "succeeded" },
+            ),
+        ),
+        7 if s == 15 && tenant % 200 == 0 => (
+            "charge.dispute.created",
+            format!(
+                r#"{{"id":"dp_{tenant}","object":"dispute","amount":4900,"currency":"usd","charge":"ch_{tenant}_0","status":"needs_response","reason":"fraudulent","created":{created},"description":"{pad}"}}"#
+            ),
+        ),
+        _ => (
+            if failed {
+                "payment_intent.payment_failed"
+            } else {
+                "payment_intent.succeeded"
+            },
+            format!(
+                r#"{{"id":"pi_{tenant}_{cycle}","object":"payment_intent","amount":4900,"amount_received":{received},"currency":"usd","customer":"{cus}","invoice":"{invoice}","status":"{status}","created":{created},"description":"{pad}"}}"#,
+                received = if failed { 0 } else { 4900 },
+                status = if failed {
+                    "requires_payment_method"
+                } else {
+                    "succeeded"
+                },
+            ),
+        ),
+    }
+}
+
 fn generated_event(tenant: usize, step: usize, n: usize) -> String {
     let created = 1_600_000_000 + (step as i64) * 86_400 * 15 + tenant as i64 % 86_400;
     let (t, cus, sub) = (
@@ -387,29 +472,16 @@ fn generated_event(tenant: usize, step: usize, n: usize) -> String {
             (
                 kind,
                 format!(
-                    r#"{{"id":"{sub}","object":"subscription","customer":"{cus}","status":"{status}","current_period_end":{end},"cancel_at_period_end":false,"created":1600000000,"items":{{"object":"list","data":[{{"id":"si_{tenant}","price":{{"id":"price_{p}"}},"quantity":{q}}}]}},"metadata":{{"tenant_id":"{t}"}},"description":"{pad}"}}"#,
+                    r#"{{"id":"{sub}","object":"subscription","customer":"{cus}","status":"{status}","current_period_end":{end},"cancel_at_period_end":false,"created":1600000000,"items":{{"object":"list","data":[{{"id":"si_{tenant}","price":{{"id":"price_{p}","unit_amount":{unit},"currency":"usd","recurring":{{"interval":"{interval}","interval_count":1,"usage_type":"licensed"}}}},"quantity":{q}}}]}},"metadata":{{"tenant_id":"{t}"}},"description":"{pad}"}}"#,
                     end = created + 30 * 86_400,
                     p = tenant % 3,
-                    q = 1 + tenant % 7
+                    q = 1 + tenant % 7,
+                    unit = [4_900, 9_900, 49_000][tenant % 3],
+                    interval = if tenant % 3 == 2 { "year" } else { "month" },
                 ),
             )
         }
-        s => {
-            let failed = (tenant + s) % 13 == 1;
-            let kind = if failed {
-                "invoice.payment_failed"
-            } else {
-                "invoice.paid"
-            };
-            (
-                kind,
-                format!(
-                    r#"{{"id":"in_{tenant}_{s}","object":"invoice","customer":"{cus}","subscription":"{sub}","billing_reason":"subscription_cycle","paid":{paid},"status":"{status}","amount_paid":4900,"description":"{pad}"}}"#,
-                    paid = !failed,
-                    status = if failed { "open" } else { "paid" }
-                ),
-            )
-        }
+        s => money_event(tenant, s, created, &pad),
     };
     let _ = n;
     format!(
@@ -524,6 +596,22 @@ async fn query() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let started = Instant::now();
+    let revenue = http
+        .get(format!(
+            "{}/api/billing/revenue?from=2020-09&to=2022-08",
+            service.base
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert!(revenue.status().is_success());
+    revenue.bytes().await.unwrap();
+    println!(
+        "query: revenue of every tenant, 24 months, one request: {:.0} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
     for readers in [4usize, 16] {
         println!("query: {readers} concurrent readers, 2,000 requests per route, on the 1,000,000-event log");
         println!(
@@ -538,7 +626,8 @@ async fn query() {
 
 async fn read_routes(http: &reqwest::Client, base: &str, readers: usize) {
     type Path = Box<dyn Fn(usize) -> String>;
-    let routes: [(&str, Path); 4] = [
+    let tenant = |i: usize| i * 7919 % TENANTS;
+    let routes: [(&str, Path); 7] = [
         (
             "events filtered by tenant and type, 100 a page",
             Box::new(|i| {
@@ -564,6 +653,23 @@ async fn read_routes(http: &reqwest::Client, base: &str, readers: usize) {
         (
             "tenant timeline (history, 50 events)",
             Box::new(|i| format!("/api/billing/tenants/tenant-{}/history", i * 7919 % TENANTS)),
+        ),
+        (
+            "invoices filtered by tenant, 100 a page",
+            Box::new(move |i| format!("/api/billing/invoices?tenant_id=tenant-{}", tenant(i))),
+        ),
+        (
+            "tenant balance (folded per request)",
+            Box::new(move |i| format!("/api/billing/tenants/tenant-{}/balance", tenant(i))),
+        ),
+        (
+            "revenue of one tenant, 24 months",
+            Box::new(move |i| {
+                format!(
+                    "/api/billing/revenue?from=2020-09&to=2022-08&tenant_id=tenant-{}",
+                    tenant(i)
+                )
+            }),
         ),
     ];
     for (name, path) in routes {
