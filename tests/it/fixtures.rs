@@ -7,8 +7,10 @@ use crate::support::TestApp;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-fn fixture_files() -> Vec<PathBuf> {
-    let dir = match std::env::var_os("LEDGER_FIXTURES_DIR") {
+/// The captured events' folder: `LEDGER_FIXTURES_DIR` (which must exist when set), else
+/// `../shared/fixtures/stripe-events` when present.
+fn captured_dir() -> Option<PathBuf> {
+    match std::env::var_os("LEDGER_FIXTURES_DIR") {
         Some(dir) => {
             let dir = PathBuf::from(dir);
             assert!(
@@ -23,7 +25,11 @@ fn fixture_files() -> Vec<PathBuf> {
                 Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/stripe-events");
             default.is_dir().then_some(default)
         }
-    };
+    }
+}
+
+fn fixture_files() -> Vec<PathBuf> {
+    let dir = captured_dir();
     let mut files = Vec::new();
     let ours = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     for dir in dir.iter().chain([&ours]) {
@@ -166,7 +172,7 @@ fn every_money_fixture_folds_with_its_amounts() {
 /// Amounts read from particular captured files, by hand.
 #[test]
 fn captured_money_amounts() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/stripe-events");
+    let dir = captured_dir().expect("the captured Stripe events (LEDGER_FIXTURES_DIR)");
     let fold = |file: &str| {
         let bytes = std::fs::read(dir.join(file)).unwrap();
         let mut ledger = projections::Ledger::new(false);
@@ -175,7 +181,6 @@ fn captured_money_amounts() {
             .unwrap();
         ledger.read_models().money
     };
-    assert!(dir.is_dir(), "{} holds the captured events", dir.display());
     let paid = fold("stripe-ruby-mock__stripe-ruby-mock/invoice.paid.json");
     let invoice = &paid.invoices["in_000000000000000000000000"];
     assert_eq!(
