@@ -133,6 +133,12 @@ async fn finance_routes_show_a_tenants_money() {
         .get("/api/billing/refunds?subscription_id=sub_m", FINANCE_TOKEN)
         .await;
     assert_eq!(wrong.status(), 400);
+    let error: Value = wrong.json().await.unwrap();
+    assert_eq!(error["error"], "refunds cannot be filtered by subscription_id");
+    let too_many = app
+        .get("/api/billing/invoices?limit=1001", FINANCE_TOKEN)
+        .await;
+    assert_eq!(too_many.status(), 400);
     let anonymous = app.http.get(app.url("/api/billing/payments")).send().await;
     assert_eq!(anonymous.unwrap().status(), 401);
 }
