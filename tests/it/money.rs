@@ -134,7 +134,10 @@ async fn finance_routes_show_a_tenants_money() {
         .await;
     assert_eq!(wrong.status(), 400);
     let error: Value = wrong.json().await.unwrap();
-    assert_eq!(error["error"], "refunds cannot be filtered by subscription_id");
+    assert_eq!(
+        error["error"],
+        "refunds cannot be filtered by subscription_id"
+    );
     let too_many = app
         .get("/api/billing/invoices?limit=1001", FINANCE_TOKEN)
         .await;

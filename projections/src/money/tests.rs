@@ -506,3 +506,40 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(100))]
+
+    /// Balances never mix currencies: each currency's figures are the sums over that
+    /// currency's rows alone (zero-decimal `jpy` and three-decimal `kwd` beside `usd`).
+    #[test]
+    fn balances_never_mix_currencies(
+        invoices in proptest::collection::vec((0usize..3, 1i64..1_000_000, any::<bool>()), 1..12)
+    ) {
+        let currencies = ["usd", "jpy", "kwd"];
+        let mut events = vec![tenant_link("t1", "cus_1", "sub_1")];
+        for (i, (c, total, paid)) in invoices.iter().enumerate() {
+            let status = if *paid { "paid" } else { "open" };
+            events.push(old_invoice(
+                &format!("evt_{i}"),
+                "invoice.updated",
+                T + i as i64,
+                json!({"id": format!("in_{i}"), "currency": currencies[*c], "total": total,
+                       "amount_due": total, "amount_paid": if *paid { *total } else { 0 },
+                       "amount_remaining": if *paid { 0 } else { *total }, "status": status}),
+            ));
+        }
+        let rows = fold(&events.iter().collect::<Vec<_>>());
+        let balances = crate::money::balances(&rows.money, "t1");
+        for balance in &balances {
+            let mine = invoices.iter().filter(|(c, _, _)| currencies[*c] == balance.currency);
+            let invoiced: i64 = mine.clone().map(|(_, t, _)| t).sum();
+            let outstanding: i64 = mine.filter(|(_, _, p)| !p).map(|(_, t, _)| t).sum();
+            prop_assert_eq!(balance.invoiced, invoiced);
+            prop_assert_eq!(balance.outstanding, outstanding);
+        }
+        let used: std::collections::BTreeSet<_> =
+            invoices.iter().map(|(c, _, _)| currencies[*c]).collect();
+        prop_assert_eq!(balances.len(), used.len());
+    }
+}
