@@ -79,7 +79,7 @@ impl EventFilters {
     fn query(&self, after: i64, limit: i64) -> (String, Params) {
         let money = if self.csv {
             ", (SELECT string_agg(t.tenant_id, ';' ORDER BY t.tenant_id) FROM event_tenants t
-                WHERE t.event_id = events.event_id), body"
+                WHERE t.event_id = events.event_id) AS csv_tenant_ids, body"
         } else {
             ""
         };

@@ -99,8 +99,8 @@ impl EventSummary {
             object_type: row.get(8),
             received_at: row.get(9),
             source: row.get(10),
-            // The CSV query adds the tenants (11) and the body (12).
-            money: (row.len() > 12).then(|| {
+            // The CSV query adds the tenants (11, named `csv_tenant_ids`) and the body (12).
+            money: (row.columns().get(11).map(|c| c.name()) == Some("csv_tenant_ids")).then(|| {
                 let object = projections::Event::parse(row.get(12)).map(|e| e.object);
                 let (customer_id, amount, currency) = object
                     .as_ref()
