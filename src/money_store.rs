@@ -191,7 +191,11 @@ impl Table {
     }
 }
 
-async fn upsert<T: serde::Serialize>(
+/// Rows sent per upsert statement: a rebuild writes every row at once, and each statement's
+/// JSON is built in memory (about 1 KB a row).
+pub const UPSERT_ROWS_PER_STATEMENT: usize = 5_000;
+
+async fn upsert<T: serde::Serialize + std::fmt::Debug + Sync>(
     tx: &Transaction<'_>,
     table: &Table,
     rows: &[T],
@@ -199,9 +203,12 @@ async fn upsert<T: serde::Serialize>(
     if rows.is_empty() {
         return Ok(());
     }
-    let rows = serde_json::to_value(rows)?;
     let statement = tx.prepare_cached(&table.upsert_sql()).await?;
-    tx.execute(&statement, &[&rows]).await?;
+    for chunk in rows.chunks(UPSERT_ROWS_PER_STATEMENT) {
+        // Serialized straight into the statement's buffer, never as a `serde_json::Value`.
+        tx.execute(&statement, &[&tokio_postgres::types::Json(chunk)])
+            .await?;
+    }
     Ok(())
 }
 
