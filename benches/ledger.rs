@@ -24,12 +24,17 @@ use tokio_postgres::NoTls;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[path = "support/money_events.rs"]
+mod money_events;
+
 const SECRET: &str = "whsec_bench";
 const TOKEN: &str = "bench-token";
 const INGEST_SECONDS: u64 = 8;
 const TENANTS: usize = 20_000;
 const EVENTS_PER_TENANT: usize = 50;
-const BIG_LOG: &str = "billing_ledger_bench_1m";
+/// The 1,000,000-event log, money events included (its name changed with its content, so an
+/// older log without them is never reused).
+const BIG_LOG: &str = "billing_ledger_bench_1m_money";
 
 fn server_url() -> String {
     std::env::var("DATABASE_URL")
@@ -394,29 +399,16 @@ fn generated_event(tenant: usize, step: usize, n: usize) -> String {
             (
                 kind,
                 format!(
-                    r#"{{"id":"{sub}","object":"subscription","customer":"{cus}","status":"{status}","current_period_end":{end},"cancel_at_period_end":false,"created":1600000000,"items":{{"object":"list","data":[{{"id":"si_{tenant}","price":{{"id":"price_{p}"}},"quantity":{q}}}]}},"metadata":{{"tenant_id":"{t}"}},"description":"{pad}"}}"#,
+                    r#"{{"id":"{sub}","object":"subscription","customer":"{cus}","status":"{status}","current_period_end":{end},"cancel_at_period_end":false,"created":1600000000,"items":{{"object":"list","data":[{{"id":"si_{tenant}","price":{{"id":"price_{p}","unit_amount":{unit},"currency":"usd","recurring":{{"interval":"{interval}","interval_count":1,"usage_type":"licensed"}}}},"quantity":{q}}}]}},"metadata":{{"tenant_id":"{t}"}},"description":"{pad}"}}"#,
                     end = created + 30 * 86_400,
                     p = tenant % 3,
-                    q = 1 + tenant % 7
+                    q = 1 + tenant % 7,
+                    unit = [4_900, 9_900, 49_000][tenant % 3],
+                    interval = if tenant % 3 == 2 { "year" } else { "month" },
                 ),
             )
         }
-        s => {
-            let failed = (tenant + s) % 13 == 1;
-            let kind = if failed {
-                "invoice.payment_failed"
-            } else {
-                "invoice.paid"
-            };
-            (
-                kind,
-                format!(
-                    r#"{{"id":"in_{tenant}_{s}","object":"invoice","customer":"{cus}","subscription":"{sub}","billing_reason":"subscription_cycle","paid":{paid},"status":"{status}","amount_paid":4900,"description":"{pad}"}}"#,
-                    paid = !failed,
-                    status = if failed { "open" } else { "paid" }
-                ),
-            )
-        }
+        s => money_events::money_event(tenant, s, created, &pad),
     };
     let _ = n;
     format!(
@@ -531,6 +523,22 @@ async fn query() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let started = Instant::now();
+    let revenue = http
+        .get(format!(
+            "{}/api/billing/revenue?from=2020-09&to=2022-08",
+            service.base
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert!(revenue.status().is_success());
+    revenue.bytes().await.unwrap();
+    println!(
+        "query: revenue of every tenant, 24 months, one request: {:.0} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
     for readers in [4usize, 16] {
         println!("query: {readers} concurrent readers, 2,000 requests per route, on the 1,000,000-event log");
         println!(
@@ -563,7 +571,8 @@ async fn read_routes(http: &reqwest::Client, base: &str, readers: usize) {
     type Path = Box<dyn Fn(usize) -> String>;
     // API routes take the bearer token, console pages the session cookie; each ignores the other.
     let cookie = console_session(base).await;
-    let routes: [(&str, Path); 5] = [
+    let tenant = |i: usize| i * 7919 % TENANTS;
+    let routes: [(&str, Path); 8] = [
         (
             "events filtered by tenant and type, 100 a page",
             Box::new(|i| {
@@ -593,6 +602,23 @@ async fn read_routes(http: &reqwest::Client, base: &str, readers: usize) {
         (
             "console tenant page (HTML; target p99 < 100 ms)",
             Box::new(|i| format!("/console/tenants/tenant-{}", i * 7919 % TENANTS)),
+        ),
+        (
+            "invoices filtered by tenant, 100 a page",
+            Box::new(move |i| format!("/api/billing/invoices?tenant_id=tenant-{}", tenant(i))),
+        ),
+        (
+            "tenant balance (folded per request)",
+            Box::new(move |i| format!("/api/billing/tenants/tenant-{}/balance", tenant(i))),
+        ),
+        (
+            "revenue of one tenant, 24 months",
+            Box::new(move |i| {
+                format!(
+                    "/api/billing/revenue?from=2020-09&to=2022-08&tenant_id=tenant-{}",
+                    tenant(i)
+                )
+            }),
         ),
     ];
     for (name, path) in routes {

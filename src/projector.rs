@@ -33,8 +33,9 @@ use uuid::Uuid;
 pub const PROJECTION_NAME: &str = "billing";
 /// Bump when the fold's logic changes; the status then reports the stored rows as stale.
 /// Version 3: a failed payment infers `incomplete` until the subscription has been live, and a
-/// paid invoice infers `active` after `incomplete`, `past_due` or `unpaid`.
-pub const PROJECTION_VERSION: i32 = 3;
+/// paid invoice infers `active` after `incomplete`, `past_due` or `unpaid`. Version 4: money
+/// (invoices, payments, refunds, disputes, credit notes) and money events' tenants.
+pub const PROJECTION_VERSION: i32 = 4;
 /// Events read and folded per transaction.
 pub const FOLD_BATCH_EVENTS: i64 = 1_000;
 /// Batches a rebuild reads ahead of its fold.
@@ -601,6 +602,7 @@ async fn rebuild_inner(
              DELETE FROM unresolved_events;",
         )
         .await?;
+        crate::money_store::clear(&tx).await?;
         tx.execute(
             "DELETE FROM projection_errors WHERE projection = $1",
             &[&PROJECTION_NAME],
@@ -638,6 +640,9 @@ async fn rebuild_inner(
     // (event_tenants was analyzed while staged; statistics follow the rename).
     client
         .batch_execute("ANALYZE tenant_pricing, checkout_sessions, customers, unresolved_events;")
+        .await?;
+    client
+        .batch_execute(&crate::money_store::analyze_sql())
         .await?;
     tracing::info!(projection.name = PROJECTION_NAME, rebuild.id = %rebuild_id,
         events = target, fold_ms = folded_ms, duration_ms = started.elapsed().as_millis() as u64,

@@ -11,13 +11,15 @@ use projections::{Changes, ResolvedBy};
 use tokio_postgres::error::SqlState;
 
 /// Applies `changes`: upserts and deletes `tenant_pricing`, upserts `checkout_sessions` and
-/// `customers`, replaces each object's unresolved events, records event-tenant attributions.
+/// `customers`, replaces each object's unresolved events, records event-tenant attributions,
+/// and writes the money tables (through [`crate::money_store`], their one writer).
 pub async fn write(tx: &Transaction<'_>, changes: &Changes) -> anyhow::Result<()> {
     write_tenant_pricing(tx, changes).await?;
     write_checkout_sessions(tx, changes).await?;
     write_customers(tx, changes).await?;
     write_unresolved(tx, changes).await?;
     write_event_tenants(tx, &changes.event_tenants).await?;
+    crate::money_store::write(tx, &changes.money).await?;
     Ok(())
 }
 

@@ -19,6 +19,8 @@ use serde::{Deserialize, Serialize};
 /// Which of the tenant's events to fold.
 #[derive(Debug, Clone, Copy)]
 pub enum Bound {
+    /// Every event of the tenant's.
+    All,
     /// Events Stripe created at or before this instant.
     CreatedAtOrBefore(DateTime<Utc>),
     /// Events at or before this log position.
@@ -274,13 +276,30 @@ pub async fn state_at(
     livemode: bool,
     bound: Bound,
 ) -> anyhow::Result<Option<TenantPricing>> {
+    let mut ledger = Ledger::new(livemode);
+    for_each_event(pool, tenant_id, bound, |event| {
+        let _ = ledger.apply(event);
+    })
+    .await?;
+    Ok(ledger.tenant_pricing(tenant_id))
+}
+
+/// Calls `visit` with every one of the tenant's events within `bound`, streamed from the
+/// database in no particular order (the folds do not depend on it), and returns how many there
+/// were. Stored bodies that no longer parse are skipped (the projector and `verify` report
+/// them).
+pub async fn for_each_event(
+    pool: &Pool,
+    tenant_id: &str,
+    bound: Bound,
+    mut visit: impl FnMut(&Event),
+) -> anyhow::Result<usize> {
     let client = pool.get().await?;
     let (created, position) = match bound {
+        Bound::All => (None, None),
         Bound::CreatedAtOrBefore(t) => (Some(t), None),
         Bound::PositionAtOrBefore(p) => (None, Some(p)),
     };
-    // The fold does not depend on order, so the events are read in whatever order the join
-    // yields them.
     let statement = client
         .prepare_cached(
             "SELECT e.body FROM event_tenants t
@@ -297,12 +316,13 @@ pub async fn state_at(
     let portal = tx
         .bind(&statement, &[&tenant_id, &created, &position])
         .await?;
-    let mut ledger = Ledger::new(livemode);
+    let mut count = 0;
     loop {
         let rows = tx.query_portal(&portal, AS_OF_FETCH_ROWS).await?;
+        count += rows.len();
         for row in &rows {
             if let Some(event) = parse_stored(row.get(0)) {
-                let _ = ledger.apply(&event);
+                visit(&event);
             }
         }
         if rows.len() < AS_OF_FETCH_ROWS as usize {
@@ -310,7 +330,7 @@ pub async fn state_at(
         }
     }
     tx.commit().await?;
-    Ok(ledger.tenant_pricing(tenant_id))
+    Ok(count)
 }
 
 /// What the projection made of one stored event, for the event detail: `pending` (not folded
@@ -361,4 +381,21 @@ pub fn event_effect(
         return ("unresolved", Some(note.to_owned()));
     }
     ("applied", None)
+}
+
+/// The tenant's balances per currency folded from its events within `bound` (see
+/// [`projections::money::balances`]), and how many events there were.
+pub async fn balances(
+    pool: &Pool,
+    tenant_id: &str,
+    livemode: bool,
+    bound: Bound,
+) -> anyhow::Result<(Vec<projections::money::Balance>, usize)> {
+    let mut ledger = Ledger::new(livemode);
+    let count = for_each_event(pool, tenant_id, bound, |event| {
+        let _ = ledger.apply(event);
+    })
+    .await?;
+    let balances = projections::money::balances(&ledger.read_models().money, tenant_id);
+    Ok((balances, count))
 }

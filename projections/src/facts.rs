@@ -58,6 +58,9 @@ pub struct SubscriptionSnapshot {
     pub canceled_at: Option<i64>,
     /// The subscription object's own `created` (when it started).
     pub created: Option<i64>,
+    /// Every item's price and quantity, and the discounts: what MRR is computed from
+    /// ([`crate::money::revenue`]); `tenant_pricing` does not show them.
+    pub pricing: crate::money::pricing::Pricing,
 }
 
 /// What an invoice event says about its subscription.
@@ -142,6 +145,12 @@ pub enum Fact {
         tenant: Option<TenantClaim>,
     },
     Invoice(InvoiceFact),
+    /// A money object (see [`crate::money`]); an invoice event also carries what it says
+    /// about its subscription.
+    Money {
+        money: Box<crate::money::MoneyFact>,
+        invoice: Option<InvoiceFact>,
+    },
     Session {
         id: String,
         snapshot: SessionSnapshot,
@@ -191,7 +200,8 @@ pub(crate) fn reads_field(key: &str) -> bool {
             | "email"
             | "name"
             | "deleted"
-    )
+    ) || crate::money::reads_field(key)
+        || crate::money::pricing::reads_field(key)
 }
 
 /// Longest Stripe object ID kept in a read model, in bytes (Stripe's are under 100).
@@ -201,7 +211,7 @@ pub const TEXT_BYTES_MAX: usize = 4_096;
 
 /// Checks a string the fold would write: PostgreSQL `text` cannot hold NUL, and an indexed ID
 /// must stay far below the B-tree row limit (about 2.7 KB).
-fn storable(value: &str, what: &str, bytes_max: usize) -> Result<(), String> {
+pub(crate) fn storable(value: &str, what: &str, bytes_max: usize) -> Result<(), String> {
     if value.contains('\0') {
         return Err(format!("{what} contains a NUL character"));
     }
@@ -249,6 +259,12 @@ fn check_storable(fact: &Fact) -> Result<(), String> {
             }
             Ok(())
         }
+        Fact::Money { money, invoice } => {
+            if let Some(f) = invoice {
+                storable_ids([Some(&f.subscription_id), f.customer_id.as_ref()])?;
+            }
+            crate::money::check_storable(money)
+        }
         Fact::Ignored => Ok(()),
     }
 }
@@ -257,6 +273,21 @@ fn check_storable(fact: &Fact) -> Result<(), String> {
 /// value the read models cannot store.
 pub fn read(event: &Event) -> Result<Fact, FoldError> {
     let fact = read_fact(event)?;
+    let money = crate::money::read(event).map_err(|message| FoldError {
+        event_id: event.id.clone(),
+        message,
+    })?;
+    let fact = match (money, fact) {
+        (None, fact) => fact,
+        (Some(money), Fact::Invoice(invoice)) => Fact::Money {
+            money: Box::new(money),
+            invoice: Some(invoice),
+        },
+        (Some(money), _) => Fact::Money {
+            money: Box::new(money),
+            invoice: None,
+        },
+    };
     check_storable(&fact).map_err(|message| FoldError {
         event_id: event.id.clone(),
         message,
@@ -370,6 +401,7 @@ fn subscription_snapshot(object: &Value) -> Result<SubscriptionSnapshot, String>
             .unwrap_or(false),
         canceled_at: optional_seconds(object, "canceled_at")?,
         created: optional_seconds(object, "created")?,
+        pricing: crate::money::pricing::read(object)?,
     })
 }
 
@@ -463,7 +495,7 @@ fn session_snapshot(event_type: &str, object: &Value) -> Result<SessionSnapshot,
 }
 
 /// A string ID, or the `id` of an expanded object.
-fn id_of(value: &Value) -> Option<String> {
+pub(crate) fn id_of(value: &Value) -> Option<String> {
     match value {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
         Value::Object(o) => o
@@ -475,7 +507,7 @@ fn id_of(value: &Value) -> Option<String> {
     }
 }
 
-fn id_at(object: &Value, field: &str) -> Option<String> {
+pub(crate) fn id_at(object: &Value, field: &str) -> Option<String> {
     object.get(field).and_then(id_of)
 }
 
@@ -489,7 +521,7 @@ fn string_at<'v>(object: &'v Value, path: &[&str]) -> Option<&'v str> {
         .and_then(Value::as_str)
 }
 
-fn optional_string(object: &Value, field: &str) -> Result<Option<String>, String> {
+pub(crate) fn optional_string(object: &Value, field: &str) -> Result<Option<String>, String> {
     match object.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -497,11 +529,11 @@ fn optional_string(object: &Value, field: &str) -> Result<Option<String>, String
     }
 }
 
-fn optional_seconds(object: &Value, field: &str) -> Result<Option<i64>, String> {
+pub(crate) fn optional_seconds(object: &Value, field: &str) -> Result<Option<i64>, String> {
     seconds(object.get(field), field)
 }
 
-fn optional_seconds_at(object: &Value, pointer: &str) -> Result<Option<i64>, String> {
+pub(crate) fn optional_seconds_at(object: &Value, pointer: &str) -> Result<Option<i64>, String> {
     seconds(object.pointer(pointer), pointer)
 }
 
@@ -535,7 +567,7 @@ fn tenant_claim(
     }))
 }
 
-fn tenant_in(
+pub(crate) fn tenant_in(
     metadata: Option<&Value>,
     resolved_by: ResolvedBy,
 ) -> Result<Option<TenantClaim>, String> {

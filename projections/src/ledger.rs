@@ -17,6 +17,7 @@ use crate::facts::{
 use crate::model::{
     CheckoutSession, Customer, ResolvedBy, SessionStatus, Status, TenantPricing, Unresolved,
 };
+use crate::money::{Links, Money, MoneyChanges, MoneyModels};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -81,7 +82,7 @@ impl ReadEvent {
 }
 
 impl Version {
-    fn of(event: &Head, type_rank: u8) -> Version {
+    pub(crate) fn of(event: &Head, type_rank: u8) -> Version {
         Version {
             terminal: false,
             created: event.created,
@@ -95,13 +96,17 @@ impl Version {
 
 /// A value with the version of the observation that set it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Versioned<T> {
-    version: Version,
-    value: T,
+pub(crate) struct Versioned<T> {
+    pub(crate) version: Version,
+    pub(crate) value: T,
 }
 
 /// Keeps the observation with the greatest version; returns whether the slot changed.
-fn keep_greatest<T>(slot: &mut Option<Versioned<T>>, version: Version, value: T) -> bool {
+pub(crate) fn keep_greatest<T>(
+    slot: &mut Option<Versioned<T>>,
+    version: Version,
+    value: T,
+) -> bool {
     match slot {
         Some(current) if current.version >= version => false,
         _ => {
@@ -113,7 +118,7 @@ fn keep_greatest<T>(slot: &mut Option<Versioned<T>>, version: Version, value: T)
 
 /// Keeps the observation with the least version (the earliest claim wins); returns whether the
 /// slot changed.
-fn keep_least<T>(slot: &mut Option<Versioned<T>>, version: Version, value: T) -> bool {
+pub(crate) fn keep_least<T>(slot: &mut Option<Versioned<T>>, version: Version, value: T) -> bool {
     match slot {
         Some(current) if current.version <= version => false,
         _ => {
@@ -133,7 +138,7 @@ fn keep_latest(slot: &mut Option<i64>, seconds: i64) {
     *slot = Some(slot.map_or(seconds, |s| s.max(seconds)));
 }
 
-fn keep_earliest(slot: &mut Option<i64>, seconds: i64) {
+pub(crate) fn keep_earliest(slot: &mut Option<i64>, seconds: i64) {
     *slot = Some(slot.map_or(seconds, |s| s.min(seconds)));
 }
 
@@ -229,6 +234,11 @@ pub struct Ledger {
     subscriptions_by_customer: BTreeMap<String, BTreeSet<String>>,
     sessions_by_customer: BTreeMap<String, BTreeSet<String>>,
     sessions_by_subscription: BTreeMap<String, BTreeSet<String>>,
+    /// Invoices, payments, refunds, disputes and credit notes (see [`crate::money`]). Not
+    /// carried through serde: a history cursor holds the subscription side only (a tenant's
+    /// money objects would grow it past what a URL holds), and history shows `tenant_pricing`.
+    #[serde(skip)]
+    money: Money,
     /// Bookkeeping for incremental rendering; not part of the folded state.
     #[serde(skip)]
     render: RenderState,
@@ -280,6 +290,8 @@ pub struct Changes {
     pub unresolved: BTreeMap<String, Vec<Unresolved>>,
     /// `(tenant_id, event_id, rule)`: events newly attributed to a tenant, and how.
     pub event_tenants: BTreeSet<(String, String, ResolvedBy)>,
+    /// Invoices, payments, refunds, disputes and credit notes.
+    pub money: MoneyChanges,
 }
 
 impl Changes {
@@ -290,6 +302,7 @@ impl Changes {
             && self.customers.is_empty()
             && self.unresolved.is_empty()
             && self.event_tenants.is_empty()
+            && self.money.is_empty()
     }
 }
 
@@ -300,6 +313,7 @@ pub struct ReadModels {
     pub checkout_sessions: BTreeMap<String, CheckoutSession>,
     pub customers: BTreeMap<String, Customer>,
     pub unresolved: BTreeSet<Unresolved>,
+    pub money: MoneyModels,
 }
 
 impl ReadModels {
@@ -321,6 +335,7 @@ impl ReadModels {
             self.unresolved.retain(|u| u.object_id != object_id);
             self.unresolved.extend(events);
         }
+        self.money.apply(changes.money);
     }
 }
 
@@ -365,6 +380,19 @@ impl Ledger {
                 snapshot,
                 tenant,
             } => self.fold_customer(event, id, snapshot, tenant),
+            Fact::Money { money, invoice } => {
+                if let Some(invoice) = invoice {
+                    self.fold_invoice(event, invoice);
+                }
+                for key in self.money.fold(event, *money) {
+                    let Some(tenant) = self.money.tenant_of(&key, self) else {
+                        continue;
+                    };
+                    if let Some(pending) = self.money.pending_mut(&key) {
+                        attribute(&mut self.render.attributions, &tenant, pending);
+                    }
+                }
+            }
         }
         self.settle_touched();
         Ok(Outcome::Applied)
@@ -715,6 +743,10 @@ impl Ledger {
     /// returns every row).
     pub fn take_changes(&mut self) -> Changes {
         let mut changes = Changes::default();
+        let changed_links: BTreeSet<String> = (self.render.subscriptions.iter())
+            .chain(&self.render.customers)
+            .cloned()
+            .collect();
         let render = std::mem::take(&mut self.render.subscriptions);
         for id in render {
             let tenant = self.subscription_tenant(&self.subscriptions[&id]);
@@ -773,6 +805,11 @@ impl Ledger {
                 .map(|sub| self.render_pricing(&tenant_id, sub));
             changes.tenant_pricing.insert(tenant_id, row);
         }
+        let mut money = std::mem::take(&mut self.money);
+        let mut attributions = BTreeSet::new();
+        changes.money = money.take_changes(self, &changed_links, &mut attributions);
+        self.money = money;
+        self.render.attributions.extend(attributions);
         changes.event_tenants = self.take_attributions();
         changes
     }
@@ -783,6 +820,7 @@ impl Ledger {
         self.render.subscriptions = self.subscriptions.keys().cloned().collect();
         self.render.sessions = self.sessions.keys().cloned().collect();
         self.render.customers = self.customers.keys().cloned().collect();
+        self.money.mark_all_changed();
     }
 
     /// Whether a ledger read back from outside (a history cursor) holds together as folding
@@ -865,11 +903,12 @@ impl Ledger {
                 models.customers.insert(id.clone(), row);
             }
         }
+        models.money = self.money.read_models(self);
         models
     }
 }
 
-fn unresolved(event: &Head, object_id: &str) -> Unresolved {
+pub(crate) fn unresolved(event: &Head, object_id: &str) -> Unresolved {
     Unresolved {
         event_id: event.id.clone(),
         event_type: event.event_type.clone(),
@@ -913,7 +952,7 @@ fn list_unresolved(
 }
 
 /// Once an object's tenant is known, its pending events are attributed to it and forgotten.
-fn attribute(
+pub(crate) fn attribute(
     attributions: &mut BTreeSet<(String, String, ResolvedBy)>,
     tenant: &TenantClaim,
     pending: &mut BTreeSet<Unresolved>,
@@ -924,13 +963,13 @@ fn attribute(
 }
 
 /// Adds `id` to `set`, allocating only when it is new (most events touch known objects).
-fn mark(set: &mut BTreeSet<String>, id: &str) {
+pub(crate) fn mark(set: &mut BTreeSet<String>, id: &str) {
     if !set.contains(id) {
         set.insert(id.to_owned());
     }
 }
 
-fn index(map: &mut BTreeMap<String, BTreeSet<String>>, key: &str, value: &str) {
+pub(crate) fn index(map: &mut BTreeMap<String, BTreeSet<String>>, key: &str, value: &str) {
     match map.get_mut(key) {
         Some(values) => mark(values, value),
         None => {
@@ -945,5 +984,15 @@ fn unindex(map: &mut BTreeMap<String, BTreeSet<String>>, key: &str, value: &str)
         if set.is_empty() {
             map.remove(key);
         }
+    }
+}
+
+impl Links for Ledger {
+    fn customer_tenant(&self, customer_id: &str) -> Option<TenantClaim> {
+        Ledger::customer_tenant(self, Some(customer_id))
+    }
+
+    fn subscription_tenant(&self, subscription_id: &str) -> Option<TenantClaim> {
+        self.subscription_tenant(self.subscriptions.get(subscription_id)?)
     }
 }

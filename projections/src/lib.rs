@@ -2,7 +2,7 @@
 //!
 //! This crate owns the meaning of events: which Stripe fields say what, across API versions
 //! ([`facts`]), and how a set of events becomes `tenant_pricing`, `checkout_sessions` and
-//! `customers` ([`ledger`]). It must never do I/O, read a clock or depend on arrival order: time
+//! `customers` ([`ledger`]), and invoices, payments, refunds, disputes and credit notes ([`money`]). It must never do I/O, read a clock or depend on arrival order: time
 //! comes from each event's `created`, order from [`ledger::Version`]. `src/` stores the log and
 //! writes the rows this crate renders.
 
@@ -10,6 +10,7 @@ pub mod envelope;
 pub mod facts;
 pub mod ledger;
 pub mod model;
+pub mod money;
 
 pub use envelope::{EnvelopeError, Event};
 pub use facts::{BillingReason, FoldError};

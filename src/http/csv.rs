@@ -14,8 +14,9 @@ use poem_openapi::ApiResponse;
 /// Rows fetched per query while streaming CSV.
 pub const CSV_PAGE_ROWS: i64 = 1_000;
 
-/// The CSV header: the JSON fields of an event, in order.
-pub const HEADER: &str = "position,event_id,type,created,api_version,livemode,account,object_id,object_type,received_at,source\r\n";
+/// The CSV header: the JSON fields of an event, in order, then the money columns (the
+/// event's tenants, `;`-separated, and its object's customer, amount and currency).
+pub const HEADER: &str = "position,event_id,type,created,api_version,livemode,account,object_id,object_type,received_at,source,tenant_id,customer_id,amount,currency\r\n";
 
 /// A list of events as JSON (one page) or CSV (every matching row, streamed).
 pub enum EventsResponse {
@@ -77,6 +78,7 @@ fn field(out: &mut String, value: &str) {
 pub fn record(out: &mut String, e: &EventSummary) {
     // The same rendering as the JSON answers (chrono's RFC 3339, `+00:00`).
     let time = |t: &chrono::DateTime<chrono::Utc>| t.to_rfc3339();
+    let money = e.money.clone().unwrap_or_default();
     let fields = [
         e.position.to_string(),
         e.event_id.clone(),
@@ -89,6 +91,10 @@ pub fn record(out: &mut String, e: &EventSummary) {
         e.object_type.clone().unwrap_or_default(),
         time(&e.received_at),
         e.source.clone(),
+        money.tenant_ids.clone().unwrap_or_default(),
+        money.customer_id.clone().unwrap_or_default(),
+        money.amount.map(|a| a.to_string()).unwrap_or_default(),
+        money.currency.clone().unwrap_or_default(),
     ];
     for (i, value) in fields.iter().enumerate() {
         if i > 0 {

@@ -8,9 +8,12 @@ pub mod auth;
 pub mod connections;
 pub mod csv;
 pub mod error;
+pub mod money;
+pub mod money_views;
 pub mod ops;
 pub mod read;
 pub mod reconcile;
+pub mod revenue;
 pub mod routes;
 pub mod views;
 pub mod webhook;
@@ -48,6 +51,8 @@ pub enum Tag {
 type Apis = (
     webhook::WebhookApi,
     read::ReadApi,
+    money::MoneyApi,
+    revenue::RevenueApi,
     admin::AdminApi,
     ops::OpsApi,
     reconcile::ReconcileApi,
@@ -60,6 +65,12 @@ pub fn service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
             state: state.clone(),
         },
         read::ReadApi {
+            state: state.clone(),
+        },
+        money::MoneyApi {
+            state: state.clone(),
+        },
+        revenue::RevenueApi {
             state: state.clone(),
         },
         admin::AdminApi {

@@ -64,6 +64,8 @@ pub enum Order {
 /// The filters of `GET /api/billing/events`.
 struct EventFilters {
     descending: bool,
+    /// Select the CSV's money columns too (the tenants and the body).
+    csv: bool,
     event_type: Option<String>,
     tenant_id: Option<String>,
     object_id: Option<String>,
@@ -75,9 +77,15 @@ struct EventFilters {
 impl EventFilters {
     /// The page of events past position `after` (in the chosen order), at most `limit` rows.
     fn query(&self, after: i64, limit: i64) -> (String, Params) {
+        let money = if self.csv {
+            ", (SELECT string_agg(t.tenant_id, ';' ORDER BY t.tenant_id) FROM event_tenants t
+                WHERE t.event_id = events.event_id) AS csv_tenant_ids, body"
+        } else {
+            ""
+        };
         let mut sql = format!(
             "SELECT position, event_id, type, created, api_version, livemode, account, object_id,
-                    object_type, received_at, source
+                    object_type, received_at, source{money}
              FROM events WHERE position {} $1",
             if self.descending { "<" } else { ">" }
         );
@@ -150,8 +158,12 @@ impl ReadApi {
     ) -> Result<EventsResponse, ApiError> {
         let descending = order.0 == Some(Order::Desc);
         let after: i64 = cursor_or(cursor.0.as_deref(), if descending { i64::MAX } else { 0 })?;
+        let wants_csv = request
+            .header("accept")
+            .is_some_and(|accept| accept.contains("text/csv"));
         let filters = EventFilters {
             descending,
+            csv: wants_csv,
             event_type: event_type.0,
             tenant_id: tenant_id.0,
             object_id: object_id.0,
@@ -159,9 +171,6 @@ impl ReadApi {
             to: to.0,
             livemode: livemode.0,
         };
-        let wants_csv = request
-            .header("accept")
-            .is_some_and(|accept| accept.contains("text/csv"));
         let query: csv::PageQuery = Box::new(move |after, limit| filters.query(after, limit));
         if wants_csv {
             let total = limit.0.map(i64::from);

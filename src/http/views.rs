@@ -75,6 +75,20 @@ pub struct EventSummary {
     /// `webhook` (signature-verified), `import` (backfilled from an export, not verified) or
     /// `reconcile` (fetched from Stripe's Events API with the account's key, not verified).
     pub source: String,
+    /// The CSV export's money columns (not in the JSON answer).
+    #[oai(skip)]
+    pub money: Option<MoneyColumns>,
+}
+
+/// The events CSV's extra columns, where the event's object has them.
+#[derive(Debug, Clone, Default)]
+pub struct MoneyColumns {
+    /// The tenants the event was attributed to, `;`-separated.
+    pub tenant_ids: Option<String>,
+    pub customer_id: Option<String>,
+    /// Minor units of `currency` (see `projections::money::summary`).
+    pub amount: Option<i64>,
+    pub currency: Option<String>,
 }
 
 impl EventSummary {
@@ -93,6 +107,19 @@ impl EventSummary {
             object_type: row.get(8),
             received_at: row.get(9),
             source: row.get(10),
+            // The CSV query adds the tenants (11, named `csv_tenant_ids`) and the body (12).
+            money: (row.columns().get(11).map(|c| c.name()) == Some("csv_tenant_ids")).then(|| {
+                let object = projections::Event::parse(row.get(12)).map(|e| e.object);
+                let (customer_id, amount, currency) = object
+                    .as_ref()
+                    .map_or((None, None, None), projections::money::summary);
+                MoneyColumns {
+                    tenant_ids: row.get(11),
+                    customer_id,
+                    amount,
+                    currency,
+                }
+            }),
         }
     }
 }

@@ -275,11 +275,11 @@ async fn csv_streams_the_same_rows_as_json() {
         "a header, one record per event, a final CRLF"
     );
     assert_eq!(lines.last(), Some(&""));
-    assert_eq!(lines[0], "position,event_id,type,created,api_version,livemode,account,object_id,object_type,received_at,source");
+    assert_eq!(lines[0], "position,event_id,type,created,api_version,livemode,account,object_id,object_type,received_at,source,tenant_id,customer_id,amount,currency");
     for (line, row) in lines[1..].iter().zip(rows) {
         let object_id = row["object_id"].as_str().unwrap().replace('"', "\"\"");
         let expected = format!(
-            "{},{},{},{},{},{},,\"{}\",customer,{},webhook",
+            "{},{},{},{},{},{},,\"{}\",customer,{},webhook,,,,",
             row["position"],
             row["event_id"].as_str().unwrap(),
             row["type"].as_str().unwrap(),

@@ -19,6 +19,7 @@ mod history;
 mod log;
 mod logging;
 mod metrics;
+mod money;
 mod openapi;
 mod process;
 mod reconcile;

@@ -356,6 +356,11 @@ pub async fn snapshot(db: &TestDb) -> Value {
         ("unresolved_events", "object_id, event_id"),
         ("event_tenants", "tenant_id, event_id"),
         ("projection_errors", "event_id"),
+        ("invoices", "id"),
+        ("payments", "id"),
+        ("refunds", "id"),
+        ("disputes", "id"),
+        ("credit_notes", "id"),
     ] {
         let sql = format!(
             "SELECT coalesce(json_agg(t ORDER BY {key}), '[]')::text FROM (SELECT * FROM {table}) t"

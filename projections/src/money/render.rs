@@ -1,0 +1,446 @@
+//! Rendering money rows from the folded state: tenants found through links at render time,
+//! incremental changes, and every row from scratch (what a rebuild writes).
+
+use super::{
+    CreditNote, Dispute, Invoice, Links, Money, MoneyKind, Object, Payment, PaymentKind, Refund,
+    RefundSnapshot,
+};
+use crate::facts::TenantClaim;
+use crate::ledger::attribute;
+use crate::model::ResolvedBy;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// How many payment-to-payment hops a tenant is looked for through (a refund's charge, that
+/// charge's PaymentIntent, an InvoicePayment's PaymentIntent): Stripe's links are shallower.
+const PAYMENT_HOPS_MAX: usize = 2;
+
+/// Money rows changed since the last rendering.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MoneyChanges {
+    /// Upserts; `None` deletes the row (a deleted draft).
+    pub invoices: BTreeMap<String, Option<Invoice>>,
+    pub payments: Vec<Payment>,
+    pub refunds: Vec<Refund>,
+    pub disputes: Vec<Dispute>,
+    pub credit_notes: Vec<CreditNote>,
+}
+
+impl MoneyChanges {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.invoices.is_empty()
+            && self.payments.is_empty()
+            && self.refunds.is_empty()
+            && self.disputes.is_empty()
+            && self.credit_notes.is_empty()
+    }
+}
+
+/// Every money row, by ID.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MoneyModels {
+    pub invoices: BTreeMap<String, Invoice>,
+    pub payments: BTreeMap<String, Payment>,
+    pub refunds: BTreeMap<String, Refund>,
+    pub disputes: BTreeMap<String, Dispute>,
+    pub credit_notes: BTreeMap<String, CreditNote>,
+}
+
+impl MoneyModels {
+    /// Applies incremental changes, as the database does.
+    pub fn apply(&mut self, changes: MoneyChanges) {
+        for (id, row) in changes.invoices {
+            match row {
+                Some(row) => self.invoices.insert(id, row),
+                None => self.invoices.remove(&id),
+            };
+        }
+        for row in changes.payments {
+            self.payments.insert(row.id.clone(), row);
+        }
+        for row in changes.refunds {
+            self.refunds.insert(row.id.clone(), row);
+        }
+        for row in changes.disputes {
+            self.disputes.insert(row.id.clone(), row);
+        }
+        for row in changes.credit_notes {
+            self.credit_notes.insert(row.id.clone(), row);
+        }
+    }
+}
+
+fn snapshot<'a, S>(objects: &'a BTreeMap<String, Object<S>>, id: &str) -> Option<&'a S> {
+    Some(&objects.get(id)?.snapshot.as_ref()?.value)
+}
+
+impl Money {
+    /// The invoice a payment paid: its own `invoice`, else a link from the invoice or an
+    /// InvoicePayment, else (a charge) its PaymentIntent's.
+    fn payment_invoice(&self, id: &str) -> Option<&String> {
+        let own = snapshot(&self.payments, id);
+        let linked = |id: &str| self.invoice_of_payment.get(id).map(|v| &v.value);
+        own.and_then(|p| p.invoice_id.as_ref())
+            .or_else(|| linked(id))
+            .or_else(|| {
+                let paid = own?.payment_id.as_deref()?;
+                linked(paid)
+            })
+    }
+
+    fn invoice_tenant(&self, id: &str, links: &dyn Links) -> Option<TenantClaim> {
+        let invoice = snapshot(&self.invoices, id)?;
+        if let Some(claim) = &invoice.tenant {
+            return Some(claim.clone());
+        }
+        let by_customer = invoice.customer_id.as_deref();
+        by_customer
+            .and_then(|c| links.customer_tenant(c))
+            .or_else(|| links.subscription_tenant(invoice.subscription_id.as_deref()?))
+    }
+
+    fn payment_tenant(&self, id: &str, links: &dyn Links, hops: usize) -> Option<TenantClaim> {
+        let payment = snapshot(&self.payments, id);
+        let customer = payment.and_then(|p| p.customer_id.as_deref());
+        if let Some(claim) = customer.and_then(|c| links.customer_tenant(c)) {
+            return Some(claim);
+        }
+        if let Some(claim) = self
+            .payment_invoice(id)
+            .and_then(|invoice| self.invoice_tenant(invoice, links))
+        {
+            return Some(claim);
+        }
+        let paid = payment?.payment_id.as_deref()?;
+        (hops > 0).then(|| self.payment_tenant(paid, links, hops - 1))?
+    }
+
+    fn payment_customer(&self, id: &str, hops: usize) -> Option<String> {
+        let payment = snapshot(&self.payments, id);
+        if let Some(customer) = payment.and_then(|p| p.customer_id.clone()) {
+            return Some(customer);
+        }
+        let invoice = self.payment_invoice(id);
+        if let Some(customer) =
+            invoice.and_then(|i| snapshot(&self.invoices, i)?.customer_id.clone())
+        {
+            return Some(customer);
+        }
+        let paid = payment?.payment_id.as_deref()?;
+        (hops > 0).then(|| self.payment_customer(paid, hops - 1))?
+    }
+
+    fn refund_tenant(&self, refund: &RefundSnapshot, links: &dyn Links) -> Option<TenantClaim> {
+        [&refund.charge_id, &refund.payment_intent_id]
+            .into_iter()
+            .flatten()
+            .find_map(|p| self.payment_tenant(p, links, PAYMENT_HOPS_MAX))
+    }
+
+    fn refund_customer(&self, refund: &RefundSnapshot) -> Option<String> {
+        [&refund.charge_id, &refund.payment_intent_id]
+            .into_iter()
+            .flatten()
+            .find_map(|p| self.payment_customer(p, PAYMENT_HOPS_MAX))
+    }
+
+    /// The tenant of a money object, through its links (see the module doc).
+    pub(crate) fn tenant_of(
+        &self,
+        (kind, id): &(MoneyKind, String),
+        links: &dyn Links,
+    ) -> Option<TenantClaim> {
+        match kind {
+            MoneyKind::Invoice => self.invoice_tenant(id, links),
+            MoneyKind::Payment => self.payment_tenant(id, links, PAYMENT_HOPS_MAX),
+            MoneyKind::Refund => self.refund_tenant(snapshot(&self.refunds, id)?, links),
+            MoneyKind::Dispute => self.refund_tenant(snapshot(&self.disputes, id)?, links),
+            MoneyKind::CreditNote => {
+                let note = snapshot(&self.credit_notes, id)?;
+                let customer = note.customer_id.as_deref();
+                customer
+                    .and_then(|c| links.customer_tenant(c))
+                    .or_else(|| self.invoice_tenant(note.invoice_id.as_deref()?, links))
+            }
+        }
+    }
+
+    fn render_invoice(&self, id: &str, tenant_id: Option<String>) -> Option<Invoice> {
+        let object = self.invoices.get(id)?;
+        let versioned = object.snapshot.as_ref()?;
+        let s = &versioned.value;
+        if s.deleted {
+            return None;
+        }
+        let settled = |explicit: Option<i64>, seen: Option<i64>, status: &str| {
+            explicit.or(seen.filter(|_| s.status == status))
+        };
+        Some(Invoice {
+            id: id.to_owned(),
+            tenant_id,
+            customer_id: s.customer_id.clone(),
+            number: s.number.clone(),
+            status: s.status.clone(),
+            currency: s.currency.clone(),
+            amount_due: s.amount_due,
+            amount_paid: s.amount_paid,
+            amount_remaining: s.amount_remaining,
+            subtotal: s.subtotal,
+            total: s.total,
+            tax: s.tax,
+            discount: s.discount,
+            billing_reason: s.billing_reason.clone(),
+            subscription_id: s.subscription_id.clone(),
+            period_start: s.period_start,
+            period_end: s.period_end,
+            created_at: s.created.unwrap_or(versioned.version.created),
+            finalized_at: s.finalized_at,
+            paid_at: settled(s.paid_at, object.paid_seen, "paid"),
+            voided_at: settled(s.voided_at, object.voided_seen, "void"),
+            attempt_count: s.attempt_count,
+            hosted_invoice_url: s.hosted_invoice_url.clone(),
+            last_event_id: versioned.version.event_id.clone(),
+        })
+    }
+
+    fn render_payment(&self, id: &str, tenant_id: Option<String>) -> Option<Payment> {
+        let object = self.payments.get(id)?;
+        let versioned = object.snapshot.as_ref()?;
+        let s = &versioned.value;
+        let paid = matches!(s.status.as_str(), "succeeded" | "paid");
+        Some(Payment {
+            id: id.to_owned(),
+            kind: s.kind,
+            tenant_id,
+            customer_id: self.payment_customer(id, PAYMENT_HOPS_MAX),
+            status: s.status.clone(),
+            amount: s.amount,
+            amount_captured: s.amount_captured,
+            amount_refunded: s.amount_refunded,
+            currency: s.currency.clone(),
+            invoice_id: match s.kind {
+                PaymentKind::InvoicePayment => s.invoice_id.clone(),
+                _ => self.payment_invoice(id).cloned(),
+            },
+            failure_code: s.failure_code.clone(),
+            failure_message: s.failure_message.clone(),
+            paid_at: s.paid_at.or(object.paid_seen.filter(|_| paid)),
+            created_at: s.created.unwrap_or(versioned.version.created),
+            last_event_id: versioned.version.event_id.clone(),
+        })
+    }
+
+    fn render_refund(
+        &self,
+        kind: MoneyKind,
+        id: &str,
+        tenant_id: Option<String>,
+    ) -> Option<Refund> {
+        let objects = match kind {
+            MoneyKind::Dispute => &self.disputes,
+            _ => &self.refunds,
+        };
+        let versioned = objects.get(id)?.snapshot.as_ref()?;
+        let s = &versioned.value;
+        Some(Refund {
+            id: id.to_owned(),
+            tenant_id,
+            customer_id: self.refund_customer(s),
+            payment_id: s.charge_id.clone().or_else(|| s.payment_intent_id.clone()),
+            status: s.status.clone(),
+            amount: s.amount,
+            currency: s.currency.clone(),
+            reason: s.reason.clone(),
+            created_at: s.created.unwrap_or(versioned.version.created),
+            last_event_id: versioned.version.event_id.clone(),
+        })
+    }
+
+    fn render_credit_note(&self, id: &str, tenant_id: Option<String>) -> Option<CreditNote> {
+        let object = self.credit_notes.get(id)?;
+        let versioned = object.snapshot.as_ref()?;
+        let s = &versioned.value;
+        let customer_id = s.customer_id.clone().or_else(|| {
+            snapshot(&self.invoices, s.invoice_id.as_deref()?)?
+                .customer_id
+                .clone()
+        });
+        Some(CreditNote {
+            id: id.to_owned(),
+            tenant_id,
+            customer_id,
+            invoice_id: s.invoice_id.clone(),
+            status: s.status.clone(),
+            credit_note_type: s.credit_note_type.clone(),
+            amount: s.amount,
+            currency: s.currency.clone(),
+            refund_ids: s.refund_ids.clone(),
+            created_at: s.created.unwrap_or(versioned.version.created),
+            voided_at: s
+                .voided_at
+                .or(object.voided_seen.filter(|_| s.status == "void")),
+            last_event_id: versioned.version.event_id.clone(),
+        })
+    }
+
+    /// One object's row (an invoice's is `None` once deleted); `None` for an object known only
+    /// through a link.
+    fn render_row(&self, key: &(MoneyKind, String), tenant_id: Option<String>) -> Option<Row> {
+        let id = key.1.as_str();
+        Some(match key.0 {
+            MoneyKind::Invoice => {
+                self.invoices.get(id)?;
+                Row::Invoice(id.to_owned(), self.render_invoice(id, tenant_id))
+            }
+            MoneyKind::Payment => Row::Payment(self.render_payment(id, tenant_id)?),
+            MoneyKind::Refund => {
+                Row::Refund(self.render_refund(MoneyKind::Refund, id, tenant_id)?)
+            }
+            MoneyKind::Dispute => Row::Dispute(dispute(self.render_refund(
+                MoneyKind::Dispute,
+                id,
+                tenant_id,
+            )?)),
+            MoneyKind::CreditNote => Row::CreditNote(self.render_credit_note(id, tenant_id)?),
+        })
+    }
+
+    /// The rows changed since the last call: the objects folded into since, and those whose
+    /// tenant may have moved because a link they resolve through changed (`changed_links`:
+    /// customer and subscription IDs the subscription fold re-rendered). Pending events of
+    /// every object whose tenant is known are attributed to it.
+    pub(crate) fn take_changes(
+        &mut self,
+        links: &dyn Links,
+        changed_links: &BTreeSet<String>,
+        attributions: &mut BTreeSet<(String, String, ResolvedBy)>,
+    ) -> MoneyChanges {
+        let forced = std::mem::take(&mut self.touched);
+        let mut candidates = forced.clone();
+        let mut queue: Vec<&String> = changed_links.iter().collect();
+        queue.extend(forced.iter().map(|(_, id)| id));
+        let mut seen: BTreeSet<&String> = BTreeSet::new();
+        while let Some(id) = queue.pop() {
+            if !seen.insert(id) {
+                continue;
+            }
+            for dependent in self.dependents.get(id).into_iter().flatten() {
+                if !candidates.contains(dependent) {
+                    candidates.insert(dependent.clone());
+                }
+                queue.push(&dependent.1);
+            }
+        }
+        let mut changes = MoneyChanges::default();
+        for key in candidates {
+            let tenant = self.tenant_of(&key, links);
+            let tenant_id = tenant.as_ref().map(|t| t.tenant_id.clone());
+            let Some(row) = self.render_row(&key, tenant_id) else {
+                continue;
+            };
+            let hash = row.hash_value();
+            let (pending, rendered) = self.meta_mut(&key).expect("rendered objects exist");
+            if let Some(tenant) = &tenant {
+                attribute(attributions, tenant, pending);
+            }
+            if rendered.replace(hash) != Some(hash) || forced.contains(&key) {
+                row.push(&mut changes);
+            }
+        }
+        changes
+    }
+
+    /// Marks every object for rendering (as a rebuild writes them).
+    pub(crate) fn mark_all_changed(&mut self) {
+        let keys = |kind: MoneyKind, ids: Vec<&String>| {
+            ids.into_iter()
+                .map(move |id| (kind, id.clone()))
+                .collect::<Vec<_>>()
+        };
+        let mut all = keys(MoneyKind::Invoice, self.invoices.keys().collect());
+        all.extend(keys(MoneyKind::Payment, self.payments.keys().collect()));
+        all.extend(keys(MoneyKind::Refund, self.refunds.keys().collect()));
+        all.extend(keys(MoneyKind::Dispute, self.disputes.keys().collect()));
+        all.extend(keys(
+            MoneyKind::CreditNote,
+            self.credit_notes.keys().collect(),
+        ));
+        self.touched.extend(all);
+    }
+
+    /// Every money row, rendered from scratch.
+    pub(crate) fn read_models(&self, links: &dyn Links) -> MoneyModels {
+        let mut changes = MoneyChanges::default();
+        let keys = self
+            .invoices
+            .keys()
+            .map(|id| (MoneyKind::Invoice, id))
+            .chain(self.payments.keys().map(|id| (MoneyKind::Payment, id)))
+            .chain(self.refunds.keys().map(|id| (MoneyKind::Refund, id)))
+            .chain(self.disputes.keys().map(|id| (MoneyKind::Dispute, id)))
+            .chain(
+                self.credit_notes
+                    .keys()
+                    .map(|id| (MoneyKind::CreditNote, id)),
+            );
+        for (kind, id) in keys {
+            let key = (kind, id.clone());
+            let tenant_id = self.tenant_of(&key, links).map(|t| t.tenant_id);
+            if let Some(row) = self.render_row(&key, tenant_id) {
+                row.push(&mut changes);
+            }
+        }
+        let mut models = MoneyModels::default();
+        models.apply(changes);
+        models
+    }
+}
+
+/// One rendered money row.
+#[derive(Hash)]
+enum Row {
+    Invoice(String, Option<Invoice>),
+    Payment(Payment),
+    Refund(Refund),
+    Dispute(Dispute),
+    CreditNote(CreditNote),
+}
+
+impl Row {
+    /// A hash of the row (`DefaultHasher::new` hashes alike within a process, which is all
+    /// the comparison with the last rendered row needs).
+    fn hash_value(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.hash(&mut hasher);
+        hasher.finish()
+    }
+
+    fn push(self, changes: &mut MoneyChanges) {
+        match self {
+            Row::Invoice(id, row) => {
+                changes.invoices.insert(id, row);
+            }
+            Row::Payment(row) => changes.payments.push(row),
+            Row::Refund(row) => changes.refunds.push(row),
+            Row::Dispute(row) => changes.disputes.push(row),
+            Row::CreditNote(row) => changes.credit_notes.push(row),
+        }
+    }
+}
+
+/// A dispute row from the shape it shares with refunds.
+fn dispute(row: Refund) -> Dispute {
+    Dispute {
+        id: row.id,
+        tenant_id: row.tenant_id,
+        customer_id: row.customer_id,
+        payment_id: row.payment_id,
+        status: row.status,
+        amount: row.amount,
+        currency: row.currency,
+        reason: row.reason,
+        created_at: row.created_at,
+        last_event_id: row.last_event_id,
+    }
+}
