@@ -486,7 +486,13 @@ mod tests {
                 "LEDGER_RECONCILE_SETTLE",
             ),
         ];
-        for base in ["https://a.b#x", "https://a.b?x=1", "http://", "https://u:p@a.b", "http://[::1"] {
+        for base in [
+            "https://a.b#x",
+            "https://a.b?x=1",
+            "http://",
+            "https://u:p@a.b",
+            "http://[::1",
+        ] {
             assert!(!api_base_is_plain(base), "{base}");
         }
         assert!(api_base_is_plain("http://127.0.0.1:12111/prefix"));

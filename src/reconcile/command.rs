@@ -6,10 +6,10 @@
 //! Everything printed that came from Stripe is [`printable`]: an event type or ID holding a
 //! newline cannot forge a line of the report.
 
+use super::STRIPE_RETENTION;
 use super::{parse_instant, printable, reconcile, run_recorded, store, Report, RunError};
 use super::{RunSpec, Trigger};
 use crate::config::ReconcileArgs;
-use super::STRIPE_RETENTION;
 use crate::stripe::events_api::{EventsClient, Window};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use std::process::ExitCode;
@@ -56,8 +56,12 @@ pub async fn execute(args: ReconcileArgs) -> anyhow::Result<ExitCode> {
     let client = EventsClient::new(settings)?;
     println!(
         "reconcile {} .. {}{}",
-        window.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        window.until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        window
+            .since
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        window
+            .until
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         if args.dry_run {
             " (dry run: nothing is appended)"
         } else {
@@ -161,7 +165,11 @@ fn print_report(report: &Report, dry_run: bool) {
     }
     let lists = [
         ("unreadable", &report.unreadable, report.unreadable_events),
-        ("out of scope", &report.out_of_scope, report.out_of_scope_events),
+        (
+            "out of scope",
+            &report.out_of_scope,
+            report.out_of_scope_events,
+        ),
     ];
     for (label, listed, count) in lists {
         for u in listed {

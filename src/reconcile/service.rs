@@ -256,3 +256,31 @@ fn before(
         .and_then(|d| time.checked_sub_signed(d))
         .ok_or_else(|| anyhow::anyhow!("{duration:?} before {time} is out of range"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_type_labels_are_shaped_and_bounded() {
+        let metrics = Metrics::default();
+        assert_eq!(metrics.label("invoice.paid"), "invoice.paid");
+        for forged in [
+            "invoice.paid\"} 1\nx{a=\"",
+            "Invoice.Paid",
+            "",
+            &"a".repeat(101),
+        ] {
+            assert_eq!(metrics.label(forged), "other", "{forged:?}");
+        }
+        for n in 0..EVENT_TYPE_LABELS_MAX {
+            metrics.label(&format!("made.up_{n}"));
+        }
+        assert_eq!(metrics.label("one.more"), "other", "the family is full");
+        assert_eq!(
+            metrics.label("invoice.paid"),
+            "invoice.paid",
+            "known ones stay"
+        );
+    }
+}

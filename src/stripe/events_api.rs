@@ -538,7 +538,12 @@ mod tests {
             }
         ));
         let body = br#"{"error":{"message":"Invalid API Key provided: sk_test_****1234","type":"invalid_request_error"}}"#;
-        match classify(StatusCode::UNAUTHORIZED, &HeaderMap::new(), body, "sk_test_abc") {
+        match classify(
+            StatusCode::UNAUTHORIZED,
+            &HeaderMap::new(),
+            body,
+            "sk_test_abc",
+        ) {
             Attempt::Fatal(e @ StripeApiError::KeyRefused { .. }) => {
                 assert!(e.to_string().contains("Invalid API Key provided"));
                 assert!(e.is_key_problem());
@@ -574,6 +579,9 @@ mod tests {
         assert!(quoted.contains("rk_test_<redacted>"), "{quoted}");
         assert!(!quoted.contains('\n') && !quoted.contains('\0'), "{quoted}");
         assert!(quoted.contains("\\nforged\\u{0}"), "{quoted}");
-        assert_eq!(redact("task_id and risk_x stay", ""), "task_id and risk_x stay");
+        assert_eq!(
+            redact("task_id and risk_x stay", ""),
+            "task_id and risk_x stay"
+        );
     }
 }

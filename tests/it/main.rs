@@ -12,5 +12,6 @@ mod flows;
 mod log;
 mod openapi;
 mod reconcile;
+mod reconcile_hostile;
 mod support;
 mod webhook;
