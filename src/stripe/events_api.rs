@@ -442,7 +442,7 @@ pub fn redact(text: &str, key: &str) -> String {
         out.push_str(&rest[..at]);
         let word = &rest[at..];
         let end = word
-            .find(|c: char| !(c.is_ascii_graphic() && !"\"'`<>()[]{},;".contains(c)))
+            .find(|c: char| !c.is_ascii_graphic() || "\"'`<>()[]{},;".contains(c))
             .unwrap_or(word.len());
         let kind_end = match word[3..end].find('_') {
             Some(i) if word[3..3 + i].chars().all(|c| c.is_ascii_lowercase()) => 3 + i + 1,
