@@ -329,3 +329,50 @@ async fn window_and_setting_errors_exit_2_naming_the_cause() {
     assert!(stderr(&out).contains("STRIPE_API_BASE"), "{}", stderr(&out));
     assert!(fake.seen().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_run_shows_the_events_listed_so_far() {
+    let db = TestDb::new().await;
+    let created = now() - 60;
+    let first = page(
+        &[api_event("evt_p1", "customer.created", created, "cus_1")],
+        true,
+    );
+    let last = page(
+        &[api_event("evt_p2", "customer.created", created, "cus_2")],
+        false,
+    );
+    let fake = FakeStripe::start(
+        Duration::from_millis(1_500),
+        Box::new(move |n| {
+            (
+                200,
+                vec![],
+                if n == 0 { first.clone() } else { last.clone() },
+            )
+        }),
+    )
+    .await;
+    let (url, base) = (db.url.clone(), fake.base.clone());
+    let command =
+        tokio::spawn(async move { reconcile_command(&url, &base, KEY, &["--since", "1h"]).await });
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        let rows = db
+            .client()
+            .await
+            .query("SELECT status, listed_events FROM reconcile_runs", &[])
+            .await
+            .unwrap();
+        if let Some(row) = rows.first() {
+            seen.push((row.get::<_, String>(0), row.get::<_, i64>(1)));
+        }
+        if seen.last().is_some_and(|(status, _)| status != "running") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(command.await.unwrap().status.success());
+    assert!(seen.contains(&("running".into(), 1)), "{seen:?}");
+    assert_eq!(seen.last(), Some(&("succeeded".into(), 2)), "{seen:?}");
+}
