@@ -116,6 +116,24 @@ async fn looping_pages_stop_the_run_as_stripe_failing() {
         stderr(&out)
     );
     assert_eq!(fake.seen().len(), 3);
+    // An event of the first page again on the second, under a new cursor.
+    let event = |id: &str| api_event(id, "customer.created", created, "cus_c");
+    let first = page(&[event("evt_c1"), event("evt_c2")], true);
+    let second = page(&[event("evt_c1"), event("evt_c3")], false);
+    let fake = fake_pages(move |n| {
+        if n == 0 {
+            first.clone()
+        } else {
+            second.clone()
+        }
+    })
+    .await;
+    let (_, result) = run(&db, &fake.base, None).await;
+    let error = result.unwrap_err().to_string();
+    assert!(
+        error.contains("evt_c1 was listed on an earlier page"),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
