@@ -3,7 +3,7 @@
 //! missing or malformed setting stops start-up with one line naming it, never its value.
 
 use crate::http::connections::{self, ConnectionLimits};
-use crate::reconcile::service::{Settings as ReconcileSettings, SETTLE_DEFAULT};
+use crate::reconcile::service::{Settings as ReconcileSettings, SETTLE_DEFAULT, SETTLE_MAX};
 use crate::signature::{WebhookSecret, TOLERANCE_SECS_DEFAULT};
 use crate::stripe::events_api::{ApiSettings, SecretKey, API_BASE_DEFAULT};
 use clap::{Args, Parser, Subcommand};
@@ -150,10 +150,11 @@ impl StripeApiArgs {
             },
         )?;
         let base = self.stripe_api_base.trim().trim_end_matches('/');
-        if !(base.starts_with("https://") || base.starts_with("http://")) || base.contains('?') {
+        if !api_base_is_plain(base) {
             return Err(ConfigError {
                 setting: "STRIPE_API_BASE",
-                problem: "must be an http:// or https:// URL such as https://api.stripe.com",
+                problem: "must be an http:// or https:// URL with a host and no query, fragment \
+                          or credentials, such as https://api.stripe.com",
             });
         }
         let account = match self.stripe_account.as_deref().map(str::trim) {
@@ -179,6 +180,21 @@ impl StripeApiArgs {
     }
 }
 
+/// Whether `base` is an `http(s)://host[:port][/path]` URL: parsable, with a host, and no
+/// query, fragment or user info (which would garble or leak through every request's URL).
+fn api_base_is_plain(base: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(base) else {
+        return false;
+    };
+    matches!(url.scheme(), "http" | "https")
+        && url.host_str().is_some_and(|host| !host.is_empty())
+        && url.query().is_none()
+        && url.fragment().is_none()
+        && url.username().is_empty()
+        && url.password().is_none()
+        && !base.contains(['?', '#'])
+}
+
 /// Shortest `LEDGER_RECONCILE_INTERVAL`.
 pub const RECONCILE_INTERVAL_MIN: Duration = Duration::from_secs(1);
 
@@ -188,9 +204,10 @@ pub struct ReconcileArgs {
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub stripe: StripeApiArgs,
-    /// Start of the window of Stripe's `created`: an RFC 3339 time or a duration before now.
-    #[arg(long, default_value = "72h")]
-    pub since: String,
+    /// Start of the window of Stripe's `created`: an RFC 3339 time or a duration before now
+    /// (72h if absent).
+    #[arg(long)]
+    pub since: Option<String>,
     /// End of the window (inclusive): an RFC 3339 time or a duration before now; now if absent.
     #[arg(long)]
     pub until: Option<String>,
@@ -396,10 +413,12 @@ fn reconcile_settings(args: &ServeArgs) -> Result<Option<ReconcileSettings>, Con
             setting: "LEDGER_RECONCILE_INTERVAL",
             problem: "must be a duration of at least 1s, such as 15m or 1h, or off",
         })?;
-    let settle =
-        humantime::parse_duration(args.reconcile_settle.trim()).map_err(|_| ConfigError {
+    let settle = humantime::parse_duration(args.reconcile_settle.trim())
+        .ok()
+        .filter(|settle| *settle <= SETTLE_MAX)
+        .ok_or(ConfigError {
             setting: "LEDGER_RECONCILE_SETTLE",
-            problem: "must be a duration such as 5m or 0s",
+            problem: "must be a duration of at most 1d, such as 5m or 0s",
         })?;
     let api = args
         .stripe
@@ -542,5 +561,32 @@ mod tests {
             assert_eq!(error.setting, setting);
             assert!(!error.to_string().contains("sk_live_oops"));
         }
+    }
+
+    #[test]
+    fn the_settle_delay_and_the_api_base_are_bounded() {
+        let timer = |settle: &str| {
+            serve(&[
+                "--webhook-secret=whsec_a",
+                "--reconcile-interval=1m",
+                "--stripe-secret-key=sk_test_1",
+                &format!("--reconcile-settle={settle}"),
+            ])
+        };
+        assert_eq!(timer("1d").unwrap().reconcile.unwrap().settle, SETTLE_MAX);
+        for settle in ["1000000000y", "31d", "25h"] {
+            let error = timer(settle).unwrap_err();
+            assert_eq!(error.setting, "LEDGER_RECONCILE_SETTLE", "{settle}");
+        }
+        for base in [
+            "https://a.b#x",
+            "https://a.b?x=1",
+            "http://",
+            "https://u:p@a.b",
+            "http://[::1",
+        ] {
+            assert!(!api_base_is_plain(base), "{base}");
+        }
+        assert!(api_base_is_plain("http://127.0.0.1:12111/prefix"));
     }
 }

@@ -32,7 +32,8 @@ pub struct ReconcileDifferenceView {
     pub stripe: String,
 }
 
-/// An event Stripe listed that is not a readable Stripe event (not stored).
+/// An event Stripe listed that is not a readable Stripe event, or not one the run asked for
+/// (out of scope); not stored.
 #[derive(Debug, Object, serde::Deserialize)]
 pub struct ReconcileUnreadableView {
     pub event_id: Option<String>,
@@ -49,12 +50,13 @@ pub struct ReconcileRunView {
     pub instance_id: String,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
-    /// `running`, `succeeded` or `failed` (see `error`).
+    /// `running`, `succeeded`, `succeeded_with_problems` (the window was listed to its end,
+    /// but some events were unreadable or out of scope) or `failed` (see `error`).
     pub status: String,
     /// The window of Stripe's `created` listed, both ends inclusive.
     pub window_since: DateTime<Utc>,
     pub window_until: DateTime<Utc>,
-    /// Events Stripe listed in the window.
+    /// Events Stripe listed in the window (while `running`: listed so far).
     pub listed_events: i64,
     /// Of those, already in the log.
     pub present_events: i64,
@@ -64,7 +66,15 @@ pub struct ReconcileRunView {
     /// `appended_events` per event type.
     pub appended_by_type: BTreeMap<String, i64>,
     pub differences: Vec<ReconcileDifferenceView>,
+    /// The first 1,000 unreadable events.
     pub unreadable: Vec<ReconcileUnreadableView>,
+    /// Unreadable events, all counted.
+    pub unreadable_events: i64,
+    /// The first 1,000 events outside what the run asked for: created outside the window, of
+    /// the other mode than the key's, or of another account than `STRIPE_ACCOUNT`.
+    pub out_of_scope: Vec<ReconcileUnreadableView>,
+    /// Out-of-scope events, all counted.
+    pub out_of_scope_events: i64,
     /// Why the run stopped early (Stripe refused the key, was unavailable, ...).
     pub error: Option<String>,
 }
@@ -110,6 +120,9 @@ impl ReconcileRunView {
                 })
                 .collect(),
             unreadable: serde_json::from_value(row.unreadable).unwrap_or_default(),
+            unreadable_events: row.unreadable_events,
+            out_of_scope: serde_json::from_value(row.out_of_scope).unwrap_or_default(),
+            out_of_scope_events: row.out_of_scope_events,
             error: row.error,
         }
     }

@@ -8,11 +8,15 @@
 //! lists from the end of the last successful run's window less [`OVERLAP`] (the last 72 hours
 //! on the first run, or after a run failed for good: Stripe's 30 days at most) to now less the
 //! settle delay, so events Stripe is still delivering are not fetched behind its back.
+//!
+//! The timer never stops silently: a run that fails, or even panics, is logged, counted as
+//! `failed` and tried again at the next interval.
 
 use super::{run_recorded, store, within_retention, RunOutcome, RunSpec, Trigger, WINDOW_DEFAULT};
 use crate::stripe::events_api::{ApiSettings, EventsClient, Window};
 use chrono::{Duration as ChronoDuration, Utc};
 use deadpool_postgres::Pool;
+use futures_util::FutureExt;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -28,6 +32,12 @@ pub const CHECK_PERIOD_MAX: Duration = Duration::from_secs(10);
 pub const OVERLAP: Duration = Duration::from_secs(600);
 /// Default `LEDGER_RECONCILE_SETTLE`: events younger than this are left to their webhook.
 pub const SETTLE_DEFAULT: &str = "5m";
+/// Longest `LEDGER_RECONCILE_SETTLE`: a day, well inside the first run's 72-hour window and
+/// Stripe's 30 days.
+pub const SETTLE_MAX: Duration = Duration::from_secs(86_400);
+/// Most distinct `event_type` label values of `billing_ledger_reconcile_appended_events`;
+/// further types are counted as `other`.
+pub const EVENT_TYPE_LABELS_MAX: usize = 200;
 
 /// The timer's settings, from `serve`'s configuration.
 #[derive(Debug, Clone)]
@@ -53,6 +63,10 @@ pub struct Metrics {
     runs: Family<Outcome, Counter>,
     appended: Family<EventType, Counter>,
     differences: Counter,
+    unreadable: Counter,
+    out_of_scope: Counter,
+    /// The `event_type` label values in use (at most [`EVENT_TYPE_LABELS_MAX`]).
+    labels: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     last_success: Gauge,
 }
 
@@ -62,19 +76,29 @@ impl Metrics {
         let sub = registry.sub_registry_with_prefix("reconcile");
         sub.register(
             "runs",
-            "Reconciliation runs by outcome (succeeded, failed)",
+            "Reconciliation runs by outcome (succeeded, succeeded_with_problems, failed)",
             self.runs.clone(),
         );
         sub.register(
             "appended_events",
-            "Events missing from the log that reconciliation appended, by event type: each is \
-             a webhook that never arrived",
+            "Events missing from the log that reconciliation appended, by event type (other for \
+             a type not shaped like Stripe's): each is a webhook that never arrived",
             self.appended.clone(),
         );
         sub.register(
             "differences",
             "Fields where the log and Stripe's copy of an event disagree",
             self.differences.clone(),
+        );
+        sub.register(
+            "unreadable_events",
+            "Events Stripe listed that are not readable Stripe events (not stored)",
+            self.unreadable.clone(),
+        );
+        sub.register(
+            "out_of_scope_events",
+            "Events Stripe listed outside what was asked for (window, mode, account; not stored)",
+            self.out_of_scope.clone(),
         );
         sub.register(
             "last_success_timestamp_seconds",
@@ -85,25 +109,47 @@ impl Metrics {
 
     /// Counts one finished run.
     pub fn record(&self, outcome: &RunOutcome) {
+        let report = &outcome.report;
         let label = if outcome.error.is_some() {
             "failed"
+        } else if report.has_problems() {
+            "succeeded_with_problems"
         } else {
             "succeeded"
         };
         self.runs.get_or_create(&Outcome { outcome: label }).inc();
-        for (event_type, count) in &outcome.report.appended_by_type {
+        for (event_type, count) in &report.appended_by_type {
             self.appended
                 .get_or_create(&EventType {
-                    event_type: event_type.clone(),
+                    event_type: self.label(event_type),
                 })
                 .inc_by(*count);
         }
-        let differences = outcome.report.differences.len() as u64;
+        let differences = report.differences.len() as u64;
         self.differences
-            .inc_by(differences + outcome.report.differences_not_listed);
+            .inc_by(differences + report.differences_not_listed);
+        self.unreadable.inc_by(report.unreadable_events);
+        self.out_of_scope.inc_by(report.out_of_scope_events);
         if outcome.error.is_none() {
             self.last_success.set(Utc::now().timestamp());
         }
+    }
+
+    /// `event_type` as a label value: itself when shaped like Stripe's types
+    /// (`^[a-z0-9_.]{1,100}$`) and the family has room, else `other`, so a listing cannot
+    /// flood the metrics with made-up types.
+    fn label(&self, event_type: &str) -> String {
+        let shaped = (1..=100).contains(&event_type.len())
+            && event_type
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.');
+        let mut labels = self.labels.lock().unwrap_or_else(|e| e.into_inner());
+        let room = labels.contains(event_type) || labels.len() < EVENT_TYPE_LABELS_MAX;
+        if !(shaped && room) {
+            return "other".to_owned();
+        }
+        labels.insert(event_type.to_owned());
+        event_type.to_owned()
     }
 
     fn failed(&self) {
@@ -145,11 +191,19 @@ pub async fn run(runner: Runner, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(period) => {}
         }
+        let ticked = std::panic::AssertUnwindSafe(tick(&runner, &client)).catch_unwind();
         tokio::select! {
             _ = stop.cancelled() => return,
-            result = tick(&runner, &client) => if let Err(error) = result {
-                runner.metrics.failed();
-                tracing::warn!(error = format!("{error:#}"), "reconcile run could not start or be recorded");
+            result = ticked => match result {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    runner.metrics.failed();
+                    tracing::warn!(error = format!("{error:#}"), "reconcile run could not start or be recorded");
+                }
+                Err(_) => {
+                    runner.metrics.failed();
+                    tracing::error!("reconcile run panicked; the timer goes on");
+                }
             }
         }
     }
@@ -168,10 +222,10 @@ async fn tick(runner: &Runner, client: &EventsClient) -> anyhow::Result<()> {
         return Ok(());
     }
     let now = Utc::now();
-    let until = now - chrono_duration(runner.settings.settle);
+    let until = before(now, runner.settings.settle)?;
     let since = match store::last_success_until(&runner.pool, Trigger::Interval).await? {
-        Some(previous_until) => previous_until - chrono_duration(OVERLAP),
-        None => until - chrono_duration(WINDOW_DEFAULT),
+        Some(previous_until) => before(previous_until, OVERLAP)?,
+        None => before(until, WINDOW_DEFAULT)?,
     };
     let window = Window {
         since: within_retention(since.min(until), now),
@@ -192,6 +246,41 @@ async fn tick(runner: &Runner, client: &EventsClient) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn chrono_duration(duration: Duration) -> ChronoDuration {
-    ChronoDuration::from_std(duration).unwrap_or(ChronoDuration::MAX)
+/// `duration` before `time`. Errors: out of chrono's range (a settle delay of centuries).
+fn before(
+    time: chrono::DateTime<Utc>,
+    duration: Duration,
+) -> anyhow::Result<chrono::DateTime<Utc>> {
+    ChronoDuration::from_std(duration)
+        .ok()
+        .and_then(|d| time.checked_sub_signed(d))
+        .ok_or_else(|| anyhow::anyhow!("{duration:?} before {time} is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_type_labels_are_shaped_and_bounded() {
+        let metrics = Metrics::default();
+        assert_eq!(metrics.label("invoice.paid"), "invoice.paid");
+        for forged in [
+            "invoice.paid\"} 1\nx{a=\"",
+            "Invoice.Paid",
+            "",
+            &"a".repeat(101),
+        ] {
+            assert_eq!(metrics.label(forged), "other", "{forged:?}");
+        }
+        for n in 0..EVENT_TYPE_LABELS_MAX {
+            metrics.label(&format!("made.up_{n}"));
+        }
+        assert_eq!(metrics.label("one.more"), "other", "the family is full");
+        assert_eq!(
+            metrics.label("invoice.paid"),
+            "invoice.paid",
+            "known ones stay"
+        );
+    }
 }

@@ -20,6 +20,8 @@ pub struct Meaning {
     pub created: i64,
     pub object_id: Option<String>,
     pub livemode: bool,
+    /// Stripe's `account` (Connect).
+    pub account: Option<String>,
 }
 
 /// The stored meaning of each of `ids` the log holds.
@@ -27,7 +29,8 @@ pub async fn meanings(pool: &Pool, ids: &[&str]) -> anyhow::Result<HashMap<Strin
     let client = pool.get().await?;
     let rows = client
         .query(
-            "SELECT event_id, type, extract(epoch FROM created)::bigint, object_id, livemode
+            "SELECT event_id, type, extract(epoch FROM created)::bigint, object_id, livemode,
+                    account
              FROM events WHERE event_id = ANY($1::text[])",
             &[&ids],
         )
@@ -40,10 +43,26 @@ pub async fn meanings(pool: &Pool, ids: &[&str]) -> anyhow::Result<HashMap<Strin
                 created: row.get(2),
                 object_id: row.get(3),
                 livemode: row.get(4),
+                account: row.get(5),
             };
             (row.get(0), meaning)
         })
         .collect())
+}
+
+/// Checks that the database holds a ledger (for a dry run, which neither creates the
+/// database nor applies migrations). Errors name what to do.
+pub async fn check_schema(pool: &Pool) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let client = pool
+        .get()
+        .await
+        .context("opening the database (a dry run never creates it)")?;
+    client
+        .query("SELECT 1 FROM events LIMIT 0", &[])
+        .await
+        .context("the database holds no ledger yet (a dry run applies no migrations; run billing-ledger migrate)")?;
+    Ok(())
 }
 
 /// Takes the reconciliation lock on a dedicated connection (PostgreSQL frees it when the
@@ -90,6 +109,8 @@ pub async fn finish_run(
     let client = pool.get().await?;
     let status = if error.is_some() {
         "failed"
+    } else if report.has_problems() {
+        "succeeded_with_problems"
     } else {
         "succeeded"
     };
@@ -97,7 +118,8 @@ pub async fn finish_run(
         .execute(
             "UPDATE reconcile_runs SET finished_at = clock_timestamp(), status = $2,
                  listed_events = $3, present_events = $4, appended_events = $5,
-                 appended_by_type = $6, differences = $7, unreadable = $8, error = $9
+                 appended_by_type = $6, differences = $7, unreadable = $8, error = $9,
+                 unreadable_events = $10, out_of_scope = $11, out_of_scope_events = $12
              WHERE run_id = $1 AND status = 'running'",
             &[
                 &run_id,
@@ -109,6 +131,9 @@ pub async fn finish_run(
                 &serde_json::to_value(&report.differences)?,
                 &serde_json::to_value(&report.unreadable)?,
                 &error,
+                &(report.unreadable_events as i64),
+                &serde_json::to_value(&report.out_of_scope)?,
+                &(report.out_of_scope_events as i64),
             ],
         )
         .await?;
@@ -134,7 +159,20 @@ pub async fn since_last_start(
         .map(|seconds| std::time::Duration::from_secs_f64(seconds.max(0.0))))
 }
 
-/// The end of the window of the latest successful run of `trigger`, if any succeeded.
+/// Records how many events a running run has listed so far (shown by the admin route).
+pub async fn progress(pool: &Pool, run_id: i64, listed: u64) -> anyhow::Result<()> {
+    let client = pool.get().await?;
+    client
+        .execute(
+            "UPDATE reconcile_runs SET listed_events = $2 WHERE run_id = $1 AND status = 'running'",
+            &[&run_id, &(listed as i64)],
+        )
+        .await?;
+    Ok(())
+}
+
+/// The end of the window of the latest successful run of `trigger` (with problems or not:
+/// listing it again would not make an unreadable event readable), if any succeeded.
 pub async fn last_success_until(
     pool: &Pool,
     trigger: Trigger,
@@ -143,7 +181,7 @@ pub async fn last_success_until(
     let row = client
         .query_one(
             "SELECT max(window_until) FROM reconcile_runs
-             WHERE trigger = $1 AND status = 'succeeded'",
+             WHERE trigger = $1 AND status IN ('succeeded', 'succeeded_with_problems')",
             &[&trigger.as_str()],
         )
         .await?;
@@ -182,6 +220,9 @@ pub struct RunRow {
     pub differences: Vec<Difference>,
     pub unreadable: serde_json::Value,
     pub error: Option<String>,
+    pub unreadable_events: i64,
+    pub out_of_scope: serde_json::Value,
+    pub out_of_scope_events: i64,
 }
 
 /// The latest `limit` runs, newest first.
@@ -191,7 +232,8 @@ pub async fn recent_runs(pool: &Pool, limit: i64) -> anyhow::Result<Vec<RunRow>>
         .query(
             "SELECT run_id, trigger, instance_id, started_at, finished_at, status, window_since,
                     window_until, listed_events, present_events, appended_events,
-                    appended_by_type, differences, unreadable, error
+                    appended_by_type, differences, unreadable, error, unreadable_events,
+                    out_of_scope, out_of_scope_events
              FROM reconcile_runs ORDER BY started_at DESC, run_id DESC LIMIT $1",
             &[&limit],
         )
@@ -214,6 +256,9 @@ pub async fn recent_runs(pool: &Pool, limit: i64) -> anyhow::Result<Vec<RunRow>>
                 differences: serde_json::from_value(row.get(12))?,
                 unreadable: row.get(13),
                 error: row.get(14),
+                unreadable_events: row.get(15),
+                out_of_scope: row.get(16),
+                out_of_scope_events: row.get(17),
             })
         })
         .collect()

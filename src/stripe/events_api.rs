@@ -12,7 +12,11 @@
 //!   are retried with exponential backoff, waiting `Retry-After` seconds when Stripe sends it,
 //!   and never when Stripe says `Stripe-Should-Retry: false`.
 //! - The key travels only in the `Authorization` header, marked sensitive; [`SecretKey`]'s
-//!   `Debug` redacts it and no error message carries it.
+//!   `Debug` redacts it, and every piece of an answer quoted in an error has the configured
+//!   key, and anything shaped like a Stripe secret or restricted key, replaced ([`redact`]),
+//!   and its control characters escaped.
+//! - Redirects are not followed (a `3xx` is an error naming it: a listing from another host is
+//!   not Stripe's), and an answer larger than [`ANSWER_BYTES_MAX`] is refused.
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -43,6 +47,8 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 pub const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
 /// Longest piece of an error answer quoted in an error message, bytes.
 const ERROR_QUOTE_BYTES_MAX: usize = 300;
+/// Largest answer read, bytes (16 MiB; a full page of 100 events is rarely over 1 MiB).
+pub const ANSWER_BYTES_MAX: usize = 16 << 20;
 
 /// A Stripe secret (`sk_...`) or restricted (`rk_...`) key. `Debug` never shows it.
 #[derive(Clone)]
@@ -106,9 +112,15 @@ pub enum StripeApiError {
     /// Stripe did not answer usefully within [`ATTEMPTS_MAX`] attempts.
     #[error("Stripe is unavailable: {attempts} attempts failed, the last with: {last}")]
     Unavailable { attempts: u32, last: String },
-    /// The answer was not a list of events.
+    /// The answer was not a list of events, or it was larger than [`ANSWER_BYTES_MAX`].
     #[error("Stripe's answer is not a list of events: {0}")]
     Malformed(String),
+    /// A `3xx`: redirects are not followed.
+    #[error("Stripe's API answered with a redirect ({status}) to {location}; redirects are not followed (check STRIPE_API_BASE)")]
+    Redirected { status: u16, location: String },
+    /// The pages do not advance: a page repeats an event of an earlier one, or its cursor.
+    #[error("Stripe's pagination loops: {0}")]
+    PaginationLoop(String),
 }
 
 impl StripeApiError {
@@ -184,8 +196,19 @@ impl EventsClient {
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("billing-ledger/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(EventsClient { http, settings })
+    }
+
+    /// The key's mode: `true` for a live key (`sk_live_`, `rk_live_`).
+    pub fn livemode(&self) -> bool {
+        self.settings.key.kind().ends_with("_live")
+    }
+
+    /// The connected account configured (`STRIPE_ACCOUNT`), if any.
+    pub fn account(&self) -> Option<&str> {
+        self.settings.account.as_deref()
     }
 
     /// Lists one page of the events created within `window`, after `starting_after` (an
@@ -252,22 +275,38 @@ impl EventsClient {
         if let Some(account) = &self.settings.account {
             request = request.header("Stripe-Account", account);
         }
+        let key = self.settings.key.0.as_str();
         let response = match request.send().await {
             Ok(response) => response,
             Err(error) => {
                 return Attempt::Retry {
-                    problem: transport_problem(&error),
+                    problem: transport_problem(&error, key),
                     retry_after: None,
                 }
             }
         };
         let status = response.status();
         let headers = response.headers().clone();
-        let body = match response.bytes().await {
-            Ok(body) => body,
+        if status.is_redirection() {
+            let location = headers
+                .get("location")
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_else(|| "nowhere".into());
+            return Attempt::Fatal(StripeApiError::Redirected {
+                status: status.as_u16(),
+                location: quote(&location, key),
+            });
+        }
+        let body = match read_capped(response, ANSWER_BYTES_MAX).await {
+            Ok(Some(body)) => body,
+            Ok(None) => {
+                return Attempt::Fatal(StripeApiError::Malformed(format!(
+                    "the answer is larger than {ANSWER_BYTES_MAX} bytes"
+                )))
+            }
             Err(error) => {
                 return Attempt::Retry {
-                    problem: transport_problem(&error),
+                    problem: transport_problem(&error, key),
                     retry_after: None,
                 }
             }
@@ -275,14 +314,33 @@ impl EventsClient {
         if status.is_success() {
             return Attempt::Done(body);
         }
-        classify(status, &headers, &body)
+        classify(status, &headers, &body, key)
     }
+}
+
+/// The body, read chunk by chunk; `None` as soon as it exceeds `max` bytes (announced by
+/// `Content-Length` or read), so an oversized answer is never held in memory.
+async fn read_capped(
+    mut response: reqwest::Response,
+    max: usize,
+) -> Result<Option<Bytes>, reqwest::Error> {
+    if response.content_length().is_some_and(|n| n > max as u64) {
+        return Ok(None);
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await? {
+        if body.len() + chunk.len() > max {
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body.freeze()))
 }
 
 /// Sorts a failed answer into retry or give up. Stripe's `Stripe-Should-Retry` header, when
 /// present, decides (Stripe's own libraries do the same); else `429` and `5xx` are retried.
-fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Attempt {
-    let message = error_message(body);
+fn classify(status: StatusCode, headers: &HeaderMap, body: &[u8], key: &str) -> Attempt {
+    let message = error_message(body, key);
     let should_retry = headers
         .get("stripe-should-retry")
         .and_then(|v| v.to_str().ok())
@@ -313,7 +371,7 @@ fn retry_after(value: Option<&HeaderValue>) -> Option<Duration> {
 }
 
 /// Stripe's `error.message`, else the start of the body.
-fn error_message(body: &[u8]) -> String {
+fn error_message(body: &[u8], key: &str) -> String {
     #[derive(Deserialize)]
     struct Wrapper {
         error: Inner,
@@ -331,12 +389,12 @@ fn error_message(body: &[u8]) -> String {
             .unwrap_or_else(|| "no message".into()),
         Err(_) => String::from_utf8_lossy(body).trim().to_owned(),
     };
-    quote(&text)
+    quote(&text, key)
 }
 
 /// A transport error without its source chain's noise; reqwest's message names the URL
 /// (base and path, never the key) and what failed.
-fn transport_problem(error: &reqwest::Error) -> String {
+fn transport_problem(error: &reqwest::Error, key: &str) -> String {
     let kind = if error.is_timeout() {
         "timed out"
     } else if error.is_connect() {
@@ -350,18 +408,81 @@ fn transport_problem(error: &reqwest::Error) -> String {
         text.push_str(&format!(": {cause}"));
         source = cause.source();
     }
-    quote(&text)
+    quote(&text, key)
 }
 
-fn quote(text: &str) -> String {
+/// Text from an answer made safe to print, log and store: the key and key-shaped words
+/// removed ([`redact`]), control characters escaped ([`printable`]), cut to
+/// [`ERROR_QUOTE_BYTES_MAX`] bytes.
+fn quote(text: &str, key: &str) -> String {
+    let text = printable(&redact(text, key));
     if text.len() <= ERROR_QUOTE_BYTES_MAX {
-        return text.to_owned();
+        return text;
     }
     let mut end = ERROR_QUOTE_BYTES_MAX;
     while !text.is_char_boundary(end) {
         end -= 1;
     }
     format!("{}...", &text[..end])
+}
+
+/// `text` without `key` (when not empty) and without any word shaped like a Stripe secret or
+/// restricted key (`sk_` or `rk_` and what follows up to a space, quote or bracket), each
+/// replaced by its kind and `<redacted>` (`sk_test_<redacted>`). An echoed key is never shown,
+/// whatever the server that echoes it.
+pub fn redact(text: &str, key: &str) -> String {
+    let text = if key.is_empty() {
+        text.to_owned()
+    } else {
+        text.replace(key, "<redacted>")
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(at) = find_key_start(rest) {
+        out.push_str(&rest[..at]);
+        let word = &rest[at..];
+        let end = word
+            .find(|c: char| !c.is_ascii_graphic() || "\"'`<>()[]{},;".contains(c))
+            .unwrap_or(word.len());
+        let kind_end = match word[3..end].find('_') {
+            Some(i) if word[3..3 + i].chars().all(|c| c.is_ascii_lowercase()) => 3 + i + 1,
+            _ => 3,
+        };
+        out.push_str(&word[..kind_end]);
+        out.push_str("<redacted>");
+        rest = &word[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Where the next `sk_`/`rk_` starting a word is.
+fn find_key_start(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    (0..bytes.len().saturating_sub(2)).find(|&i| {
+        (bytes[i] == b's' || bytes[i] == b'r')
+            && bytes[i + 1] == b'k'
+            && bytes[i + 2] == b'_'
+            && (i == 0 || !bytes[i - 1].is_ascii_alphanumeric())
+    })
+}
+
+/// `text` with its control characters (newlines and NUL included) escaped as `\n`,
+/// `\u{0}`..., so it prints on one line, cannot forge output lines, and fits in `jsonb`
+/// and `text` columns (which refuse NUL).
+pub fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 fn parse_page(body: &[u8]) -> Result<EventPage, StripeApiError> {
@@ -405,19 +526,24 @@ mod tests {
     fn answers_are_sorted_into_retry_or_final() {
         let mut headers = HeaderMap::new();
         headers.insert("retry-after", HeaderValue::from_static("2"));
-        let retry = classify(StatusCode::TOO_MANY_REQUESTS, &headers, b"{}");
+        let retry = classify(StatusCode::TOO_MANY_REQUESTS, &headers, b"{}", "");
         assert!(
             matches!(retry, Attempt::Retry { retry_after: Some(d), .. } if d == Duration::from_secs(2))
         );
         assert!(matches!(
-            classify(StatusCode::BAD_GATEWAY, &HeaderMap::new(), b""),
+            classify(StatusCode::BAD_GATEWAY, &HeaderMap::new(), b"", ""),
             Attempt::Retry {
                 retry_after: None,
                 ..
             }
         ));
         let body = br#"{"error":{"message":"Invalid API Key provided: sk_test_****1234","type":"invalid_request_error"}}"#;
-        match classify(StatusCode::UNAUTHORIZED, &HeaderMap::new(), body) {
+        match classify(
+            StatusCode::UNAUTHORIZED,
+            &HeaderMap::new(),
+            body,
+            "sk_test_abc",
+        ) {
             Attempt::Fatal(e @ StripeApiError::KeyRefused { .. }) => {
                 assert!(e.to_string().contains("Invalid API Key provided"));
                 assert!(e.is_key_problem());
@@ -426,7 +552,7 @@ mod tests {
         }
         headers.insert("stripe-should-retry", HeaderValue::from_static("false"));
         assert!(matches!(
-            classify(StatusCode::SERVICE_UNAVAILABLE, &headers, b""),
+            classify(StatusCode::SERVICE_UNAVAILABLE, &headers, b"", ""),
             Attempt::Fatal(StripeApiError::Refused { status: 503, .. })
         ));
     }
@@ -440,5 +566,22 @@ mod tests {
         assert_eq!(page.last_id.as_deref(), Some("evt_2"));
         assert!(page.has_more);
         assert!(parse_page(b"[]").is_err());
+    }
+
+    #[test]
+    fn quoted_answers_carry_no_key_and_no_control_characters() {
+        let key = "sk_live_SECRET+/=42";
+        let echoed = format!("bad key {key}, also rk_test_Other9 and 'sk_test_x'\nforged\0");
+        let quoted = quote(&echoed, key);
+        for secret in ["SECRET", "Other9", "sk_test_x'"] {
+            assert!(!quoted.contains(secret), "{quoted}");
+        }
+        assert!(quoted.contains("rk_test_<redacted>"), "{quoted}");
+        assert!(!quoted.contains('\n') && !quoted.contains('\0'), "{quoted}");
+        assert!(quoted.contains("\\nforged\\u{0}"), "{quoted}");
+        assert_eq!(
+            redact("task_id and risk_x stay", ""),
+            "task_id and risk_x stay"
+        );
     }
 }

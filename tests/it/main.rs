@@ -23,5 +23,6 @@ mod money;
 mod openapi;
 mod process;
 mod reconcile;
+mod reconcile_hostile;
 mod support;
 mod webhook;

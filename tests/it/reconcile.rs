@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Runs `billing-ledger reconcile ARGS` against `base` with `key`, on `database_url`.
-async fn reconcile_command(
+pub async fn reconcile_command(
     database_url: &str,
     base: &str,
     key: &str,
@@ -192,7 +192,7 @@ async fn reconcile_appends_what_the_emulator_could_not_deliver_exactly_once() {
     );
 }
 
-fn fake_settings(base: &str, account: Option<&str>) -> ApiSettings {
+pub fn fake_settings(base: &str, account: Option<&str>) -> ApiSettings {
     ApiSettings {
         base: base.to_owned(),
         key: SecretKey::parse("sk_test_fake_key").unwrap(),
@@ -200,7 +200,7 @@ fn fake_settings(base: &str, account: Option<&str>) -> ApiSettings {
     }
 }
 
-fn last_hour() -> Window {
+pub fn last_hour() -> Window {
     let until = chrono::Utc::now();
     Window {
         since: until - chrono::Duration::hours(1),
@@ -320,10 +320,10 @@ async fn a_wrong_key_gets_a_clear_error_and_its_own_exit_code() {
     assert_eq!(row.get::<_, String>(0), "failed");
     assert!(row.get::<_, String>(1).contains("401"));
 
-    // A key of the wrong shape stops before any request, naming the setting.
+    // A key of the wrong shape stops before any request, naming the setting: exit 2.
     let out = reconcile_command(&db.url, &emulator.base, "whsec_not_a_key", &[]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains("STRIPE_SECRET_KEY: must be a secret"),
         "{stderr}"
