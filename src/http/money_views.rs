@@ -16,32 +16,52 @@ use serde::Deserialize;
 pub struct InvoiceView {
     pub id: String,
     /// Null while the tenant is not known.
+    #[oai(nullable)]
     pub tenant_id: Option<String>,
+    #[oai(nullable)]
     pub customer_id: Option<String>,
+    #[oai(nullable)]
     pub number: Option<String>,
     /// `draft`, `open`, `paid`, `uncollectible` or `void`.
     pub status: String,
     /// Lowercase ISO 4217 code.
+    #[oai(nullable)]
     pub currency: Option<String>,
     /// Minor units (cents; yen for `jpy`; fils for `kwd`), as every amount here.
+    #[oai(nullable)]
     pub amount_due: Option<i64>,
+    #[oai(nullable)]
     pub amount_paid: Option<i64>,
+    #[oai(nullable)]
     pub amount_remaining: Option<i64>,
+    #[oai(nullable)]
     pub subtotal: Option<i64>,
+    #[oai(nullable)]
     pub total: Option<i64>,
     /// Total tax.
+    #[oai(nullable)]
     pub tax: Option<i64>,
     /// Total discount.
+    #[oai(nullable)]
     pub discount: Option<i64>,
+    #[oai(nullable)]
     pub billing_reason: Option<String>,
+    #[oai(nullable)]
     pub subscription_id: Option<String>,
+    #[oai(nullable)]
     pub period_start: Option<DateTime<Utc>>,
+    #[oai(nullable)]
     pub period_end: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    #[oai(nullable)]
     pub finalized_at: Option<DateTime<Utc>>,
+    #[oai(nullable)]
     pub paid_at: Option<DateTime<Utc>>,
+    #[oai(nullable)]
     pub voided_at: Option<DateTime<Utc>>,
+    #[oai(nullable)]
     pub attempt_count: Option<i64>,
+    #[oai(nullable)]
     pub hosted_invoice_url: Option<String>,
     pub last_event_id: String,
 }
@@ -52,18 +72,28 @@ pub struct PaymentView {
     pub id: String,
     /// `charge`, `payment_intent` or `invoice_payment`.
     pub kind: String,
+    #[oai(nullable)]
     pub tenant_id: Option<String>,
+    #[oai(nullable)]
     pub customer_id: Option<String>,
     /// Stripe's status of that object.
     pub status: String,
+    #[oai(nullable)]
     pub amount: Option<i64>,
+    #[oai(nullable)]
     pub amount_captured: Option<i64>,
+    #[oai(nullable)]
     pub amount_refunded: Option<i64>,
+    #[oai(nullable)]
     pub currency: Option<String>,
     /// The invoice it paid, when known.
+    #[oai(nullable)]
     pub invoice_id: Option<String>,
+    #[oai(nullable)]
     pub failure_code: Option<String>,
+    #[oai(nullable)]
     pub failure_message: Option<String>,
+    #[oai(nullable)]
     pub paid_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub last_event_id: String,
@@ -73,15 +103,21 @@ pub struct PaymentView {
 #[derive(Debug, Clone, Object, Deserialize)]
 pub struct RefundView {
     pub id: String,
+    #[oai(nullable)]
     pub tenant_id: Option<String>,
+    #[oai(nullable)]
     pub customer_id: Option<String>,
+    #[oai(nullable)]
     pub payment_id: Option<String>,
     /// Refunds: `pending`, `requires_action`, `succeeded`, `failed`, `canceled`. Disputes:
     /// `warning_needs_response`, `warning_under_review`, `warning_closed`, `needs_response`,
     /// `under_review`, `won`, `lost`.
     pub status: String,
+    #[oai(nullable)]
     pub amount: Option<i64>,
+    #[oai(nullable)]
     pub currency: Option<String>,
+    #[oai(nullable)]
     pub reason: Option<String>,
     pub created_at: DateTime<Utc>,
     pub last_event_id: String,
@@ -91,20 +127,27 @@ pub struct RefundView {
 #[derive(Debug, Clone, Object, Deserialize)]
 pub struct CreditNoteView {
     pub id: String,
+    #[oai(nullable)]
     pub tenant_id: Option<String>,
+    #[oai(nullable)]
     pub customer_id: Option<String>,
+    #[oai(nullable)]
     pub invoice_id: Option<String>,
     /// `issued` or `void`.
     pub status: String,
     /// `pre_payment`, `post_payment` or `mixed`.
     #[oai(rename = "type")]
     #[serde(rename = "type")]
+    #[oai(nullable)]
     pub credit_note_type: Option<String>,
+    #[oai(nullable)]
     pub amount: Option<i64>,
+    #[oai(nullable)]
     pub currency: Option<String>,
     /// The refunds it made.
     pub refund_ids: Vec<String>,
     pub created_at: DateTime<Utc>,
+    #[oai(nullable)]
     pub voided_at: Option<DateTime<Utc>>,
     pub last_event_id: String,
 }
@@ -122,30 +165,35 @@ pub struct InvoiceDetail {
 #[derive(Debug, Clone, Object)]
 pub struct InvoiceList {
     pub invoices: Vec<InvoiceView>,
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Clone, Object)]
 pub struct PaymentList {
     pub payments: Vec<PaymentView>,
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Clone, Object)]
 pub struct RefundList {
     pub refunds: Vec<RefundView>,
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Clone, Object)]
 pub struct DisputeList {
     pub disputes: Vec<RefundView>,
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Clone, Object)]
 pub struct CreditNoteList {
     pub credit_notes: Vec<CreditNoteView>,
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
 }
 
@@ -189,6 +237,7 @@ impl From<projections::money::Balance> for BalanceView {
 pub struct TenantBalance {
     pub tenant_id: String,
     /// The instant asked for; null for now.
+    #[oai(nullable)]
     pub as_of: Option<DateTime<Utc>>,
     pub balances: Vec<BalanceView>,
 }

@@ -36,6 +36,7 @@ pub struct ReconcileDifferenceView {
 /// (out of scope); not stored.
 #[derive(Debug, Object, serde::Deserialize)]
 pub struct ReconcileUnreadableView {
+    #[oai(nullable)]
     pub event_id: Option<String>,
     pub problem: String,
 }
@@ -49,6 +50,7 @@ pub struct ReconcileRunView {
     /// The `serve` instance (or command invocation) that ran it.
     pub instance_id: String,
     pub started_at: DateTime<Utc>,
+    #[oai(nullable)]
     pub finished_at: Option<DateTime<Utc>>,
     /// `running`, `succeeded`, `succeeded_with_problems` (the window was listed to its end,
     /// but some events were unreadable or out of scope) or `failed` (see `error`).
@@ -76,6 +78,7 @@ pub struct ReconcileRunView {
     /// Out-of-scope events, all counted.
     pub out_of_scope_events: i64,
     /// Why the run stopped early (Stripe refused the key, was unavailable, ...).
+    #[oai(nullable)]
     pub error: Option<String>,
 }
 
@@ -85,8 +88,10 @@ pub struct ReconcileStatus {
     /// Whether this instance runs the timer (`LEDGER_RECONCILE_INTERVAL` set).
     pub enabled: bool,
     /// `LEDGER_RECONCILE_INTERVAL`, seconds.
+    #[oai(nullable)]
     pub interval_secs: Option<f64>,
     /// `LEDGER_RECONCILE_SETTLE`, seconds.
+    #[oai(nullable)]
     pub settle_secs: Option<f64>,
     /// The `Stripe-Version` requests pin.
     pub stripe_version: String,

@@ -206,6 +206,7 @@ pub struct EventDetail {
     /// (see `projection_error`) or `pending` (not folded yet).
     pub effect: String,
     /// Why the event touched no tenant's read model, in words; null when `applied`.
+    #[oai(nullable)]
     pub note: Option<String>,
 }
 
@@ -368,6 +369,7 @@ pub struct HistoryEntry {
     /// `unreadable` (the fold could not read it).
     pub effect: String,
     /// Why the event changed nothing, in words; null when it changed something.
+    #[oai(nullable)]
     pub note: Option<String>,
     /// The fields of `state` this event changed, each with its value before and after (as in
     /// `state`; null when absent). A field null before and after is not listed; nor are the
