@@ -52,6 +52,7 @@ pub struct MoneyQuery {
     /// `created_at` at or before (RFC 3339).
     pub to: Option<DateTime<Utc>>,
     /// Rows per page, 1 to 1000 (default 100); with CSV, the most rows exported.
+    #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,

@@ -115,8 +115,8 @@ impl RevenueApi {
     async fn revenue(
         &self,
         _auth: TokenAuth,
-        from: Query<String>,
-        to: Query<String>,
+        #[oai(validator(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])$"))] from: Query<String>,
+        #[oai(validator(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])$"))] to: Query<String>,
         currency: Query<Option<String>>,
         tenant_id: Query<Option<String>>,
     ) -> Result<Json<RevenueList>, ApiError> {
@@ -148,7 +148,8 @@ impl RevenueApi {
     async fn movements(
         &self,
         _auth: TokenAuth,
-        #[oai(name = "month")] month_text: Query<String>,
+        #[oai(name = "month", validator(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])$"))]
+        month_text: Query<String>,
         currency: Query<Option<String>>,
         tenant_id: Query<Option<String>>,
     ) -> Result<Json<MovementList>, ApiError> {
