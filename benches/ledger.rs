@@ -103,6 +103,7 @@ async fn start_service(database_url: &str) -> Service {
         livemode: false,
         instance_id: "bench".into(),
         rebuild_stale: false,
+        platform: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -5,6 +5,8 @@
 //! - [`event_log`]: appending events once by ID, recording every delivery.
 //! - [`projector`]: electing one projector, tailing the log, rebuilding.
 //! - [`read_models`]: writing the rows the pure fold (`projections/`) renders.
+//! - [`feed`]: reading the change feed the database records at each read-model commit;
+//!   [`entitlements`]: the plans file and what each tenant may use.
 //! - [`http`]: routes, auth, errors; [`cli`]: the other commands; [`config`]: settings.
 //!
 //! [`run`] starts exactly what `billing-ledger serve` starts, on a listener the caller bound, so
@@ -14,9 +16,12 @@ pub mod chain;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod entitlements;
 pub mod event_log;
+pub mod feed;
 pub mod http;
 pub mod metrics;
+pub mod outbox;
 pub mod projector;
 pub mod read_models;
 pub mod signature;
@@ -42,8 +47,20 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     db::migrate(&config.database_url).await?;
     let pool = db::pool(&config.database_url)?;
+    if let Some(path) = &config.platform.plans_file {
+        let reloaded = entitlements::reload(&pool, path).await?;
+        tracing::info!(
+            plans = reloaded.plans,
+            changed = reloaded.changed,
+            "plans file loaded"
+        );
+    }
     let wake = Arc::new(tokio::sync::Notify::new());
     let stop = CancellationToken::new();
+    let watcher = feed::Watcher::start(config.database_url.clone(), stop.clone());
+    if let Some(path) = config.platform.plans_file.clone() {
+        tokio::spawn(reload_on_hangup(pool.clone(), path, stop.clone()));
+    }
     let settings = projector::Settings {
         database_url: config.database_url.clone(),
         livemode: config.livemode,
@@ -62,6 +79,7 @@ pub async fn run(
         config,
         pool,
         wake,
+        watcher,
     });
     let acceptor = poem::listener::TcpAcceptor::from_tokio(listener)?;
     let served = poem::Server::new_with_acceptor(acceptor)
@@ -71,6 +89,33 @@ pub async fn run(
     projector.await.ok();
     tracing::info!("stopped");
     Ok(served?)
+}
+
+/// Reloads the plans file at each SIGHUP until `stop`; a file that does not check is logged
+/// and the plans in force stay.
+async fn reload_on_hangup(
+    pool: deadpool_postgres::Pool,
+    path: std::path::PathBuf,
+    stop: CancellationToken,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload plans by the admin route");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hangups.recv() => {}
+            () = stop.cancelled() => return,
+        }
+        match entitlements::reload(&pool, &path).await {
+            Ok(r) => tracing::info!(plans = r.plans, changed = r.changed, "plans file reloaded"),
+            Err(error) => tracing::error!(
+                error = format!("{error:#}"),
+                "plans reload refused; the plans in force stay"
+            ),
+        }
+    }
 }
 
 /// The OpenAPI document as YAML (what `billing-ledger openapi` prints and `openapi.yaml` holds).
@@ -88,6 +133,7 @@ pub fn openapi_yaml() -> String {
         livemode: false,
         instance_id: String::new(),
         rebuild_stale: false,
+        platform: Default::default(),
     };
     let state = Arc::new(http::AppState {
         appender: event_log::Appender::detached(),
@@ -95,6 +141,7 @@ pub fn openapi_yaml() -> String {
         config,
         pool,
         wake: Arc::default(),
+        watcher: feed::Watcher::detached(),
     });
     http::service(state).spec_yaml()
 }

@@ -143,6 +143,7 @@ async fn lead(
             continue;
         }
         if live.step(pool).await? == 0 {
+            crate::entitlements::expire_grace(pool).await?;
             tokio::select! {
                 () = wake.notified() => {}
                 _ = appended.recv() => {}
@@ -226,6 +227,8 @@ impl Live {
         let mut client = pool.get().await?;
         let tx = client.transaction().await?;
         read_models::write(&tx, &changes).await?;
+        let tenants = changes.tenant_pricing.keys().map(String::as_str).collect();
+        crate::entitlements::refresh(&tx, crate::entitlements::Scope::Tenants(tenants)).await?;
         read_models::record_errors(&tx, &errors).await?;
         let advance = tx
             .prepare_cached(
@@ -588,6 +591,9 @@ async fn rebuild_inner(
     // connections). The swap writes every row at once: no per-statement limit. DELETE, not
     // TRUNCATE, so readers keep the old rows until the commit instead of waiting on a lock.
     let rows = async {
+        // Rows written back unchanged emit nothing in the change feed (schema/V60): only
+        // what the rebuild really changed appears there, with cause `rebuild`.
+        crate::entitlements::set_cause(&tx, "rebuild").await?;
         tx.batch_execute(
             "SET LOCAL statement_timeout = 0;
              SET LOCAL lock_timeout = '30s';
@@ -601,6 +607,7 @@ async fn rebuild_inner(
         )
         .await?;
         read_models::write(&tx, &changes).await?;
+        crate::entitlements::refresh(&tx, crate::entitlements::Scope::All).await?;
         read_models::record_errors(&tx, &errors).await?;
         tx.execute(
             "INSERT INTO projections (name, version, position, owner) VALUES ($1, $3, $2, $4)

@@ -7,7 +7,9 @@ pub mod admin;
 pub mod auth;
 pub mod csv;
 pub mod error;
+pub mod feed;
 pub mod ops;
+pub mod platform;
 pub mod read;
 pub mod views;
 pub mod webhook;
@@ -28,6 +30,8 @@ pub struct AppState {
     pub metrics: crate::metrics::Metrics,
     /// Wakes this instance's projector after an append.
     pub wake: Arc<Notify>,
+    /// Tells long-polls and streams that the change feed moved.
+    pub watcher: crate::feed::Watcher,
 }
 
 #[derive(Tags)]
@@ -38,6 +42,9 @@ pub enum Tag {
     Read,
     /// Administration (admin token).
     Admin,
+    /// What the platform reads: the change feed, tenants, entitlements (platform, finance or
+    /// admin token).
+    Platform,
     /// Probes.
     Operations,
 }
@@ -47,6 +54,7 @@ type Apis = (
     read::ReadApi,
     admin::AdminApi,
     ops::OpsApi,
+    (platform::PlatformApi, feed::FeedApi),
 );
 
 /// The OpenAPI service over every route.
@@ -61,7 +69,15 @@ pub fn service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
         admin::AdminApi {
             state: state.clone(),
         },
-        ops::OpsApi { state },
+        ops::OpsApi {
+            state: state.clone(),
+        },
+        (
+            platform::PlatformApi {
+                state: state.clone(),
+            },
+            feed::FeedApi { state },
+        ),
     );
     OpenApiService::new(apis, "billing-ledger", env!("CARGO_PKG_VERSION")).description(
         "An event-sourced ledger of Stripe billing webhooks: every verified event is appended \
@@ -77,6 +93,7 @@ pub fn app(state: Arc<AppState>) -> impl poem::Endpoint {
     let tokens = auth::Tokens {
         finance: state.config.finance_tokens.clone(),
         admin: state.config.admin_tokens.clone(),
+        platform: state.config.platform.platform_tokens.clone(),
     };
     Route::new()
         .nest("/", service)

@@ -6,6 +6,7 @@ mod audit;
 mod engine;
 mod events;
 mod faults;
+mod feed;
 mod fixtures;
 mod flows;
 mod log;

@@ -17,6 +17,7 @@ pub const SECRET: &str = "whsec_test_primary";
 pub const SECRET_OLD: &str = "whsec_test_rotated_out";
 pub const FINANCE_TOKEN: &str = "finance-token-for-tests";
 pub const ADMIN_TOKEN: &str = "admin-token-for-tests";
+pub const PLATFORM_TOKEN: &str = "platform-token-for-tests";
 
 static TEMPLATE: OnceCell<String> = OnceCell::const_new();
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -208,6 +209,10 @@ pub fn test_config(database_url: &str) -> Config {
         livemode: false,
         instance_id: uuid::Uuid::new_v4().to_string(),
         rebuild_stale: false,
+        platform: billing_ledger::config::PlatformConfig {
+            platform_tokens: vec![PLATFORM_TOKEN.into()],
+            ..Default::default()
+        },
     }
 }
 

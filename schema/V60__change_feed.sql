@@ -1,0 +1,128 @@
+-- The change feed: every committed change of a read-model row, in commit order, with the row
+-- before and after (as JSON), the event that caused it and why.
+--
+-- Capture is generic: a read-model table joins the feed with one statement,
+--     SELECT capture_changes('invoices', 'id');
+-- which attaches an AFTER row trigger (capture_change) staging each row change, and the
+-- transaction's commit nets them (flush_changes, a deferred constraint trigger): per row, the
+-- state before the transaction's first write and after its last; rows written back unchanged
+-- (a rebuild's delete-all and insert-all, an upsert of the same values) emit nothing. So the
+-- feed holds exactly the changes that committed, in the transaction that made them.
+--
+-- IDs (the feed's cursors) are dense and commit in order: the flush takes the single row of
+-- `change_head` FOR UPDATE at commit, numbers the transaction's changes from it and advances
+-- it, as `log_head` does for the log. A reader tailing `id > cursor` never skips a change
+-- committed late. The transaction may say why it writes in the local setting
+-- `ledger.change_cause` (`event` when unset; `rebuild`, `plans_reload`, `grace_expired`).
+
+CREATE TABLE change_head (
+    singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+    id bigint NOT NULL CHECK (id >= 0)
+);
+INSERT INTO change_head (id) VALUES (0);
+
+CREATE TABLE changes (
+    id bigint PRIMARY KEY CHECK (id > 0),
+    read_model text NOT NULL,
+    key text NOT NULL,
+    tenant_id text,
+    -- `event`, `rebuild`, `plans_reload`, `grace_expired`.
+    cause text NOT NULL,
+    -- The row's `last_event_id` after the change (before it, for a deletion), when it has one.
+    event_id text,
+    -- That event's log position.
+    position bigint,
+    before jsonb,
+    after jsonb,
+    recorded_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX changes_tenant ON changes (tenant_id, id);
+CREATE INDEX changes_read_model ON changes (read_model, id);
+
+-- Row changes of transactions not committed yet. Unlogged: its rows never outlive their
+-- transaction (the flush deletes them before commit; a rolled-back transaction's rows are
+-- invisible and vacuumed), so a crash loses nothing of value.
+CREATE UNLOGGED TABLE change_staging (
+    seq bigint GENERATED ALWAYS AS IDENTITY,
+    xact xid8 NOT NULL DEFAULT pg_current_xact_id(),
+    read_model text NOT NULL,
+    key text NOT NULL,
+    before jsonb,
+    after jsonb
+);
+CREATE INDEX change_staging_xact ON change_staging (xact, seq);
+
+-- AFTER INSERT OR UPDATE OR DELETE row trigger; TG_ARGV[0] names the key column. Times in the
+-- JSON are rendered in UTC (RFC 3339), whatever the session's time zone.
+CREATE FUNCTION capture_change() RETURNS trigger LANGUAGE plpgsql SET timezone = 'UTC' AS $$
+DECLARE
+    old_row jsonb;
+    new_row jsonb;
+BEGIN
+    IF TG_OP <> 'INSERT' THEN old_row := to_jsonb(OLD); END IF;
+    IF TG_OP <> 'DELETE' THEN new_row := to_jsonb(NEW); END IF;
+    IF old_row IS NOT DISTINCT FROM new_row THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO change_staging (read_model, key, before, after)
+    VALUES (TG_TABLE_NAME, coalesce(new_row, old_row) ->> TG_ARGV[0], old_row, new_row);
+    RETURN NULL;
+END
+$$;
+
+-- Deferred to commit: nets the transaction's staged changes into `changes` (the first firing
+-- moves them all; later firings of the same transaction find none) and notifies
+-- `ledger_changes` with the new head.
+CREATE FUNCTION flush_changes() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    head bigint;
+    added bigint;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM change_staging WHERE xact = pg_current_xact_id()) THEN
+        RETURN NULL;
+    END IF;
+    SELECT id INTO head FROM change_head FOR UPDATE;
+    WITH staged AS (
+        DELETE FROM change_staging WHERE xact = pg_current_xact_id() RETURNING *
+    ), net AS (
+        SELECT read_model, key,
+               (array_agg(before ORDER BY seq))[1] AS before,
+               (array_agg(after ORDER BY seq DESC))[1] AS after
+        FROM staged GROUP BY read_model, key
+    ), effective AS (
+        SELECT n.*, coalesce(n.after, n.before) ->> 'last_event_id' AS event_id
+        FROM net n WHERE n.before IS DISTINCT FROM n.after
+    )
+    INSERT INTO changes (id, read_model, key, tenant_id, cause, event_id, position, before, after)
+    SELECT head + row_number() OVER (ORDER BY e.position NULLS LAST, f.read_model, f.key),
+           f.read_model, f.key,
+           coalesce(f.after ->> 'tenant_id', f.before ->> 'tenant_id'),
+           coalesce(nullif(current_setting('ledger.change_cause', true), ''), 'event'),
+           f.event_id, e.position, f.before, f.after
+    FROM effective f LEFT JOIN events e ON e.event_id = f.event_id;
+    GET DIAGNOSTICS added = ROW_COUNT;
+    IF added > 0 THEN
+        UPDATE change_head SET id = head + added;
+        PERFORM pg_notify('ledger_changes', (head + added)::text);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE CONSTRAINT TRIGGER change_staging_flush AFTER INSERT ON change_staging
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION flush_changes();
+
+-- Attaches the feed to a read-model table whose rows are identified by `key_column`.
+CREATE FUNCTION capture_changes(read_model regclass, key_column text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format(
+        'CREATE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE ON %s
+         FOR EACH ROW EXECUTE FUNCTION capture_change(%L)',
+        read_model::text || '_changes', read_model, key_column);
+END
+$$;
+
+SELECT capture_changes('tenant_pricing', 'tenant_id');
+SELECT capture_changes('checkout_sessions', 'id');
+SELECT capture_changes('customers', 'id');
