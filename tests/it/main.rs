@@ -11,5 +11,6 @@ mod fixtures;
 mod flows;
 mod log;
 mod openapi;
+mod platform;
 mod support;
 mod webhook;
