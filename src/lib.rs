@@ -7,6 +7,7 @@
 //! - [`read_models`]: writing the rows the pure fold (`projections/`) renders.
 //! - [`feed`]: reading the change feed the database records at each read-model commit;
 //!   [`entitlements`]: the plans file and what each tenant may use.
+//! - [`outbox`]: outgoing webhooks (Standard Webhooks) driven from the feed.
 //! - [`http`]: routes, auth, errors; [`cli`]: the other commands; [`config`]: settings.
 //!
 //! [`run`] starts exactly what `billing-ledger serve` starts, on a listener the caller bound, so
@@ -58,6 +59,19 @@ pub async fn run(
     let wake = Arc::new(tokio::sync::Notify::new());
     let stop = CancellationToken::new();
     let watcher = feed::Watcher::start(config.database_url.clone(), stop.clone());
+    outbox::store::sync_config(&pool, &config.platform.webhook_endpoints).await?;
+    let metrics = metrics::Metrics::default();
+    let dispatcher = tokio::spawn(outbox::dispatcher::run(
+        pool.clone(),
+        outbox::dispatcher::Settings {
+            database_url: config.database_url.clone(),
+            instance_id: config.instance_id.clone(),
+            retry_schedule: config.platform.retry_schedule(),
+            metrics: metrics.outbox.clone(),
+        },
+        watcher.clone(),
+        stop.clone(),
+    ));
     if let Some(path) = config.platform.plans_file.clone() {
         tokio::spawn(reload_on_hangup(pool.clone(), path, stop.clone()));
     }
@@ -75,7 +89,7 @@ pub async fn run(
     ));
     let state = Arc::new(http::AppState {
         appender: event_log::Appender::start(pool.clone()),
-        metrics: metrics::Metrics::default(),
+        metrics,
         config,
         pool,
         wake,
@@ -87,6 +101,7 @@ pub async fn run(
         .await;
     stop.cancel();
     projector.await.ok();
+    dispatcher.await.ok();
     tracing::info!("stopped");
     Ok(served?)
 }

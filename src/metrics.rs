@@ -54,6 +54,8 @@ pub struct Metrics {
     projection_errors: Gauge,
     unresolved_events: Gauge,
     rebuild_progress: Gauge<f64, AtomicU64>,
+    /// Outgoing webhooks; the dispatcher holds a clone.
+    pub outbox: crate::outbox::OutboxMetrics,
 }
 
 impl Default for Metrics {
@@ -114,7 +116,10 @@ impl Default for Metrics {
             "Progress of the running rebuild, 0 to 1 (1 when none runs)",
             rebuild_progress.clone(),
         );
+        let outbox = crate::outbox::OutboxMetrics::default();
+        outbox.register(&mut registry);
         Metrics {
+            outbox,
             registry,
             webhooks,
             append_seconds,
@@ -180,6 +185,7 @@ impl Metrics {
         self.unresolved_events.set(row.get(1));
         self.rebuild_progress
             .set(row.get::<_, Option<f64>>(2).unwrap_or(1.0));
+        self.outbox.refresh(&client).await?;
         Ok(())
     }
 }

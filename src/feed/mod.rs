@@ -119,3 +119,31 @@ pub async fn head(client: &impl GenericClient) -> anyhow::Result<i64> {
         .await?
         .get(0))
 }
+
+impl Change {
+    /// The change as the API and outgoing webhooks render it (`ChangeView` in the HTTP layer
+    /// has the same fields): `cursor` is the ID as a string.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "cursor": self.id.to_string(),
+            "read_model": self.read_model,
+            "key": self.key,
+            "tenant_id": self.tenant_id,
+            "before": self.before,
+            "after": self.after,
+            "event_id": self.event_id,
+            "position": self.position,
+            "cause": self.cause,
+            "recorded_at": self.recorded_at.to_rfc3339(),
+        })
+    }
+
+    /// `created`, `updated` or `deleted`: what happened to the row.
+    pub fn action(&self) -> &'static str {
+        match (&self.before, &self.after) {
+            (None, _) => "created",
+            (_, None) => "deleted",
+            _ => "updated",
+        }
+    }
+}

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod auth;
 pub mod csv;
+pub mod endpoints;
 pub mod error;
 pub mod feed;
 pub mod ops;
@@ -54,7 +55,11 @@ type Apis = (
     read::ReadApi,
     admin::AdminApi,
     ops::OpsApi,
-    (platform::PlatformApi, feed::FeedApi),
+    (
+        platform::PlatformApi,
+        feed::FeedApi,
+        endpoints::EndpointsApi,
+    ),
 );
 
 /// The OpenAPI service over every route.
@@ -76,7 +81,10 @@ pub fn service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
             platform::PlatformApi {
                 state: state.clone(),
             },
-            feed::FeedApi { state },
+            feed::FeedApi {
+                state: state.clone(),
+            },
+            endpoints::EndpointsApi { state },
         ),
     );
     OpenApiService::new(apis, "billing-ledger", env!("CARGO_PKG_VERSION")).description(

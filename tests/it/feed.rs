@@ -11,7 +11,7 @@ const T0: i64 = 1_700_000_000;
 const MONTH: i64 = 2_592_000;
 
 /// Three events per tenant (checkout, subscription created, then active), `tenants` tenants.
-fn burst(tenants: usize) -> Vec<Value> {
+pub fn burst(tenants: usize) -> Vec<Value> {
     let mut events = Vec::new();
     for t in 0..tenants {
         let (sub, cus) = (format!("sub_fd{t}"), format!("cus_fd{t}"));
@@ -60,7 +60,7 @@ fn shuffled(mut events: Vec<Value>) -> Vec<Value> {
 }
 
 /// Reads the whole feed from `after` by pages of `limit`.
-async fn read_all(app: &TestApp, query: &str, limit: u32) -> (Vec<Value>, String) {
+pub async fn read_all(app: &TestApp, query: &str, limit: u32) -> (Vec<Value>, String) {
     let mut cursor = String::new();
     let mut changes = Vec::new();
     loop {

@@ -11,6 +11,8 @@ mod fixtures;
 mod flows;
 mod log;
 mod openapi;
+mod outbox;
 mod platform;
+mod receiver;
 mod support;
 mod webhook;
