@@ -3,8 +3,9 @@
 --
 -- Capture is generic: a read-model table joins the feed with one statement,
 --     SELECT capture_changes('invoices', 'id');
--- which attaches an AFTER row trigger (capture_change) staging each row change, and the
--- transaction's commit nets them (flush_changes, a deferred constraint trigger): per row, the
+-- which attaches AFTER statement triggers (capture_change) staging each row change, and the
+-- transaction's commit nets them (flush_changes, a deferred constraint trigger that fires once
+-- per transaction): per row, the
 -- state before the transaction's first write and after its last; rows written back unchanged
 -- (a rebuild's delete-all and insert-all, an upsert of the same values) emit nothing. So the
 -- feed holds exactly the changes that committed, in the transaction that made them.
@@ -52,35 +53,59 @@ CREATE UNLOGGED TABLE change_staging (
 );
 CREATE INDEX change_staging_xact ON change_staging (xact, seq);
 
--- AFTER INSERT OR UPDATE OR DELETE row trigger; TG_ARGV[0] names the key column. Times in the
--- JSON are rendered in UTC (RFC 3339), whatever the session's time zone.
-CREATE FUNCTION capture_change() RETURNS trigger LANGUAGE plpgsql SET timezone = 'UTC' AS $$
+-- Transactions that staged changes and must flush them at commit: one row each, whose
+-- deferred constraint trigger runs the flush once per transaction (not once per row).
+CREATE UNLOGGED TABLE change_flush_requests (
+    xact xid8 NOT NULL DEFAULT pg_current_xact_id()
+);
+
+-- AFTER statement triggers (one per operation: PostgreSQL allows transition tables on triggers
+-- of a single event) with the statement's old and new rows as transition tables; TG_ARGV[0]
+-- names the key column. Set-based: one INSERT per statement, not a function call per row.
+-- Times in the JSON are rendered in UTC (RFC 3339), whatever the session's time zone. The
+-- transaction's first staged change also requests the flush (the transaction-local setting
+-- `ledger.flush_requested` remembers it; a rolled-back savepoint undoes both together).
+CREATE FUNCTION capture_change() RETURNS trigger LANGUAGE plpgsql
+    SET timezone = 'UTC' SET work_mem = '64MB' AS $$
 DECLARE
-    old_row jsonb;
-    new_row jsonb;
+    staged bigint;
 BEGIN
-    IF TG_OP <> 'INSERT' THEN old_row := to_jsonb(OLD); END IF;
-    IF TG_OP <> 'DELETE' THEN new_row := to_jsonb(NEW); END IF;
-    IF old_row IS NOT DISTINCT FROM new_row THEN
-        RETURN NULL;
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO change_staging (read_model, key, before, after)
+        SELECT TG_TABLE_NAME, n.row ->> TG_ARGV[0], NULL, n.row
+        FROM (SELECT to_jsonb(t) AS row FROM new_rows t) n;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO change_staging (read_model, key, before, after)
+        SELECT TG_TABLE_NAME, o.row ->> TG_ARGV[0], o.row, NULL
+        FROM (SELECT to_jsonb(t) AS row FROM old_rows t) o;
+    ELSE
+        -- Rows are joined and compared natively, and only those that differ are rendered.
+        EXECUTE format(
+            'INSERT INTO change_staging (read_model, key, before, after)
+             SELECT %L, coalesce(n.%2$I, o.%2$I)::text,
+                    CASE WHEN o IS NULL THEN NULL ELSE to_jsonb(o) END,
+                    CASE WHEN n IS NULL THEN NULL ELSE to_jsonb(n) END
+             FROM old_rows o FULL JOIN new_rows n ON o.%2$I = n.%2$I
+             WHERE o IS DISTINCT FROM n', TG_TABLE_NAME, TG_ARGV[0]);
     END IF;
-    INSERT INTO change_staging (read_model, key, before, after)
-    VALUES (TG_TABLE_NAME, coalesce(new_row, old_row) ->> TG_ARGV[0], old_row, new_row);
+    GET DIAGNOSTICS staged = ROW_COUNT;
+    IF staged > 0 AND current_setting('ledger.flush_requested', true) IS DISTINCT FROM 'yes' THEN
+        INSERT INTO change_flush_requests DEFAULT VALUES;
+        PERFORM set_config('ledger.flush_requested', 'yes', true);
+    END IF;
     RETURN NULL;
 END
 $$;
 
--- Deferred to commit: nets the transaction's staged changes into `changes` (the first firing
--- moves them all; later firings of the same transaction find none) and notifies
+-- Deferred to commit: nets the transaction's staged changes into `changes` and notifies
 -- `ledger_changes` with the new head.
 CREATE FUNCTION flush_changes() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     head bigint;
     added bigint;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM change_staging WHERE xact = pg_current_xact_id()) THEN
-        RETURN NULL;
-    END IF;
+    DELETE FROM change_flush_requests WHERE xact = pg_current_xact_id();
+    PERFORM set_config('ledger.flush_requested', '', true);
     SELECT id INTO head FROM change_head FOR UPDATE;
     WITH staged AS (
         DELETE FROM change_staging WHERE xact = pg_current_xact_id() RETURNING *
@@ -109,7 +134,7 @@ BEGIN
 END
 $$;
 
-CREATE CONSTRAINT TRIGGER change_staging_flush AFTER INSERT ON change_staging
+CREATE CONSTRAINT TRIGGER change_flush AFTER INSERT ON change_flush_requests
     DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION flush_changes();
 
 -- Attaches the feed to a read-model table whose rows are identified by `key_column`.
@@ -117,9 +142,17 @@ CREATE FUNCTION capture_changes(read_model regclass, key_column text) RETURNS vo
 LANGUAGE plpgsql AS $$
 BEGIN
     EXECUTE format(
-        'CREATE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE ON %s
-         FOR EACH ROW EXECUTE FUNCTION capture_change(%L)',
-        read_model::text || '_changes', read_model, key_column);
+        'CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows
+         FOR EACH STATEMENT EXECUTE FUNCTION capture_change(%L)',
+        read_model::text || '_insert_changes', read_model, key_column);
+    EXECUTE format(
+        'CREATE TRIGGER %I AFTER UPDATE ON %s REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+         FOR EACH STATEMENT EXECUTE FUNCTION capture_change(%L)',
+        read_model::text || '_update_changes', read_model, key_column);
+    EXECUTE format(
+        'CREATE TRIGGER %I AFTER DELETE ON %s REFERENCING OLD TABLE AS old_rows
+         FOR EACH STATEMENT EXECUTE FUNCTION capture_change(%L)',
+        read_model::text || '_delete_changes', read_model, key_column);
 END
 $$;
 

@@ -30,7 +30,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP service (and the projector, on the instance holding its lock).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply schema migrations and exit.
     Migrate(DatabaseArgs),
     /// Rebuild read models from the log, print progress, exit.

@@ -18,7 +18,7 @@ features = ["courses"]
 [plans.pro]
 prices = ["price_pro"]
 features = ["courses", "analytics"]
-grace_period = "3s"
+grace_period = "6s"
 "#;
 
 /// A plans file of this test's own.
@@ -28,10 +28,10 @@ fn plans_file(text: &str) -> PathBuf {
     path
 }
 
-async fn start_with_plans(path: &PathBuf) -> TestApp {
+async fn start_with_plans(path: &std::path::Path) -> TestApp {
     let db = TestDb::new().await;
     let mut config = test_config(&db.url);
-    config.platform.plans_file = Some(path.clone());
+    config.platform.plans_file = Some(path.to_path_buf());
     TestApp::start_with(db, config).await
 }
 
@@ -267,7 +267,7 @@ async fn entitlements_map_prices_keep_grace_then_expire_and_report_unknown_price
         (&"none".into(), &"past_due_grace_expired".into())
     );
 
-    // pro's grace period is 3 s: grace now, none once it has passed, each change in the feed.
+    // pro's grace period is 6 s: grace now, none once it has passed, each change in the feed.
     let failed_at = chrono::Utc::now().timestamp();
     app.deliver(&sub_event(
         "evt_e5",
@@ -284,9 +284,9 @@ async fn entitlements_map_prices_keep_grace_then_expire_and_report_unknown_price
     assert_eq!(grace["access"], "grace");
     let until =
         chrono::DateTime::parse_from_rfc3339(grace["grace_until"].as_str().unwrap()).unwrap();
-    assert_eq!(until.timestamp(), failed_at + 3);
+    assert_eq!(until.timestamp(), failed_at + 6);
     let mut expired = Value::Null;
-    for _ in 0..100 {
+    for _ in 0..200 {
         expired = entitlement(&app, "tenant-pro").await;
         if expired["access"] == "none" {
             break;
@@ -298,7 +298,9 @@ async fn entitlements_map_prices_keep_grace_then_expire_and_report_unknown_price
         (&"none".into(), &"past_due_grace_expired".into())
     );
     let changes = entitlement_changes(&app, "tenant-pro").await;
-    let access: Vec<(&str, &str)> = changes
+    // The payment failure may fold in the subscription's batch or the next (then it only
+    // moves `last_event_id`): consecutive repeats of one state are merged.
+    let mut access: Vec<(&str, &str)> = changes
         .iter()
         .map(|c| {
             (
@@ -307,6 +309,7 @@ async fn entitlements_map_prices_keep_grace_then_expire_and_report_unknown_price
             )
         })
         .collect();
+    access.dedup_by_key(|(state, _)| *state);
     assert_eq!(
         access,
         [
