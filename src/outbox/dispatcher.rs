@@ -146,13 +146,15 @@ struct Sent {
 
 impl Dispatcher<'_> {
     /// Sends `endpoint` the changes after its cursor, up to [`BATCH_CHANGES`], stopping at the
-    /// first failure; returns whether the cursor moved (more may follow at once).
+    /// first failure; returns whether the cursor moved (more may follow at once). Deliveries
+    /// are recorded together, before a failure and at the end of the round.
     async fn round(&self, mut endpoint: Endpoint) -> anyhow::Result<bool> {
         let page = {
             let client = self.pool.get().await?;
             feed::page(&client, endpoint.cursor, BATCH_CHANGES, &Filter::default()).await?
         };
         let start = endpoint.cursor;
+        let mut delivered: Vec<(i64, String, Sent)> = Vec::new();
         for change in &page.changes {
             let wanted = endpoint
                 .read_models
@@ -167,24 +169,24 @@ impl Dispatcher<'_> {
             );
             let sent = self.send(&endpoint, change).await;
             let next = self.next_state(&endpoint, &sent);
-            let delivered = matches!(next, Next::Advance);
             self.settings.metrics.attempt(match (&next, sent.status) {
                 (Next::Advance, _) => "delivered",
                 (_, Some(410)) => "gone",
                 _ => "failed",
             });
+            if matches!(next, Next::Advance) {
+                delivered.push((change.id, super::message_id(change.id), sent));
+                continue;
+            }
+            if !self.record_delivered(&mut endpoint, &delivered).await? {
+                return Ok(false);
+            }
             if let Next::Disable(reason) = &next {
                 tracing::warn!(webhook.endpoint_id = %endpoint.endpoint_id, reason, "outgoing webhook endpoint disabled");
             }
             let message_id = super::message_id(change.id);
-            let outcome = Outcome {
-                change_id: change.id,
-                message_id: &message_id,
-                status_code: sent.status.map(i32::from),
-                duration_ms: sent.duration_ms,
-                error: sent.error.as_deref(),
-            };
-            let applied = store::record(
+            let outcome = outcome(change.id, &message_id, &sent);
+            store::record(
                 self.pool,
                 &endpoint,
                 &outcome,
@@ -192,11 +194,10 @@ impl Dispatcher<'_> {
                 &self.settings.instance_id,
             )
             .await?;
-            if !applied || !delivered {
-                return Ok(endpoint.cursor > start);
-            }
-            endpoint.cursor = change.id;
-            endpoint.failed_attempts = 0;
+            return Ok(endpoint.cursor > start);
+        }
+        if !self.record_delivered(&mut endpoint, &delivered).await? {
+            return Ok(false);
         }
         // The rest of the page was filtered out: move past it without an attempt.
         if page.next > endpoint.cursor {
@@ -218,6 +219,27 @@ impl Dispatcher<'_> {
             endpoint.cursor = page.next;
         }
         Ok(endpoint.cursor > start)
+    }
+
+    /// Records `delivered` and moves `endpoint`'s cursor past them; false when the cursor had
+    /// moved under this dispatcher (nothing was recorded).
+    async fn record_delivered(
+        &self,
+        endpoint: &mut Endpoint,
+        delivered: &[(i64, String, Sent)],
+    ) -> anyhow::Result<bool> {
+        let outcomes: Vec<Outcome> = delivered
+            .iter()
+            .map(|(id, message_id, sent)| outcome(*id, message_id, sent))
+            .collect();
+        let applied =
+            store::record_delivered(self.pool, endpoint, &outcomes, &self.settings.instance_id)
+                .await?;
+        if let (true, Some(last)) = (applied, delivered.last()) {
+            endpoint.cursor = last.0;
+            endpoint.failed_attempts = 0;
+        }
+        Ok(applied)
     }
 
     /// Posts one change, signed; never fails (a failure is an outcome).
@@ -292,6 +314,16 @@ impl Dispatcher<'_> {
                 Next::RetryAt(Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default())
             }
         }
+    }
+}
+
+fn outcome<'a>(change_id: i64, message_id: &'a str, sent: &'a Sent) -> Outcome<'a> {
+    Outcome {
+        change_id,
+        message_id,
+        status_code: sent.status.map(i32::from),
+        duration_ms: sent.duration_ms,
+        error: sent.error.as_deref(),
     }
 }
 

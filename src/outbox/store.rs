@@ -267,6 +267,53 @@ pub async fn record(
     Ok(updated == 1)
 }
 
+/// Records a run of deliveries (each answered 2xx, in feed order) in one transaction: the
+/// cursor moves from `endpoint.cursor` to the last one's change (compare-and-set, as
+/// [`record`]) and each becomes an attempt row. The commit is not waited on
+/// (`synchronous_commit = off`): a crash may lose the last cursor moves, and those messages are
+/// sent again, which at-least-once delivery allows. Returns whether it applied.
+pub async fn record_delivered(
+    pool: &Pool,
+    endpoint: &Endpoint,
+    delivered: &[Outcome<'_>],
+    instance: &str,
+) -> anyhow::Result<bool> {
+    let Some(last) = delivered.last() else {
+        return Ok(true);
+    };
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    tx.batch_execute("SET LOCAL synchronous_commit = off")
+        .await?;
+    let updated = tx
+        .execute(
+            "UPDATE webhook_endpoints SET cursor = $3, failed_attempts = 0, next_attempt_at = NULL
+             WHERE endpoint_id = $1 AND cursor = $2",
+            &[&endpoint.endpoint_id, &endpoint.cursor, &last.change_id],
+        )
+        .await?;
+    let change_ids: Vec<i64> = delivered.iter().map(|d| d.change_id).collect();
+    let message_ids: Vec<&str> = delivered.iter().map(|d| d.message_id).collect();
+    let statuses: Vec<Option<i32>> = delivered.iter().map(|d| d.status_code).collect();
+    let durations: Vec<i32> = delivered.iter().map(|d| d.duration_ms).collect();
+    tx.execute(
+        "INSERT INTO webhook_attempts (endpoint_id, change_id, message_id, status_code,
+             duration_ms, instance)
+         SELECT $1, * , $6 FROM unnest($2::bigint[], $3::text[], $4::int[], $5::int[])",
+        &[
+            &endpoint.endpoint_id,
+            &change_ids,
+            &message_ids,
+            &statuses,
+            &durations,
+            &instance,
+        ],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(updated == 1)
+}
+
 /// Endpoint health for the metrics: `(enabled and failing, disabled, changes not yet
 /// delivered to enabled endpoints)`.
 pub async fn health(client: &impl GenericClient) -> anyhow::Result<(i64, i64, i64)> {
