@@ -136,14 +136,18 @@ async fn lead(
         duration_ms = resuming.elapsed().as_millis() as u64,
         "projector state re-folded up to the checkpoint; tailing the log"
     );
+    let mut last_expiry = std::time::Instant::now();
     loop {
         anyhow::ensure!(!lock.is_closed(), "lost the projector lock connection");
         if let Some(rebuild_id) = pending_rebuild(pool).await? {
             live = rebuild(pool, settings.livemode, rebuild_id, owner, |_| {}).await?;
             continue;
         }
-        if live.step(pool).await? == 0 {
+        if last_expiry.elapsed() >= crate::entitlements::EXPIRY_INTERVAL {
             crate::entitlements::expire_grace(pool).await?;
+            last_expiry = std::time::Instant::now();
+        }
+        if live.step(pool).await? == 0 {
             tokio::select! {
                 () = wake.notified() => {}
                 _ = appended.recv() => {}

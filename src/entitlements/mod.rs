@@ -16,6 +16,9 @@ use deadpool_postgres::{GenericClient, Pool};
 use plans::{entitle, Plans, PricingFacts};
 use std::path::Path;
 
+/// How often the projector looks for grace periods that ended.
+pub const EXPIRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Which tenants a refresh rewrites.
 pub enum Scope<'a> {
     Tenants(Vec<&'a str>),
@@ -236,7 +239,8 @@ async fn store(pool: &Pool, plans: &Plans, sha256: &str) -> anyhow::Result<bool>
 }
 
 /// Rewrites the entitlements whose grace period has ended (cause `grace_expired`); returns how
-/// many. Run by the projector between batches, so it never races a pricing change.
+/// many. Run by the projector between batches (every [`EXPIRY_INTERVAL`]), so it never races a
+/// pricing change.
 pub async fn expire_grace(pool: &Pool) -> anyhow::Result<usize> {
     let mut client = pool.get().await?;
     let expired: Vec<String> = client
