@@ -213,8 +213,8 @@ pub struct Config {
     pub platform: PlatformConfig,
 }
 
-/// The platform's settings, checked.
-#[derive(Debug, Clone, Default)]
+/// The platform's settings, checked. Its `Debug` shows neither tokens nor signing secrets.
+#[derive(Clone, Default)]
 pub struct PlatformConfig {
     pub platform_tokens: Vec<String>,
     pub plans_file: Option<PathBuf>,
@@ -222,6 +222,25 @@ pub struct PlatformConfig {
     pub webhook_endpoints: Vec<(String, String)>,
     /// Delay before each retry of a failed outgoing message (empty: the default schedule).
     pub retry_schedule: Vec<std::time::Duration>,
+}
+
+impl std::fmt::Debug for PlatformConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<&str> = self
+            .webhook_endpoints
+            .iter()
+            .map(|(url, _)| url.as_str())
+            .collect();
+        f.debug_struct("PlatformConfig")
+            .field(
+                "platform_tokens",
+                &format_args!("{} redacted", self.platform_tokens.len()),
+            )
+            .field("plans_file", &self.plans_file)
+            .field("webhook_endpoints", &urls)
+            .field("retry_schedule", &self.retry_schedule)
+            .finish()
+    }
 }
 
 impl PlatformConfig {
@@ -402,6 +421,38 @@ mod tests {
             let error = serve(&args).unwrap_err();
             assert_eq!(error.setting, setting);
             assert!(!error.to_string().contains("sk_live_oops"));
+        }
+    }
+
+    #[test]
+    fn platform_settings_are_checked_and_never_shown() {
+        let secret = "--webhook-secret=whsec_a";
+        let hook =
+            "--webhook-endpoints=http://127.0.0.1:9/hook=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let config = serve(&[secret, hook, "--platform-tokens=tok_platform"]).unwrap();
+        assert_eq!(config.platform.webhook_endpoints.len(), 1);
+        assert_eq!(config.platform.retry_schedule().len(), 8);
+        let shown = format!("{:?}", config.platform);
+        assert!(
+            !shown.contains("MfKQ") && !shown.contains("tok_platform"),
+            "{shown}"
+        );
+        let cases = [
+            (
+                "--webhook-endpoints=http://x/hook",
+                "LEDGER_WEBHOOK_ENDPOINTS",
+            ),
+            (
+                "--webhook-endpoints=ftp://x=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                "LEDGER_WEBHOOK_ENDPOINTS",
+            ),
+            (
+                "--webhook-retry-schedule=soon",
+                "LEDGER_WEBHOOK_RETRY_SCHEDULE",
+            ),
+        ];
+        for (arg, setting) in cases {
+            assert_eq!(serve(&[secret, arg]).unwrap_err().setting, setting, "{arg}");
         }
     }
 }

@@ -137,6 +137,7 @@ pub enum Access {
 }
 
 impl Access {
+    /// The API's (and the table's) spelling.
     pub fn as_str(self) -> &'static str {
         match self {
             Access::Full => "full",

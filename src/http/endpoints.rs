@@ -16,6 +16,7 @@ use uuid::Uuid;
 /// Longest endpoint URL, bytes.
 pub const URL_BYTES_MAX: usize = 2_048;
 
+/// The outgoing webhook endpoints' admin routes.
 pub struct EndpointsApi {
     pub state: Arc<AppState>,
 }

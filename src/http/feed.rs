@@ -22,6 +22,7 @@ use std::time::Duration;
 /// Interval of the SSE heartbeat comment (`:`), so proxies keep an idle stream open.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
 
+/// The change feed's route.
 pub struct FeedApi {
     pub state: Arc<AppState>,
 }
@@ -51,6 +52,7 @@ pub struct ChangeView {
 }
 
 impl ChangeView {
+    /// The view of a change read by `crate::feed` (the same fields as `Change::to_json`).
     pub fn from_change(change: Change) -> ChangeView {
         ChangeView {
             cursor: change.id.to_string(),

@@ -21,6 +21,7 @@ pub const TENANT_PAGE_SIZE_MAX: i64 = 1_000;
 /// Page size of tenants when the client gives none.
 pub const TENANT_PAGE_SIZE_DEFAULT: i64 = 100;
 
+/// Tenants, entitlements and the plans reload.
 pub struct PlatformApi {
     pub state: Arc<AppState>,
 }
