@@ -595,9 +595,11 @@ async fn rebuild_inner(
     // connections). The swap writes every row at once: no per-statement limit. DELETE, not
     // TRUNCATE, so readers keep the old rows until the commit instead of waiting on a lock.
     let rows = async {
-        // Rows written back unchanged emit nothing in the change feed (schema/V60): only
-        // what the rebuild really changed appears there, with cause `rebuild`.
+        // The change feed gets only what the rebuild really changed, with cause `rebuild`:
+        // capture is suspended while every row is rewritten, then the tables are compared
+        // with their snapshots at once (schema/V60).
         crate::entitlements::set_cause(&tx, "rebuild").await?;
+        tx.batch_execute("SELECT capture_suspend()").await?;
         tx.batch_execute(
             "SET LOCAL statement_timeout = 0;
              SET LOCAL lock_timeout = '30s';
@@ -612,6 +614,7 @@ async fn rebuild_inner(
         .await?;
         read_models::write(&tx, &changes).await?;
         crate::entitlements::refresh(&tx, crate::entitlements::Scope::All).await?;
+        tx.batch_execute("SELECT capture_resume()").await?;
         read_models::record_errors(&tx, &errors).await?;
         tx.execute(
             "INSERT INTO projections (name, version, position, owner) VALUES ($1, $3, $2, $4)
