@@ -189,6 +189,8 @@ impl TestDb {
 pub struct TestApp {
     pub db: TestDb,
     pub base: String,
+    /// The service's instance ID (`Config::instance_id`).
+    pub instance_id: String,
     pub http: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -227,12 +229,14 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let instance_id = config.instance_id.clone();
         let task = tokio::spawn(billing_ledger::run(config, listener, async {
             let _ = stopped.await;
         }));
         let app = TestApp {
             db,
             base,
+            instance_id,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
