@@ -115,6 +115,7 @@ async fn start_service(database_url: &str) -> Service {
         reconcile: None,
         connections: Default::default(),
         console_session_key: None,
+        platform: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

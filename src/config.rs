@@ -34,7 +34,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP service (and the projector, on the instance holding its lock).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply schema migrations to an existing database and exit (only `serve` creates one).
     Migrate(DatabaseArgs),
     /// Rebuild read models from the log, print progress, exit.
@@ -102,6 +102,8 @@ pub struct ServeArgs {
     /// Log format: text or json.
     #[arg(long, env = "LEDGER_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+    #[command(flatten)]
+    pub platform: PlatformArgs,
     /// Key (32 bytes or more) the console's session cookies are signed with; the same on
     /// every instance behind one address. Unset: a random key per process.
     #[arg(long, env = "LEDGER_CONSOLE_SESSION_KEY", hide_env_values = true)]
@@ -216,6 +218,40 @@ pub struct ReconcileArgs {
     pub dry_run: bool,
 }
 
+/// Settings of what the platform reads and receives (feed, tenants, entitlements, outgoing
+/// webhooks).
+#[derive(Debug, Clone, Args)]
+pub struct PlatformArgs {
+    /// Bearer tokens allowed to read the change feed, tenants and entitlements (not finance
+    /// data), comma-separated.
+    #[arg(
+        long,
+        env = "LEDGER_PLATFORM_TOKENS",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    pub platform_tokens: String,
+    /// The plans file (TOML) mapping Stripe prices to plans and features.
+    #[arg(long, env = "LEDGER_PLANS_FILE")]
+    pub plans_file: Option<PathBuf>,
+    /// Outgoing webhook endpoints from configuration: `URL=whsec_...` pairs, comma-separated
+    /// (the secret as the Standard Webhooks specification shapes it).
+    #[arg(
+        long,
+        env = "LEDGER_WEBHOOK_ENDPOINTS",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    pub webhook_endpoints: String,
+    /// Outgoing webhook retry delays after each failed attempt, seconds, comma-separated.
+    #[arg(long, env = "LEDGER_WEBHOOK_RETRY_SCHEDULE", default_value = RETRY_SCHEDULE_DEFAULT)]
+    pub webhook_retry_schedule: String,
+}
+
+/// Default `LEDGER_WEBHOOK_RETRY_SCHEDULE`: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h,
+/// 10 h (the Standard Webhooks specification's suggestion, as Svix retries).
+pub const RETRY_SCHEDULE_DEFAULT: &str = "0,5,300,1800,7200,18000,36000,36000";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -301,6 +337,96 @@ pub struct Config {
     pub connections: ConnectionLimits,
     /// `LEDGER_CONSOLE_SESSION_KEY`, checked; `None`: a random key per process.
     pub console_session_key: Option<String>,
+    /// Feed, tenants, entitlements and outgoing webhooks.
+    pub platform: PlatformConfig,
+}
+
+/// The platform's settings, checked. Its `Debug` shows neither tokens nor signing secrets.
+#[derive(Clone, Default)]
+pub struct PlatformConfig {
+    pub platform_tokens: Vec<String>,
+    pub plans_file: Option<PathBuf>,
+    /// Endpoints from configuration: `(url, secret)`.
+    pub webhook_endpoints: Vec<(String, String)>,
+    /// Delay before each retry of a failed outgoing message (empty: the default schedule).
+    pub retry_schedule: Vec<std::time::Duration>,
+}
+
+impl std::fmt::Debug for PlatformConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let urls: Vec<&str> = self
+            .webhook_endpoints
+            .iter()
+            .map(|(url, _)| url.as_str())
+            .collect();
+        f.debug_struct("PlatformConfig")
+            .field(
+                "platform_tokens",
+                &format_args!("{} redacted", self.platform_tokens.len()),
+            )
+            .field("plans_file", &self.plans_file)
+            .field("webhook_endpoints", &urls)
+            .field("retry_schedule", &self.retry_schedule)
+            .finish()
+    }
+}
+
+impl PlatformConfig {
+    /// Checks the platform's settings.
+    pub fn from_args(args: &PlatformArgs) -> Result<PlatformConfig, ConfigError> {
+        let retry_schedule = parse_schedule(&args.webhook_retry_schedule).ok_or(ConfigError {
+            setting: "LEDGER_WEBHOOK_RETRY_SCHEDULE",
+            problem: "must be one or more whole numbers of seconds, comma-separated",
+        })?;
+        let webhook_endpoints = split_list(&args.webhook_endpoints)
+            .map(|pair| {
+                let (url, secret) = pair.split_once('=').ok_or(ConfigError {
+                    setting: "LEDGER_WEBHOOK_ENDPOINTS",
+                    problem: "each endpoint must be URL=whsec_... ",
+                })?;
+                let valid = (url.starts_with("http://") || url.starts_with("https://"))
+                    && crate::outbox::signing::SigningSecret::parse(secret).is_ok();
+                if !valid {
+                    return Err(ConfigError {
+                        setting: "LEDGER_WEBHOOK_ENDPOINTS",
+                        problem:
+                            "each endpoint must be an http(s) URL, '=', and a whsec_ base64 secret",
+                    });
+                }
+                Ok((url.to_owned(), secret.to_owned()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(PlatformConfig {
+            platform_tokens: split_list(&args.platform_tokens)
+                .map(str::to_owned)
+                .collect(),
+            plans_file: args.plans_file.clone(),
+            webhook_endpoints,
+            retry_schedule,
+        })
+    }
+
+    /// The retry schedule in force.
+    pub fn retry_schedule(&self) -> Vec<std::time::Duration> {
+        if self.retry_schedule.is_empty() {
+            parse_schedule(RETRY_SCHEDULE_DEFAULT).expect("the default schedule parses")
+        } else {
+            self.retry_schedule.clone()
+        }
+    }
+}
+
+/// Seconds, comma-separated (fractions allowed, for tests), into durations.
+fn parse_schedule(raw: &str) -> Option<Vec<std::time::Duration>> {
+    let delays: Option<Vec<_>> = split_list(raw)
+        .map(|s| {
+            s.parse::<f64>()
+                .ok()
+                .filter(|d| d.is_finite() && *d >= 0.0)
+                .map(std::time::Duration::from_secs_f64)
+        })
+        .collect();
+    delays.filter(|d| !d.is_empty())
 }
 
 /// A setting that stops start-up; the message names the setting, never its value.
@@ -395,6 +521,7 @@ impl Config {
             reconcile: reconcile_settings(args)?,
             connections: connection_limits(args)?,
             console_session_key,
+            platform: PlatformConfig::from_args(&args.platform)?,
         })
     }
 }
@@ -588,5 +715,37 @@ mod tests {
             assert!(!api_base_is_plain(base), "{base}");
         }
         assert!(api_base_is_plain("http://127.0.0.1:12111/prefix"));
+    }
+
+    #[test]
+    fn platform_settings_are_checked_and_never_shown() {
+        let secret = "--webhook-secret=whsec_a";
+        let hook =
+            "--webhook-endpoints=http://127.0.0.1:9/hook=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let config = serve(&[secret, hook, "--platform-tokens=tok_platform"]).unwrap();
+        assert_eq!(config.platform.webhook_endpoints.len(), 1);
+        assert_eq!(config.platform.retry_schedule().len(), 8);
+        let shown = format!("{:?}", config.platform);
+        assert!(
+            !shown.contains("MfKQ") && !shown.contains("tok_platform"),
+            "{shown}"
+        );
+        let cases = [
+            (
+                "--webhook-endpoints=http://x/hook",
+                "LEDGER_WEBHOOK_ENDPOINTS",
+            ),
+            (
+                "--webhook-endpoints=ftp://x=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                "LEDGER_WEBHOOK_ENDPOINTS",
+            ),
+            (
+                "--webhook-retry-schedule=soon",
+                "LEDGER_WEBHOOK_RETRY_SCHEDULE",
+            ),
+        ];
+        for (arg, setting) in cases {
+            assert_eq!(serve(&[secret, arg]).unwrap_err().setting, setting, "{arg}");
+        }
     }
 }

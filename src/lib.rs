@@ -5,6 +5,9 @@
 //! - [`event_log`]: appending events once by ID, recording every delivery.
 //! - [`projector`]: electing one projector, tailing the log, rebuilding.
 //! - [`read_models`]: writing the rows the pure fold (`projections/`) renders.
+//! - [`feed`]: reading the change feed the database records at each read-model commit;
+//!   [`entitlements`]: the plans file and what each tenant may use.
+//! - [`outbox`]: outgoing webhooks (Standard Webhooks) driven from the feed.
 //! - [`http`]: routes, auth, errors; [`cli`]: the other commands; [`config`]: settings.
 //! - [`console`]: the finance console's HTML pages over the same handlers.
 //!
@@ -16,11 +19,14 @@ pub mod cli;
 pub mod config;
 pub mod console;
 pub mod db;
+pub mod entitlements;
 pub mod event_log;
+pub mod feed;
 pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod money_store;
+pub mod outbox;
 pub mod projector;
 pub mod read_models;
 pub mod reconcile;
@@ -49,8 +55,33 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     db::migrate(&config.database_url).await?;
     let pool = db::pool(&config.database_url)?;
+    if let Some(path) = &config.platform.plans_file {
+        let reloaded = entitlements::reload(&pool, path).await?;
+        tracing::info!(
+            plans = reloaded.plans,
+            changed = reloaded.changed,
+            "plans file loaded"
+        );
+    }
     let wake = Arc::new(tokio::sync::Notify::new());
     let stop = CancellationToken::new();
+    let watcher = feed::Watcher::start(config.database_url.clone(), stop.clone());
+    outbox::store::sync_config(&pool, &config.platform.webhook_endpoints).await?;
+    let metrics = metrics::Metrics::default();
+    let dispatcher = tokio::spawn(outbox::dispatcher::run(
+        pool.clone(),
+        outbox::dispatcher::Settings {
+            database_url: config.database_url.clone(),
+            instance_id: config.instance_id.clone(),
+            retry_schedule: config.platform.retry_schedule(),
+            metrics: metrics.outbox.clone(),
+        },
+        watcher.clone(),
+        stop.clone(),
+    ));
+    if let Some(path) = config.platform.plans_file.clone() {
+        tokio::spawn(reload_on_hangup(pool.clone(), path, stop.clone()));
+    }
     let settings = projector::Settings {
         database_url: config.database_url.clone(),
         livemode: config.livemode,
@@ -82,6 +113,7 @@ pub async fn run(
         config,
         pool,
         wake,
+        watcher,
     });
     let limits = state.config.connections;
     let address = listener.local_addr()?;
@@ -101,8 +133,36 @@ pub async fn run(
     if let Some(reconcile) = reconcile {
         reconcile.await.ok();
     }
+    dispatcher.await.ok();
     tracing::info!("stopped");
     Ok(served?)
+}
+
+/// Reloads the plans file at each SIGHUP until `stop`; a file that does not check is logged
+/// and the plans in force stay.
+async fn reload_on_hangup(
+    pool: deadpool_postgres::Pool,
+    path: std::path::PathBuf,
+    stop: CancellationToken,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload plans by the admin route");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hangups.recv() => {}
+            () = stop.cancelled() => return,
+        }
+        match entitlements::reload(&pool, &path).await {
+            Ok(r) => tracing::info!(plans = r.plans, changed = r.changed, "plans file reloaded"),
+            Err(error) => tracing::error!(
+                error = format!("{error:#}"),
+                "plans reload refused; the plans in force stay"
+            ),
+        }
+    }
 }
 
 /// The OpenAPI document as YAML (what `billing-ledger openapi` prints and `openapi.yaml` holds).
@@ -123,6 +183,7 @@ pub fn openapi_yaml() -> String {
         reconcile: None,
         connections: Default::default(),
         console_session_key: None,
+        platform: Default::default(),
     };
     let state = Arc::new(http::AppState {
         appender: event_log::Appender::detached(),
@@ -130,6 +191,7 @@ pub fn openapi_yaml() -> String {
         config,
         pool,
         wake: Arc::default(),
+        watcher: feed::Watcher::detached(),
     });
     http::service(state).spec_yaml()
 }

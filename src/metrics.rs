@@ -118,6 +118,8 @@ pub struct Metrics {
     rebuild_progress: Gauge<f64, AtomicU64>,
     /// Reconciliation runs, appended events by type, differences (`billing_ledger_reconcile_*`).
     pub reconcile: crate::reconcile::service::Metrics,
+    /// Outgoing webhooks; the dispatcher holds a clone.
+    pub outbox: crate::outbox::OutboxMetrics,
 }
 
 impl Default for Metrics {
@@ -202,8 +204,11 @@ impl Default for Metrics {
         );
         let reconcile = crate::reconcile::service::Metrics::default();
         reconcile.register(&mut registry);
+        let outbox = crate::outbox::OutboxMetrics::default();
+        outbox.register(&mut registry);
         Metrics {
             reconcile,
+            outbox,
             registry,
             webhooks,
             requests,
@@ -296,6 +301,7 @@ impl Metrics {
         self.unresolved_events.set(row.get(1));
         self.rebuild_progress
             .set(row.get::<_, Option<f64>>(2).unwrap_or(1.0));
+        self.outbox.refresh(&client).await?;
         Ok(())
     }
 }

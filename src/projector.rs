@@ -143,11 +143,16 @@ async fn lead(
         duration_ms = resuming.elapsed().as_millis() as u64,
         "projector state re-folded up to the checkpoint; tailing the log"
     );
+    let mut last_expiry = std::time::Instant::now();
     loop {
         anyhow::ensure!(!lock.is_closed(), "lost the projector lock connection");
         if let Some(rebuild_id) = pending_rebuild(pool).await? {
             live = rebuild(pool, settings.livemode, rebuild_id, owner, |_| {}).await?;
             continue;
+        }
+        if last_expiry.elapsed() >= crate::entitlements::EXPIRY_INTERVAL {
+            crate::entitlements::expire_grace(pool).await?;
+            last_expiry = std::time::Instant::now();
         }
         if live.step(pool).await? == 0 {
             tokio::select! {
@@ -233,6 +238,8 @@ impl Live {
         let mut client = pool.get().await?;
         let tx = client.transaction().await?;
         read_models::write(&tx, &changes).await?;
+        let tenants = changes.tenant_pricing.keys().map(String::as_str).collect();
+        crate::entitlements::refresh(&tx, crate::entitlements::Scope::Tenants(tenants)).await?;
         read_models::record_errors(&tx, &errors).await?;
         let advance = tx
             .prepare_cached(
@@ -595,6 +602,11 @@ async fn rebuild_inner(
     // connections). The swap writes every row at once: no per-statement limit. DELETE, not
     // TRUNCATE, so readers keep the old rows until the commit instead of waiting on a lock.
     let rows = async {
+        // The change feed gets only what the rebuild really changed, with cause `rebuild`:
+        // capture is suspended while every row is rewritten, then the tables are compared
+        // with their snapshots at once (schema/V60).
+        crate::entitlements::set_cause(&tx, "rebuild").await?;
+        tx.batch_execute("SELECT capture_suspend()").await?;
         tx.batch_execute(
             "SET LOCAL statement_timeout = 0;
              SET LOCAL lock_timeout = '30s';
@@ -609,6 +621,8 @@ async fn rebuild_inner(
         )
         .await?;
         read_models::write(&tx, &changes).await?;
+        crate::entitlements::refresh(&tx, crate::entitlements::Scope::All).await?;
+        tx.batch_execute("SELECT capture_resume()").await?;
         read_models::record_errors(&tx, &errors).await?;
         tx.execute(
             "INSERT INTO projections (name, version, position, owner) VALUES ($1, $3, $2, $4)

@@ -124,6 +124,7 @@ mod tests {
         Tokens {
             finance: vec!["fin".into()],
             admin: vec!["adm".into()],
+            platform: vec!["plat".into()],
         }
     }
 
@@ -160,6 +161,7 @@ mod tests {
         let revoked = Tokens {
             finance: vec!["new".into()],
             admin: vec![],
+            platform: vec![],
         };
         assert_eq!(key.role(&cookie, &revoked, now), None);
         for junk in ["", "1.2", "x.y.z", "99999999999.00.zz"] {

@@ -5,7 +5,7 @@
 use super::layout::{self, Source};
 use super::session::{COOKIE_NAME, SESSION_SECS};
 use super::{html, respond, see_other, viewer, Console, PageError};
-use crate::http::auth::Tokens;
+use crate::http::auth::{Role, Tokens};
 use maud::{html as markup, Markup};
 use poem::http::{header, StatusCode};
 use poem::web::{Data, Form};
@@ -82,7 +82,9 @@ pub async fn sign_in(
     }
     let tokens = request.data::<Tokens>().cloned().unwrap_or_default();
     let token = form_data.token.trim();
-    if tokens.role_of(token).is_none() {
+    // A platform token reads the feed, not finance data: the console is not for it.
+    let role = tokens.role_of(token);
+    if !matches!(role, Some(Role::Finance | Role::Admin)) {
         return html(
             StatusCode::UNAUTHORIZED,
             form(Some("That token is not a finance or admin token."), None),

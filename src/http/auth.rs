@@ -1,4 +1,5 @@
-//! Bearer tokens: finance tokens read, admin tokens read and administer.
+//! Bearer tokens: finance tokens read, admin tokens read and administer, platform tokens read
+//! only what the platform needs (the change feed, tenants, entitlements), never finance data.
 //!
 //! Tokens are compared in constant time (`subtle`) against every configured token, so timing
 //! says nothing about how much of a guess was right. Tokens are never logged.
@@ -14,6 +15,8 @@ use subtle::ConstantTimeEq;
 pub enum Role {
     Finance,
     Admin,
+    /// `LEDGER_PLATFORM_TOKENS`: the feed, tenants and entitlements only.
+    Platform,
 }
 
 /// Configured tokens, kept in request data.
@@ -21,6 +24,7 @@ pub enum Role {
 pub struct Tokens {
     pub finance: Vec<String>,
     pub admin: Vec<String>,
+    pub platform: Vec<String>,
 }
 
 impl Tokens {
@@ -35,22 +39,45 @@ impl Tokens {
             Some(Role::Admin)
         } else if matches(&self.finance) {
             Some(Role::Finance)
+        } else if matches(&self.platform) {
+            Some(Role::Platform)
         } else {
             None
         }
     }
 }
 
-/// A bearer token from `LEDGER_FINANCE_TOKENS` or `LEDGER_ADMIN_TOKENS`.
+/// A bearer token from `LEDGER_FINANCE_TOKENS` or `LEDGER_ADMIN_TOKENS` (a platform token is
+/// refused with 403: finance data is not the platform's).
 #[derive(SecurityScheme)]
 #[oai(ty = "bearer", checker = "check")]
 pub struct TokenAuth(pub Role);
 
-async fn check(request: &Request, bearer: Bearer) -> poem::Result<Role> {
+fn role(request: &Request, bearer: &Bearer) -> poem::Result<Role> {
     let tokens = request.data::<Tokens>().cloned().unwrap_or_default();
     tokens
         .role_of(&bearer.token)
         .ok_or_else(|| ApiError::unauthorized().into())
+}
+
+async fn check(request: &Request, bearer: Bearer) -> poem::Result<Role> {
+    match role(request, &bearer)? {
+        Role::Platform => Err(ApiError::Forbidden(super::error::body(
+            "a platform token reads the feed, tenants and entitlements only",
+        ))
+        .into()),
+        other => Ok(other),
+    }
+}
+
+/// A bearer token from `LEDGER_PLATFORM_TOKENS`, `LEDGER_FINANCE_TOKENS` or
+/// `LEDGER_ADMIN_TOKENS`: the routes the platform reads.
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer", checker = "check_platform")]
+pub struct PlatformAuth(pub Role);
+
+async fn check_platform(request: &Request, bearer: Bearer) -> poem::Result<Role> {
+    role(request, &bearer)
 }
 
 impl TokenAuth {
@@ -58,7 +85,7 @@ impl TokenAuth {
     pub fn require_admin(&self) -> Result<(), ApiError> {
         match self.0 {
             Role::Admin => Ok(()),
-            Role::Finance => Err(ApiError::Forbidden(super::error::body(
+            Role::Finance | Role::Platform => Err(ApiError::Forbidden(super::error::body(
                 "this route needs an admin token",
             ))),
         }

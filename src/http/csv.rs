@@ -64,7 +64,7 @@ impl ApiResponse for EventsResponse {
 }
 
 /// One field, quoted when it holds a comma, quote or line break (RFC 4180 section 2).
-fn field(out: &mut String, value: &str) {
+pub fn field(out: &mut String, value: &str) {
     if value.contains([',', '"', '\r', '\n']) {
         out.push('"');
         out.push_str(&value.replace('"', "\"\""));

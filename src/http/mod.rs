@@ -7,10 +7,13 @@ pub mod admin;
 pub mod auth;
 pub mod connections;
 pub mod csv;
+pub mod endpoints;
 pub mod error;
+pub mod feed;
 pub mod money;
 pub mod money_views;
 pub mod ops;
+pub mod platform;
 pub mod read;
 pub mod reconcile;
 pub mod revenue;
@@ -34,6 +37,8 @@ pub struct AppState {
     pub metrics: crate::metrics::Metrics,
     /// Wakes this instance's projector after an append.
     pub wake: Arc<Notify>,
+    /// Tells long-polls and streams that the change feed moved.
+    pub watcher: crate::feed::Watcher,
 }
 
 #[derive(Tags)]
@@ -44,6 +49,9 @@ pub enum Tag {
     Read,
     /// Administration (admin token).
     Admin,
+    /// What the platform reads: the change feed, tenants, entitlements (platform, finance or
+    /// admin token).
+    Platform,
     /// Probes.
     Operations,
 }
@@ -56,6 +64,11 @@ type Apis = (
     admin::AdminApi,
     ops::OpsApi,
     reconcile::ReconcileApi,
+    (
+        platform::PlatformApi,
+        feed::FeedApi,
+        endpoints::EndpointsApi,
+    ),
 );
 
 /// The OpenAPI service over every route.
@@ -79,7 +92,18 @@ pub fn service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
         ops::OpsApi {
             state: state.clone(),
         },
-        reconcile::ReconcileApi { state },
+        reconcile::ReconcileApi {
+            state: state.clone(),
+        },
+        (
+            platform::PlatformApi {
+                state: state.clone(),
+            },
+            feed::FeedApi {
+                state: state.clone(),
+            },
+            endpoints::EndpointsApi { state },
+        ),
     );
     OpenApiService::new(apis, "billing-ledger", env!("CARGO_PKG_VERSION")).description(
         "An event-sourced ledger of Stripe billing webhooks: every verified event is appended \
@@ -97,6 +121,7 @@ pub fn app(state: Arc<AppState>) -> impl poem::Endpoint {
     let tokens = auth::Tokens {
         finance: state.config.finance_tokens.clone(),
         admin: state.config.admin_tokens.clone(),
+        platform: state.config.platform.platform_tokens.clone(),
     };
     let api = Route::new()
         .nest("/", service)

@@ -305,3 +305,22 @@ async fn the_events_csv_shows_tenant_customer_amount_and_currency() {
         lines[1]
     );
 }
+
+#[tokio::test]
+async fn money_rows_are_in_the_change_feed() {
+    let app = with_money().await;
+    let (changes, _) = crate::feed::read_all(&app, "&read_model=invoices", 100).await;
+    let paid: Vec<&Value> = changes
+        .iter()
+        .filter(|c| c["key"] == "in_m1" && c["after"]["status"] == "paid")
+        .collect();
+    assert_eq!(paid.len(), 1, "{changes:#?}");
+    assert_eq!(paid[0]["tenant_id"], "tenant-m");
+    assert_eq!(paid[0]["after"]["amount_paid"], 11900);
+    for read_model in ["payments", "refunds", "disputes", "credit_notes"] {
+        let (changes, _) =
+            crate::feed::read_all(&app, &format!("&read_model={read_model}"), 100).await;
+        assert!(!changes.is_empty(), "no {read_model} change in the feed");
+        assert!(changes.iter().all(|c| c["read_model"] == read_model));
+    }
+}

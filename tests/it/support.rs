@@ -17,6 +17,7 @@ pub const SECRET: &str = "whsec_test_primary";
 pub const SECRET_OLD: &str = "whsec_test_rotated_out";
 pub const FINANCE_TOKEN: &str = "finance-token-for-tests";
 pub const ADMIN_TOKEN: &str = "admin-token-for-tests";
+pub const PLATFORM_TOKEN: &str = "platform-token-for-tests";
 
 static TEMPLATE: OnceCell<String> = OnceCell::const_new();
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -188,6 +189,8 @@ impl TestDb {
 pub struct TestApp {
     pub db: TestDb,
     pub base: String,
+    /// The service's instance ID (`Config::instance_id`).
+    pub instance_id: String,
     pub http: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -211,6 +214,10 @@ pub fn test_config(database_url: &str) -> Config {
         reconcile: None,
         connections: Default::default(),
         console_session_key: None,
+        platform: billing_ledger::config::PlatformConfig {
+            platform_tokens: vec![PLATFORM_TOKEN.into()],
+            ..Default::default()
+        },
     }
 }
 
@@ -225,12 +232,14 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let instance_id = config.instance_id.clone();
         let task = tokio::spawn(billing_ledger::run(config, listener, async {
             let _ = stopped.await;
         }));
         let app = TestApp {
             db,
             base,
+            instance_id,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()

@@ -1,0 +1,325 @@
+//! What the platform reads (platform, finance or admin token): tenants by status, price or plan,
+//! and each tenant's entitlements; and the admin route that reloads the plans file.
+
+use super::auth::{PlatformAuth, TokenAuth};
+use super::error::ApiError;
+use super::views::{cursor_or, page, TenantPricingView};
+use super::AppState;
+use crate::entitlements::ReloadError;
+use chrono::{DateTime, Utc};
+use poem::{Body, IntoResponse, Response};
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::{Json, Payload};
+use poem_openapi::registry::{
+    MetaMediaType, MetaResponse, MetaResponses, MetaSchema, MetaSchemaRef, Registry,
+};
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use std::sync::Arc;
+
+/// Largest page of tenants.
+pub const TENANT_PAGE_SIZE_MAX: i64 = 1_000;
+/// Page size of tenants when the client gives none.
+pub const TENANT_PAGE_SIZE_DEFAULT: i64 = 100;
+
+/// Tenants, entitlements and the plans reload.
+pub struct PlatformApi {
+    pub state: Arc<AppState>,
+}
+
+/// A tenant's pricing with the plan and access its entitlement gives (null without a plans file).
+#[derive(Debug, Object)]
+pub struct TenantView {
+    #[oai(flatten)]
+    pub pricing: TenantPricingView,
+    pub plan: Option<String>,
+    /// `full`, `grace` or `none`.
+    pub access: Option<String>,
+}
+
+/// A page of tenants, by tenant ID.
+#[derive(Debug, Object)]
+pub struct TenantList {
+    pub tenants: Vec<TenantView>,
+    pub next_cursor: Option<String>,
+}
+
+/// What a tenant may use.
+#[derive(Debug, Object)]
+pub struct EntitlementView {
+    pub tenant_id: String,
+    /// The plan the tenant's price maps to; null when the price is in no plan.
+    pub plan: Option<String>,
+    /// The plan's features while access is `full` or `grace`; empty otherwise.
+    pub features: Vec<String>,
+    /// `full`, `grace` (past_due, inside the plan's grace period) or `none`.
+    pub access: String,
+    /// The subscription status behind `access`, or `past_due_grace_expired`, `unknown_price`
+    /// (the price is in no plan of the plans file), `no_price`.
+    pub reason: String,
+    /// End of the grace period of a `past_due` subscription.
+    pub grace_until: Option<DateTime<Utc>>,
+    pub price_id: Option<String>,
+    pub status: Option<String>,
+    pub last_event_id: String,
+}
+
+/// The result of a plans reload.
+#[derive(Debug, Object)]
+pub struct PlansReloaded {
+    /// Plans in the file.
+    pub plans: u32,
+    /// Whether the file differed from the plans in force (entitlements were rewritten).
+    pub changed: bool,
+}
+
+/// Tenants as JSON (one page) or CSV (that page's rows).
+pub enum TenantsResponse {
+    Json(Json<TenantList>),
+    Csv(String),
+}
+
+impl IntoResponse for TenantsResponse {
+    fn into_response(self) -> Response {
+        match self {
+            TenantsResponse::Json(json) => json.into_response(),
+            TenantsResponse::Csv(text) => Response::builder()
+                .content_type("text/csv; charset=utf-8")
+                .body(Body::from_string(text)),
+        }
+    }
+}
+
+impl ApiResponse for TenantsResponse {
+    fn meta() -> MetaResponses {
+        MetaResponses {
+            responses: vec![MetaResponse {
+                description: "A page of tenants (JSON), or with `Accept: text/csv` the same page \
+                              as CSV (RFC 4180; follow `cursor` with the JSON form).",
+                status: Some(200),
+                status_range: None,
+                content: vec![
+                    MetaMediaType {
+                        content_type: "application/json; charset=utf-8",
+                        schema: <Json<TenantList> as Payload>::schema_ref(),
+                    },
+                    MetaMediaType {
+                        content_type: "text/csv; charset=utf-8",
+                        schema: MetaSchemaRef::Inline(Box::new(MetaSchema::new("string"))),
+                    },
+                ],
+                headers: vec![],
+            }],
+        }
+    }
+
+    fn register(registry: &mut Registry) {
+        <Json<TenantList> as Payload>::register(registry);
+    }
+}
+
+/// The CSV header of tenants.
+const TENANT_CSV_HEADER: &str = "tenant_id,status,price_id,quantity,plan,access,current_period_end,cancel_at_period_end,stripe_customer_id,stripe_subscription_id,updated_at\r\n";
+
+fn tenants_csv(tenants: &[TenantView]) -> String {
+    let mut out = String::from(TENANT_CSV_HEADER);
+    let time = |t: Option<DateTime<Utc>>| t.map(|t| t.to_rfc3339()).unwrap_or_default();
+    for t in tenants {
+        let p = &t.pricing;
+        let fields = [
+            p.tenant_id.clone(),
+            p.status.clone().unwrap_or_default(),
+            p.price_id.clone().unwrap_or_default(),
+            p.quantity.map(|q| q.to_string()).unwrap_or_default(),
+            t.plan.clone().unwrap_or_default(),
+            t.access.clone().unwrap_or_default(),
+            time(p.current_period_end),
+            p.cancel_at_period_end.to_string(),
+            p.stripe_customer_id.clone().unwrap_or_default(),
+            p.stripe_subscription_id.clone(),
+            time(Some(p.updated_at)),
+        ];
+        for (i, value) in fields.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            super::csv::field(&mut out, value);
+        }
+        out.push_str("\r\n");
+    }
+    out
+}
+
+/// The filters of `GET /api/billing/tenants`.
+struct TenantFilters {
+    status: Option<String>,
+    price_id: Option<String>,
+    plan: Option<String>,
+    updated_since: Option<DateTime<Utc>>,
+}
+
+async fn tenant_page(
+    state: &AppState,
+    filters: &TenantFilters,
+    after: &str,
+    limit: i64,
+) -> Result<Vec<TenantView>, ApiError> {
+    let client = state.pool.get().await?;
+    let statement = client
+        .prepare_cached(
+            "SELECT p.tenant_id, p.status, p.stripe_customer_id, p.stripe_subscription_id,
+                    p.price_id, p.quantity, p.current_period_end, p.cancel_at_period_end,
+                    p.canceled_at, p.last_payment_failed_at, p.last_paid_at, p.last_event_id,
+                    p.updated_at, p.resolved_by, e.plan, e.access
+             FROM tenant_pricing p LEFT JOIN entitlements e USING (tenant_id)
+             WHERE p.tenant_id > $1
+                 AND ($2::text IS NULL OR p.status = $2)
+                 AND ($3::text IS NULL OR p.price_id = $3)
+                 AND ($4::text IS NULL OR e.plan = $4)
+                 AND ($5::timestamptz IS NULL OR p.updated_at >= $5)
+             ORDER BY p.tenant_id LIMIT $6",
+        )
+        .await?;
+    let rows = client
+        .query(
+            &statement,
+            &[
+                &after,
+                &filters.status,
+                &filters.price_id,
+                &filters.plan,
+                &filters.updated_since,
+                &limit,
+            ],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| TenantView {
+            pricing: TenantPricingView::from_row(row),
+            plan: row.get(14),
+            access: row.get(15),
+        })
+        .collect())
+}
+
+#[OpenApi]
+impl PlatformApi {
+    /// Tenants (their current pricing, plan and access), by tenant ID, filtered.
+    ///
+    /// Filters combine with AND: `status` (Stripe's subscription status), `price_id`, `plan`
+    /// (from the plans file), `updated_since` (RFC 3339: `updated_at` at or after it). Pass
+    /// `next_cursor` back as `cursor`; it is `null` on the last page. With `Accept: text/csv`
+    /// the page is CSV.
+    #[oai(
+        path = "/api/billing/tenants",
+        method = "get",
+        tag = "super::Tag::Platform"
+    )]
+    #[allow(clippy::too_many_arguments)]
+    async fn tenants(
+        &self,
+        request: &poem::Request,
+        _auth: PlatformAuth,
+        status: Query<Option<String>>,
+        price_id: Query<Option<String>>,
+        plan: Query<Option<String>>,
+        updated_since: Query<Option<DateTime<Utc>>>,
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<u32>>,
+        cursor: Query<Option<String>>,
+    ) -> Result<TenantsResponse, ApiError> {
+        let after: String = cursor_or(cursor.0.as_deref(), String::new())?;
+        let limit = limit.0.map_or(TENANT_PAGE_SIZE_DEFAULT, i64::from);
+        let filters = TenantFilters {
+            status: status.0,
+            price_id: price_id.0,
+            plan: plan.0,
+            updated_since: updated_since.0,
+        };
+        let rows = tenant_page(&self.state, &filters, &after, limit + 1).await?;
+        let (tenants, next_cursor) = page(rows, limit, |t| t.pricing.tenant_id.clone());
+        let wants_csv = request
+            .header("accept")
+            .is_some_and(|accept| accept.contains("text/csv"));
+        if wants_csv {
+            return Ok(TenantsResponse::Csv(tenants_csv(&tenants)));
+        }
+        Ok(TenantsResponse::Json(Json(TenantList {
+            tenants,
+            next_cursor,
+        })))
+    }
+
+    /// What a tenant may use, from its subscription and the plans file (`LEDGER_PLANS_FILE`).
+    ///
+    /// 404 when the tenant has no pricing, or when no plans file is loaded.
+    #[oai(
+        path = "/api/billing/tenants/:tenant_id/entitlements",
+        method = "get",
+        tag = "super::Tag::Platform"
+    )]
+    async fn entitlements(
+        &self,
+        _auth: PlatformAuth,
+        tenant_id: Path<String>,
+    ) -> Result<Json<EntitlementView>, ApiError> {
+        let client = self.state.pool.get().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT tenant_id, plan, features, access, reason, grace_until, price_id, status,
+                        last_event_id
+                 FROM entitlements WHERE tenant_id = $1",
+            )
+            .await?;
+        let Some(row) = client.query_opt(&statement, &[&tenant_id.0]).await? else {
+            let loaded = client
+                .query_opt("SELECT 1 FROM plans", &[])
+                .await?
+                .is_some();
+            return Err(if loaded {
+                ApiError::not_found("tenant")
+            } else {
+                ApiError::NotFound(super::error::body(
+                    "no plans file is loaded (LEDGER_PLANS_FILE)",
+                ))
+            });
+        };
+        let features: serde_json::Value = row.get(2);
+        Ok(Json(EntitlementView {
+            tenant_id: row.get(0),
+            plan: row.get(1),
+            features: serde_json::from_value(features).unwrap_or_default(),
+            access: row.get(3),
+            reason: row.get(4),
+            grace_until: row.get(5),
+            price_id: row.get(6),
+            status: row.get(7),
+            last_event_id: row.get(8),
+        }))
+    }
+
+    /// Re-reads the plans file (`LEDGER_PLANS_FILE`, as SIGHUP does) and rewrites the
+    /// entitlements it changes; they appear in the change feed with cause `plans_reload`.
+    ///
+    /// 400 when the file does not check (the message names the line); nothing changes then.
+    #[oai(
+        path = "/api/billing/admin/plans/reload",
+        method = "post",
+        tag = "super::Tag::Admin"
+    )]
+    async fn reload_plans(&self, auth: TokenAuth) -> Result<Json<PlansReloaded>, ApiError> {
+        auth.require_admin()?;
+        let Some(path) = &self.state.config.platform.plans_file else {
+            return Err(ApiError::bad_request(
+                "no plans file is configured (LEDGER_PLANS_FILE)",
+            ));
+        };
+        match crate::entitlements::reload(&self.state.pool, path).await {
+            Ok(reloaded) => Ok(Json(PlansReloaded {
+                plans: reloaded.plans as u32,
+                changed: reloaded.changed,
+            })),
+            Err(ReloadError::File(message)) => Err(ApiError::bad_request(message)),
+            Err(ReloadError::Database(error)) => Err(error.into()),
+        }
+    }
+}
