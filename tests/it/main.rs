@@ -8,6 +8,7 @@ mod events;
 mod faults;
 mod fixtures;
 mod flows;
+mod ingest;
 mod log;
 mod openapi;
 mod support;
