@@ -20,6 +20,9 @@ use tokio_postgres::NoTls;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[path = "ledger/ingest.rs"]
+mod ingest;
+
 const SECRET: &str = "whsec_bench";
 const TOKEN: &str = "bench-token";
 const INGEST_SECONDS: u64 = 8;
@@ -103,6 +106,8 @@ async fn start_service(database_url: &str) -> Service {
         livemode: false,
         instance_id: "bench".into(),
         rebuild_stale: false,
+        read_database_url: None,
+        read_fallback: billing_ledger::reads::ReadFallback::Primary,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -118,195 +123,6 @@ async fn start_service(database_url: &str) -> Service {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     Service { base, stop, task }
-}
-
-/// Posts signed events from `workers` tasks for `seconds`, optionally paced to `rate` per
-/// second overall; returns (accepted per second, sorted latencies).
-async fn load(
-    base: &str,
-    workers: usize,
-    seconds: u64,
-    rate: Option<f64>,
-    run: usize,
-) -> (f64, Vec<Duration>) {
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(workers)
-        .build()
-        .unwrap();
-    let key = WebhookSecret::parse(SECRET).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for worker in 0..workers {
-        let (http, key, url) = (
-            http.clone(),
-            key.clone(),
-            format!("{base}/api/billing/webhook"),
-        );
-        let interval = rate.map(|r| Duration::from_secs_f64(workers as f64 / r));
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut n = 0usize;
-            // Paced workers start evenly spread over one interval, not all at once.
-            let mut next =
-                started + interval.map_or(Duration::ZERO, |i| i * worker as u32 / workers as u32);
-            while Instant::now() < deadline {
-                if let Some(interval) = interval {
-                    tokio::time::sleep_until(next.into()).await;
-                    next += interval;
-                }
-                let id = format!("evt_r{run}_w{worker}_{n}");
-                let body = event_body(&id, worker * 1_000_000 + n, 2_200);
-                let header = sign(&key, chrono::Utc::now().timestamp(), body.as_bytes());
-                let sent = Instant::now();
-                let response = http
-                    .post(&url)
-                    .header("stripe-signature", header)
-                    .body(body)
-                    .send()
-                    .await;
-                if response.map(|r| r.status().is_success()).unwrap_or(false) {
-                    latencies.push(sent.elapsed());
-                }
-                n += 1;
-            }
-            latencies
-        }));
-    }
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await.unwrap());
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort();
-    (latencies.len() as f64 / elapsed, latencies)
-}
-
-/// Samples the projection's lag every 50 ms for `during`, then times its catch-up:
-/// (most events behind, most seconds behind, seconds to reach the head afterwards).
-async fn sample_lag(url: String, during: Duration) -> (i64, f64, f64) {
-    let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
-    tokio::spawn(connection);
-    let sql = "SELECT h.position - coalesce(p.position, 0),
-                      coalesce(extract(epoch FROM now() - (SELECT received_at FROM events
-                          WHERE position = coalesce(p.position, 0) + 1))::float8, 0)
-               FROM log_head h LEFT JOIN projections p ON p.name = 'billing'";
-    let (mut max_events, mut max_seconds) = (0i64, 0f64);
-    let end = Instant::now() + during;
-    while Instant::now() < end {
-        let row = client.query_one(sql, &[]).await.unwrap();
-        max_events = max_events.max(row.get(0));
-        max_seconds = max_seconds.max(row.get(1));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let stopped = Instant::now();
-    while client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) > 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    (max_events, max_seconds, stopped.elapsed().as_secs_f64())
-}
-
-/// pgbench's transactions per second for the shipped durable single-row insert.
-fn pgbench(database: &str, clients: usize, seconds: u64) -> Option<f64> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/pgbench-insert.sql");
-    let config: tokio_postgres::Config = server_url().parse().unwrap();
-    let host = match &config.get_hosts()[0] {
-        tokio_postgres::config::Host::Tcp(h) => h.clone(),
-        tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
-    };
-    let port = config
-        .get_ports()
-        .first()
-        .copied()
-        .unwrap_or(5432)
-        .to_string();
-    let user = config.get_user().unwrap_or("postgres").to_owned();
-    let bin = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()
-        .and_then(|dirs| {
-            dirs.filter_map(|d| d.ok())
-                .map(|d| d.path().join("bin/pgbench"))
-                .find(|p| p.exists())
-        })
-        .unwrap_or_else(|| "pgbench".into());
-    let output = std::process::Command::new(bin)
-        .args([
-            "-n",
-            "-h",
-            &host,
-            "-p",
-            &port,
-            "-U",
-            &user,
-            "-c",
-            &clients.to_string(),
-            "-j",
-            "2",
-        ])
-        .args(["-T", &seconds.to_string(), "-f", script, database])
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    text.lines()
-        .find(|l| l.starts_with("tps = "))
-        .and_then(|l| {
-            l.trim_start_matches("tps = ")
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-}
-
-async fn ingest() {
-    let url = fresh_database("billing_ledger_bench_ingest").await;
-    let service = start_service(&url).await;
-    let client = {
-        let (c, conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
-        tokio::spawn(conn);
-        c
-    };
-    client
-        .batch_execute("CREATE TABLE IF NOT EXISTS pgbench_events (id bigserial PRIMARY KEY, event_id text UNIQUE NOT NULL, body bytea NOT NULL, received_at timestamptz NOT NULL DEFAULT now())")
-        .await
-        .unwrap();
-    println!("ingest: signed ~3 KB events, {INGEST_SECONDS} s per run, service + PostgreSQL + load on one 2-core machine");
-    println!(
-        "{:>11} {:>12} {:>14} {:>7} {:>9} {:>9}",
-        "concurrency", "events/s", "pgbench tps", "ratio", "p50 ms", "p99 ms"
-    );
-    let mut max_rate: f64 = 0.0;
-    let mut lag_lines = Vec::new();
-    for (run, workers) in [1usize, 16, 64].into_iter().enumerate() {
-        let sampler = tokio::spawn(sample_lag(url.clone(), Duration::from_secs(INGEST_SECONDS)));
-        let (rate, latencies) = load(&service.base, workers, INGEST_SECONDS, None, run).await;
-        lag_lines.push((workers, sampler.await.unwrap()));
-        max_rate = max_rate.max(rate);
-        let tps = pgbench("billing_ledger_bench_ingest", workers, INGEST_SECONDS);
-        println!(
-            "{:>11} {:>12.0} {:>14} {:>7} {:>9.1} {:>9.1}",
-            workers,
-            rate,
-            tps.map_or("n/a".into(), |t| format!("{t:.0}")),
-            tps.map_or("n/a".into(), |t| format!("{:.2}", rate / t)),
-            percentile(&latencies, 0.50).as_secs_f64() * 1e3,
-            percentile(&latencies, 0.99).as_secs_f64() * 1e3,
-        );
-    }
-    for (workers, (max_events, max_seconds, catch_up)) in lag_lines {
-        println!(
-            "projection lag at concurrency {workers}: at most {max_events} events / {max_seconds:.3} s behind; caught up {catch_up:.2} s after the load stopped"
-        );
-    }
-    let half = max_rate / 2.0;
-    let (rate, latencies) = load(&service.base, 64, INGEST_SECONDS, Some(half), 9).await;
-    println!(
-        "paced at half the maximum ({half:.0}/s, 64 workers): {rate:.0} events/s, p50 {:.1} ms, p99 {:.1} ms",
-        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
-        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
-    );
-    let _ = service.stop.send(());
-    let _ = service.task.await;
 }
 
 /// Generates the 1,000,000-event log once: per tenant a checkout, a customer, the
@@ -616,11 +432,11 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         match mode.as_str() {
-            "ingest" => ingest().await,
+            "ingest" => ingest::ingest().await,
             "rebuild" => rebuild().await,
             "query" => query().await,
             "all" => {
-                ingest().await;
+                ingest::ingest().await;
                 rebuild().await;
                 query().await;
             }

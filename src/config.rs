@@ -2,6 +2,7 @@
 //! (`../shared/DESIGN.md`, Configuration). Parsing here turns strings into checked values; a
 //! missing or malformed setting stops start-up with one line naming it, never its value.
 
+use crate::reads::ReadFallback;
 use crate::signature::{WebhookSecret, TOLERANCE_SECS_DEFAULT};
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -95,6 +96,13 @@ pub struct ServeArgs {
     /// Log format: text or json.
     #[arg(long, env = "LEDGER_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+    /// A streaming replica's connection string for the read API; webhooks, the projector and
+    /// admin routes stay on DATABASE_URL.
+    #[arg(long, env = "LEDGER_READ_DATABASE_URL", hide_env_values = true)]
+    pub read_database_url: Option<String>,
+    /// What reads do while the replica is down: `primary` (read there) or `unavailable` (503).
+    #[arg(long, env = "LEDGER_READ_FALLBACK", default_value = "primary")]
+    pub read_fallback: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -173,6 +181,10 @@ pub struct Config {
     /// A fresh ID per process: who holds the projector (`projections.owner`).
     pub instance_id: String,
     pub rebuild_stale: bool,
+    /// `LEDGER_READ_DATABASE_URL`: the read API's replica, if any.
+    pub read_database_url: Option<String>,
+    /// `LEDGER_READ_FALLBACK`.
+    pub read_fallback: ReadFallback,
 }
 
 /// A setting that stops start-up; the message names the setting, never its value.
@@ -239,6 +251,7 @@ impl Config {
                 })
             }
         };
+        let (read_database_url, read_fallback) = read_settings(args)?;
         Ok(Config {
             database_url: args.database.database_url.clone(),
             listen,
@@ -252,8 +265,36 @@ impl Config {
             livemode,
             instance_id: uuid::Uuid::new_v4().to_string(),
             rebuild_stale: args.rebuild_stale,
+            read_database_url,
+            read_fallback,
         })
     }
+}
+
+/// `LEDGER_READ_DATABASE_URL` (empty means none) and `LEDGER_READ_FALLBACK`, checked.
+fn read_settings(args: &ServeArgs) -> Result<(Option<String>, ReadFallback), ConfigError> {
+    let url = args
+        .read_database_url
+        .as_deref()
+        .map(str::trim)
+        .filter(|url| !url.is_empty());
+    if url.is_some_and(|url| url.parse::<tokio_postgres::Config>().is_err()) {
+        return Err(ConfigError {
+            setting: "LEDGER_READ_DATABASE_URL",
+            problem: "not a valid PostgreSQL connection string",
+        });
+    }
+    let fallback = match args.read_fallback.trim() {
+        "primary" => ReadFallback::Primary,
+        "unavailable" => ReadFallback::Unavailable,
+        _ => {
+            return Err(ConfigError {
+                setting: "LEDGER_READ_FALLBACK",
+                problem: "must be primary or unavailable",
+            })
+        }
+    };
+    Ok((url.map(str::to_owned), fallback))
 }
 
 fn split_list(raw: &str) -> impl Iterator<Item = &str> {
@@ -289,6 +330,14 @@ mod tests {
             (vec![secret, "--max-body-bytes=0"], "LEDGER_MAX_BODY_BYTES"),
             (vec![secret, "--listen=nowhere"], "LEDGER_LISTEN"),
             (vec![secret, "--livemode=maybe"], "LEDGER_LIVEMODE"),
+            (
+                vec![secret, "--read-database-url=host=x port=notaport"],
+                "LEDGER_READ_DATABASE_URL",
+            ),
+            (
+                vec![secret, "--read-fallback=maybe"],
+                "LEDGER_READ_FALLBACK",
+            ),
         ];
         for (args, setting) in cases {
             let error = serve(&args).unwrap_err();

@@ -5,6 +5,7 @@
 //! - [`event_log`]: appending events once by ID, recording every delivery.
 //! - [`projector`]: electing one projector, tailing the log, rebuilding.
 //! - [`read_models`]: writing the rows the pure fold (`projections/`) renders.
+//! - [`reads`]: where the read API reads (the primary or a replica) and what it reflects.
 //! - [`http`]: routes, auth, errors; [`cli`]: the other commands; [`config`]: settings.
 //!
 //! [`run`] starts exactly what `billing-ledger serve` starts, on a listener the caller bound, so
@@ -19,6 +20,7 @@ pub mod http;
 pub mod metrics;
 pub mod projector;
 pub mod read_models;
+pub mod reads;
 pub mod signature;
 pub mod timeline;
 
@@ -56,9 +58,14 @@ pub async fn run(
         wake.clone(),
         stop.clone(),
     ));
+    let replica = match &config.read_database_url {
+        Some(url) => Some(db::pool(url)?),
+        None => None,
+    };
     let state = Arc::new(http::AppState {
         appender: event_log::Appender::start(pool.clone()),
         metrics: metrics::Metrics::default(),
+        reads: reads::ReadPools::new(pool.clone(), replica, config.read_fallback),
         config,
         pool,
         wake,
@@ -88,10 +95,13 @@ pub fn openapi_yaml() -> String {
         livemode: false,
         instance_id: String::new(),
         rebuild_stale: false,
+        read_database_url: None,
+        read_fallback: reads::ReadFallback::Primary,
     };
     let state = Arc::new(http::AppState {
         appender: event_log::Appender::detached(),
         metrics: metrics::Metrics::default(),
+        reads: reads::ReadPools::new(pool.clone(), None, reads::ReadFallback::Primary),
         config,
         pool,
         wake: Arc::default(),

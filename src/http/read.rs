@@ -10,9 +10,11 @@ use super::views::{
     DeliveryView, EventDetail, EventList, EventTenant, HistoryEntry, HistoryList,
     TenantPricingView, UnresolvedList, UnresolvedView,
 };
-use super::AppState;
+use super::{AppState, ReadSlot};
 use crate::timeline::{self, Bound};
 use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::OpenApi;
@@ -29,8 +31,12 @@ pub struct ReadApi {
 }
 
 impl ReadApi {
-    async fn current_pricing(&self, tenant_id: &str) -> Result<Json<TenantPricingView>, ApiError> {
-        let client = self.state.pool.get().await?;
+    async fn current_pricing(
+        &self,
+        pool: &Pool,
+        tenant_id: &str,
+    ) -> Result<Json<TenantPricingView>, ApiError> {
+        let client = pool.get().await?;
         let statement = client
             .prepare_cached(
                 "SELECT tenant_id, status, stripe_customer_id, stripe_subscription_id, price_id,
@@ -135,6 +141,7 @@ impl ReadApi {
         &self,
         request: &poem::Request,
         _auth: TokenAuth,
+        slot: Data<&Arc<ReadSlot>>,
         #[oai(name = "type")] event_type: Query<Option<String>>,
         tenant_id: Query<Option<String>>,
         object_id: Query<Option<String>>,
@@ -160,14 +167,15 @@ impl ReadApi {
             .header("accept")
             .is_some_and(|accept| accept.contains("text/csv"));
         let query: csv::PageQuery = Box::new(move |after, limit| filters.query(after, limit));
+        let pool = slot.choose(&self.state).await?;
         if wants_csv {
             let total = limit.0.map(i64::from);
             return Ok(EventsResponse::Csv(
-                csv::stream(self.state.pool.clone(), query, after, total).await?,
+                csv::stream(pool, query, after, total).await?,
             ));
         }
         let limit = page_size(limit.0);
-        let events = csv::fetch(&self.state.pool, &query, after, limit + 1).await?;
+        let events = csv::fetch(&pool, &query, after, limit + 1).await?;
         let (events, next_cursor) = page(events, limit, |e| e.position);
         Ok(EventsResponse::Json(Json(EventList {
             events,
@@ -184,9 +192,10 @@ impl ReadApi {
     async fn get_event(
         &self,
         _auth: TokenAuth,
+        slot: Data<&Arc<ReadSlot>>,
         event_id: Path<String>,
     ) -> Result<Json<EventDetail>, ApiError> {
-        let client = self.state.pool.get().await?;
+        let client = slot.choose(&self.state).await?.get().await?;
         let statement = client
             .prepare_cached(
                 "SELECT position, event_id, type, created, api_version, livemode, account,
@@ -253,6 +262,7 @@ impl ReadApi {
     async fn tenant_pricing(
         &self,
         _auth: TokenAuth,
+        slot: Data<&Arc<ReadSlot>>,
         tenant_id: Path<String>,
         as_of: Query<Option<DateTime<Utc>>>,
         #[oai(validator(minimum(value = "0")))] as_of_position: Query<Option<i64>>,
@@ -265,9 +275,13 @@ impl ReadApi {
             }
             (Some(instant), None) => Bound::CreatedAtOrBefore(instant),
             (None, Some(position)) => Bound::PositionAtOrBefore(position),
-            (None, None) => return self.current_pricing(&tenant_id.0).await,
+            (None, None) => {
+                let pool = slot.choose(&self.state).await?;
+                return self.current_pricing(&pool, &tenant_id.0).await;
+            }
         };
-        let events = timeline::tenant_events(&self.state.pool, &tenant_id.0, bound).await?;
+        let events =
+            timeline::tenant_events(&slot.choose(&self.state).await?, &tenant_id.0, bound).await?;
         timeline::state(&events, &tenant_id.0, self.state.config.livemode)
             .map(|row| Json(TenantPricingView::from_model(&row)))
             .ok_or_else(|| ApiError::not_found("tenant state at that point"))
@@ -283,13 +297,16 @@ impl ReadApi {
     async fn tenant_history(
         &self,
         _auth: TokenAuth,
+        slot: Data<&Arc<ReadSlot>>,
         tenant_id: Path<String>,
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<u32>>,
         cursor: Query<Option<String>>,
     ) -> Result<Json<HistoryList>, ApiError> {
         let skip: usize = cursor_or(cursor.0.as_deref(), 0)?;
         let limit = page_size(limit.0) as usize;
-        let events = timeline::tenant_events(&self.state.pool, &tenant_id.0, Bound::All).await?;
+        let events =
+            timeline::tenant_events(&slot.choose(&self.state).await?, &tenant_id.0, Bound::All)
+                .await?;
         if events.is_empty() {
             return Err(ApiError::not_found("tenant"));
         }
@@ -317,9 +334,10 @@ impl ReadApi {
     async fn checkout_session(
         &self,
         _auth: TokenAuth,
+        slot: Data<&Arc<ReadSlot>>,
         id: Path<String>,
     ) -> Result<Json<CheckoutSessionView>, ApiError> {
-        let client = self.state.pool.get().await?;
+        let client = slot.choose(&self.state).await?.get().await?;
         let sql = format!("{} WHERE id = $1", CheckoutSessionView::SELECT);
         let row = client
             .query_opt(&sql, &[&id.0])
@@ -337,13 +355,14 @@ impl ReadApi {
     async fn checkout_sessions(
         &self,
         _auth: TokenAuth,
+        slot: Data<&Arc<ReadSlot>>,
         tenant_id: Query<String>,
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<u32>>,
         cursor: Query<Option<String>>,
     ) -> Result<Json<CheckoutSessionList>, ApiError> {
         let after: String = cursor_or(cursor.0.as_deref(), String::new())?;
         let limit = page_size(limit.0);
-        let client = self.state.pool.get().await?;
+        let client = slot.choose(&self.state).await?.get().await?;
         let sql = format!(
             "{} WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
             CheckoutSessionView::SELECT
@@ -368,9 +387,10 @@ impl ReadApi {
     async fn customer(
         &self,
         _auth: TokenAuth,
+        slot: Data<&Arc<ReadSlot>>,
         id: Path<String>,
     ) -> Result<Json<CustomerView>, ApiError> {
-        let client = self.state.pool.get().await?;
+        let client = slot.choose(&self.state).await?.get().await?;
         let statement = client
             .prepare_cached(
                 "SELECT id, tenant_id, email, name, deleted, last_event_id FROM customers
@@ -395,13 +415,14 @@ impl ReadApi {
     async fn unresolved(
         &self,
         _auth: TokenAuth,
+        slot: Data<&Arc<ReadSlot>>,
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<u32>>,
         cursor: Query<Option<String>>,
     ) -> Result<Json<UnresolvedList>, ApiError> {
         let (after_object, after_event): (String, String) =
             cursor_or(cursor.0.as_deref(), (String::new(), String::new()))?;
         let limit = page_size(limit.0);
-        let client = self.state.pool.get().await?;
+        let client = slot.choose(&self.state).await?.get().await?;
         let statement = client
             .prepare_cached(
                 "SELECT u.event_id, u.object_id, u.type, u.created, e.position

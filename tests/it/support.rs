@@ -208,6 +208,8 @@ pub fn test_config(database_url: &str) -> Config {
         livemode: false,
         instance_id: uuid::Uuid::new_v4().to_string(),
         rebuild_stale: false,
+        read_database_url: None,
+        read_fallback: billing_ledger::reads::ReadFallback::Primary,
     }
 }
 
