@@ -11,5 +11,6 @@ mod flows;
 mod ingest;
 mod log;
 mod openapi;
+mod replica;
 mod support;
 mod webhook;
