@@ -148,6 +148,14 @@ fn pgbench(database: &str, clients: usize, seconds: u64) -> Option<f64> {
         .output()
         .ok()?;
     let text = String::from_utf8_lossy(&output.stdout);
+    if !text.contains("tps = ") {
+        let error = String::from_utf8_lossy(&output.stderr);
+        let reason = error
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no output");
+        println!("pgbench -c {clients} gave no rate: {reason}");
+    }
     text.lines()
         .find(|l| l.starts_with("tps = "))
         .and_then(|l| {
