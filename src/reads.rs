@@ -19,6 +19,11 @@ pub const REPLICA_RETRY_AFTER: Duration = Duration::from_secs(5);
 /// not refusing, say).
 pub const REPLICA_WAIT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Longest a replica read waits for the primary's head to report its lag; past it the
+/// answer goes without `X-Ledger-Replica-Lag-Events`, so a slow or unreachable primary never
+/// slows reads the replica can serve.
+pub const PRIMARY_HEAD_TIMEOUT: Duration = Duration::from_millis(250);
+
 /// What reads do while the replica is down (`LEDGER_READ_FALLBACK`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadFallback {
@@ -55,7 +60,7 @@ pub struct Reflected {
     /// The projection checkpoint there, which the read models reflect (`X-Ledger-Checkpoint`).
     pub checkpoint: i64,
     /// Events the replica is behind the primary's head (`X-Ledger-Replica-Lag-Events`); `None`
-    /// on the primary, or when the primary did not answer.
+    /// on the primary, or when the primary did not answer within [`PRIMARY_HEAD_TIMEOUT`].
     pub lag_events: Option<i64>,
 }
 
@@ -99,10 +104,12 @@ impl ReadPools {
         if let Some(replica) = self.replica_up() {
             match position(replica).await {
                 Ok((position, checkpoint)) => {
-                    let lag_events = position_of(&self.primary)
-                        .await
-                        .ok()
-                        .map(|(head, _)| (head - position).max(0));
+                    let primary_head =
+                        tokio::time::timeout(PRIMARY_HEAD_TIMEOUT, position_of(&self.primary));
+                    let lag_events = match primary_head.await {
+                        Ok(Ok((head, _))) => Some((head - position).max(0)),
+                        _ => None,
+                    };
                     let reflected = Reflected {
                         source: ReadSource::Replica,
                         position,
