@@ -87,6 +87,8 @@ async fn start_service(database_url: &str) -> String {
         connections: Default::default(),
         console_session_key: None,
         platform: Default::default(),
+        read_database_url: None,
+        read_fallback: billing_ledger::reads::ReadFallback::Primary,
     };
     config.platform.platform_tokens = vec![TOKEN.into()];
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -2,8 +2,10 @@
 //!
 //! `chain_hash(p) = SHA-256(chain_hash(p - 1) || p as 8 big-endian bytes || len(event_id) as 4
 //! big-endian bytes || event_id || SHA-256(body))`, starting from 32 zero bytes at position 0.
-//! Appends compute it while they already hold the `log_head` row lock (positions are assigned
-//! there anyway), so sealing costs no extra round trip and never reorders ingestion. Verifying
+//! Appends compute it inside `ledger_append` (`schema/V50__append_function.sql`, the same link
+//! in SQL) while they hold the `log_head` row lock (positions are assigned there anyway), so
+//! sealing costs no extra round trip and never reorders ingestion; every test that appends and
+//! then runs `verify` checks that the SQL and [`link`] agree. Verifying
 //! recomputes the chain from the stored bodies alone and names the first event that disagrees.
 //! Anyone with superuser rights can rewrite a whole chain, so record the verified head hash
 //! somewhere the database's administrators cannot write (README, "Integrity").

@@ -3,6 +3,7 @@
 //! missing or malformed setting stops start-up with one line naming it, never its value.
 
 use crate::http::connections::{self, ConnectionLimits};
+use crate::reads::ReadFallback;
 use crate::reconcile::service::{Settings as ReconcileSettings, SETTLE_DEFAULT, SETTLE_MAX};
 use crate::signature::{WebhookSecret, TOLERANCE_SECS_DEFAULT};
 use crate::stripe::events_api::{ApiSettings, SecretKey, API_BASE_DEFAULT};
@@ -126,6 +127,13 @@ pub struct ServeArgs {
     /// The timer leaves events younger than this to their webhook (0s to fetch at once).
     #[arg(long, env = "LEDGER_RECONCILE_SETTLE", default_value = SETTLE_DEFAULT)]
     pub reconcile_settle: String,
+    /// A streaming replica's connection string for the read API; webhooks, the projector and
+    /// admin routes stay on DATABASE_URL.
+    #[arg(long, env = "LEDGER_READ_DATABASE_URL", hide_env_values = true)]
+    pub read_database_url: Option<String>,
+    /// What reads do while the replica is down: `primary` (read there) or `unavailable` (503).
+    #[arg(long, env = "LEDGER_READ_FALLBACK", default_value = "primary")]
+    pub read_fallback: String,
 }
 
 /// How to reach Stripe's API (reconciliation).
@@ -331,6 +339,10 @@ pub struct Config {
     /// A fresh ID per process: who holds the projector (`projections.owner`).
     pub instance_id: String,
     pub rebuild_stale: bool,
+    /// `LEDGER_READ_DATABASE_URL`: the read API's replica, if any.
+    pub read_database_url: Option<String>,
+    /// `LEDGER_READ_FALLBACK`.
+    pub read_fallback: ReadFallback,
     /// The reconciliation timer, when `LEDGER_RECONCILE_INTERVAL` is set.
     pub reconcile: Option<ReconcileSettings>,
     /// Client connection limits (`http::connections`).
@@ -505,6 +517,7 @@ impl Config {
                 })
             }
         };
+        let (read_database_url, read_fallback) = read_settings(args)?;
         Ok(Config {
             database_url: args.database.database_url.clone(),
             listen,
@@ -522,6 +535,8 @@ impl Config {
             connections: connection_limits(args)?,
             console_session_key,
             platform: PlatformConfig::from_args(&args.platform)?,
+            read_database_url,
+            read_fallback,
         })
     }
 }
@@ -599,6 +614,32 @@ fn connection_limits(args: &ServeArgs) -> Result<ConnectionLimits, ConfigError> 
         )?,
         idle_timeout: seconds(&args.idle_timeout_secs, "LEDGER_IDLE_TIMEOUT_SECS")?,
     })
+}
+
+/// `LEDGER_READ_DATABASE_URL` (empty means none) and `LEDGER_READ_FALLBACK`, checked.
+fn read_settings(args: &ServeArgs) -> Result<(Option<String>, ReadFallback), ConfigError> {
+    let url = args
+        .read_database_url
+        .as_deref()
+        .map(str::trim)
+        .filter(|url| !url.is_empty());
+    if url.is_some_and(|url| url.parse::<tokio_postgres::Config>().is_err()) {
+        return Err(ConfigError {
+            setting: "LEDGER_READ_DATABASE_URL",
+            problem: "not a valid PostgreSQL connection string",
+        });
+    }
+    let fallback = match args.read_fallback.trim() {
+        "primary" => ReadFallback::Primary,
+        "unavailable" => ReadFallback::Unavailable,
+        _ => {
+            return Err(ConfigError {
+                setting: "LEDGER_READ_FALLBACK",
+                problem: "must be primary or unavailable",
+            })
+        }
+    };
+    Ok((url.map(str::to_owned), fallback))
 }
 
 fn split_list(raw: &str) -> impl Iterator<Item = &str> {
@@ -681,6 +722,14 @@ mod tests {
             (
                 vec![secret, "--console-session-key=short"],
                 "LEDGER_CONSOLE_SESSION_KEY",
+            ),
+            (
+                vec![secret, "--read-database-url=host=x port=notaport"],
+                "LEDGER_READ_DATABASE_URL",
+            ),
+            (
+                vec![secret, "--read-fallback=maybe"],
+                "LEDGER_READ_FALLBACK",
             ),
         ];
         for (args, setting) in cases {

@@ -8,6 +8,7 @@
 //! - [`feed`]: reading the change feed the database records at each read-model commit;
 //!   [`entitlements`]: the plans file and what each tenant may use.
 //! - [`outbox`]: outgoing webhooks (Standard Webhooks) driven from the feed.
+//! - [`reads`]: where the read API reads (the primary or a replica) and what it reflects.
 //! - [`http`]: routes, auth, errors; [`cli`]: the other commands; [`config`]: settings.
 //! - [`console`]: the finance console's HTML pages over the same handlers.
 //!
@@ -29,6 +30,7 @@ pub mod money_store;
 pub mod outbox;
 pub mod projector;
 pub mod read_models;
+pub mod reads;
 pub mod reconcile;
 pub mod revenue;
 pub mod signature;
@@ -107,9 +109,14 @@ pub async fn run(
             stop.clone(),
         ))
     });
+    let replica = match &config.read_database_url {
+        Some(url) => Some(db::pool(url)?),
+        None => None,
+    };
     let state = Arc::new(http::AppState {
         appender: event_log::Appender::start(pool.clone()),
         metrics,
+        reads: reads::ReadPools::new(pool.clone(), replica, config.read_fallback),
         config,
         pool,
         wake,
@@ -184,10 +191,13 @@ pub fn openapi_yaml() -> String {
         connections: Default::default(),
         console_session_key: None,
         platform: Default::default(),
+        read_database_url: None,
+        read_fallback: reads::ReadFallback::Primary,
     };
     let state = Arc::new(http::AppState {
         appender: event_log::Appender::detached(),
         metrics: metrics::Metrics::default(),
+        reads: reads::ReadPools::new(pool.clone(), None, reads::ReadFallback::Primary),
         config,
         pool,
         wake: Arc::default(),

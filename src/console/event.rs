@@ -29,9 +29,10 @@ async fn render(
     event_id: String,
 ) -> Result<Response, PageError> {
     let viewer = viewer(request, console)?;
+    let read_slot = std::sync::Arc::new(crate::http::ReadSlot::default());
     let event = console
         .read_api()
-        .get_event(viewer.auth(), ApiPath(event_id))
+        .get_event(viewer.auth(), Data(&read_slot), ApiPath(event_id))
         .await?
         .0;
     let body = markup! {

@@ -26,10 +26,12 @@ async fn render(request: &Request, console: &Console) -> Result<Response, PageEr
     let viewer = viewer(request, console)?;
     viewer.require_admin()?;
     let projections = console.admin_api().projections(viewer.auth()).await?.0;
+    let read_slot = std::sync::Arc::new(crate::http::ReadSlot::default());
     let unresolved = console
         .read_api()
         .unresolved(
             viewer.auth(),
+            Data(&read_slot),
             ApiQuery(Some(UNRESOLVED_SHOWN_MAX)),
             ApiQuery(None),
         )

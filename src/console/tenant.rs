@@ -155,22 +155,27 @@ pub async fn load(
         Point::Instant(t) => (Some(t), None),
         Point::Position(p) => (None, Some(p)),
     };
+    // The read routes choose the replica or the primary through a slot (its headers unused).
+    let read_slot = std::sync::Arc::new(crate::http::ReadSlot::default());
     // Four independent reads, each on its own pooled connection, at once.
     let (state, history, sessions, customers) = tokio::join!(
         api.tenant_pricing(
             viewer.auth(),
+            Data(&read_slot),
             ApiPath(tenant_id.clone()),
             ApiQuery(instant),
             ApiQuery(position),
         ),
         api.tenant_history(
             viewer.auth(),
+            Data(&read_slot),
             ApiPath(tenant_id.clone()),
             ApiQuery(Some(TIMELINE_ENTRIES_MAX)),
             ApiQuery(None),
         ),
         api.checkout_sessions(
             viewer.auth(),
+            Data(&read_slot),
             ApiQuery(tenant_id.clone()),
             ApiQuery(Some(SESSIONS_SHOWN_MAX)),
             ApiQuery(None),

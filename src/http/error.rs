@@ -107,6 +107,17 @@ impl From<deadpool_postgres::PoolError> for ApiError {
     }
 }
 
+impl From<crate::reads::ReadError> for ApiError {
+    fn from(error: crate::reads::ReadError) -> ApiError {
+        match error {
+            crate::reads::ReadError::ReplicaDown => {
+                ApiError::Unavailable(body("the read replica is unavailable; retry later"))
+            }
+            crate::reads::ReadError::Database(error) => ApiError::from(error),
+        }
+    }
+}
+
 impl From<tokio_postgres::Error> for ApiError {
     fn from(error: tokio_postgres::Error) -> ApiError {
         ApiError::from(anyhow::Error::from(error))

@@ -39,6 +39,31 @@ pub struct AppState {
     pub wake: Arc<Notify>,
     /// Tells long-polls and streams that the change feed moved.
     pub watcher: crate::feed::Watcher,
+    /// Where the read routes read (the primary, or `LEDGER_READ_DATABASE_URL`'s replica).
+    pub reads: crate::reads::ReadPools,
+}
+
+/// What one read answer reflects: the read routes record it when they choose their pool
+/// ([`ReadSlot::choose`]), and [`read_headers`] sends it. Requests that never read (webhooks,
+/// admin, an unauthenticated read) leave it empty and get no such headers.
+#[derive(Default)]
+pub struct ReadSlot(std::sync::Mutex<Option<crate::reads::Reflected>>);
+
+impl AppState {
+    /// The pool a read route without a [`ReadSlot`] reads from: the replica when one is
+    /// configured and up, else as `LEDGER_READ_FALLBACK` says (no position headers).
+    pub async fn read_pool(&self) -> Result<Pool, error::ApiError> {
+        Ok(self.reads.choose().await?.0)
+    }
+}
+
+impl ReadSlot {
+    /// Chooses the read pool for this request and records what it reflects.
+    pub async fn choose(&self, state: &AppState) -> Result<Pool, error::ApiError> {
+        let (pool, reflected) = state.reads.choose().await?;
+        *self.0.lock().expect("not poisoned") = Some(reflected);
+        Ok(pool)
+    }
 }
 
 #[derive(Tags)]
@@ -141,6 +166,7 @@ pub fn app(state: Arc<AppState>) -> impl poem::Endpoint {
         .nest("/", api)
         .data(tokens)
         .data(webhook::BodyLimit(state.config.max_body_bytes))
+        .around(read_headers)
         .around(request_span)
 }
 
@@ -199,6 +225,37 @@ async fn request_span<E: poem::Endpoint>(
     let mut response = next.call(request).instrument(span).await?.into_response();
     if let Ok(value) = poem::http::HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", value);
+    }
+    Ok(response)
+}
+
+/// Middleware: gives each request an empty [`ReadSlot`] and, when a read route filled it,
+/// answers with `X-Ledger-Read-Source` (`primary` or `replica`), `X-Ledger-Position` (the log
+/// head the answer includes at least), `X-Ledger-Checkpoint` (the projection checkpoint the
+/// read models reflect) and, from a replica, `X-Ledger-Replica-Lag-Events` (how many events it
+/// is behind the primary's head).
+async fn read_headers<E: poem::Endpoint>(
+    next: E,
+    mut request: poem::Request,
+) -> poem::Result<poem::Response> {
+    use poem::IntoResponse;
+    let slot = Arc::new(ReadSlot::default());
+    request.extensions_mut().insert(slot.clone());
+    let mut response = next.call(request).await?.into_response();
+    let reflected = *slot.0.lock().expect("not poisoned");
+    if let Some(reflected) = reflected {
+        let headers = response.headers_mut();
+        let mut set = |name: &'static str, value: String| {
+            if let Ok(value) = poem::http::HeaderValue::from_str(&value) {
+                headers.insert(name, value);
+            }
+        };
+        set("x-ledger-read-source", reflected.source.as_str().to_owned());
+        set("x-ledger-position", reflected.position.to_string());
+        set("x-ledger-checkpoint", reflected.checkpoint.to_string());
+        if let Some(lag) = reflected.lag_events {
+            set("x-ledger-replica-lag-events", lag.to_string());
+        }
     }
     Ok(response)
 }

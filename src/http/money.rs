@@ -164,11 +164,12 @@ impl MoneyApi {
             .is_some_and(|accept| accept.contains("text/csv"));
         if wants_csv {
             let total = query.limit.map(i64::from);
-            let body = stream_csv(self.state.pool.clone(), table, filters, after, total).await?;
+            let body =
+                stream_csv(self.state.read_pool().await?, table, filters, after, total).await?;
             return Ok(Listed::Csv(body));
         }
         let limit = i64::from(query.limit.unwrap_or(PAGE_SIZE_DEFAULT));
-        let client = self.state.pool.get().await?;
+        let client = self.state.read_pool().await?.get().await?;
         let mut rows =
             money_store::list(&client, &table, &filters, after.as_ref(), limit + 1).await?;
         let next_cursor = if rows.len() as i64 > limit {
@@ -289,7 +290,7 @@ impl MoneyApi {
         _auth: TokenAuth,
         id: Path<String>,
     ) -> Result<Json<InvoiceDetail>, ApiError> {
-        let client = self.state.pool.get().await?;
+        let client = self.state.read_pool().await?.get().await?;
         let invoice = money_store::get(&client, &money_store::INVOICES, &id.0)
             .await?
             .ok_or_else(|| ApiError::not_found("invoice"))?;
@@ -415,8 +416,13 @@ impl MoneyApi {
         use crate::timeline::{self, Bound};
         let bound = as_of.0.map_or(Bound::All, Bound::CreatedAtOrBefore);
         let livemode = self.state.config.livemode;
-        let (balances, events) =
-            timeline::balances(&self.state.pool, &tenant_id.0, livemode, bound).await?;
+        let (balances, events) = timeline::balances(
+            &self.state.read_pool().await?,
+            &tenant_id.0,
+            livemode,
+            bound,
+        )
+        .await?;
         if events == 0 && as_of.0.is_none() {
             return Err(ApiError::not_found("tenant"));
         }

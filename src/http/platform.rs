@@ -262,7 +262,7 @@ impl PlatformApi {
         _auth: PlatformAuth,
         tenant_id: Path<String>,
     ) -> Result<Json<EntitlementView>, ApiError> {
-        let client = self.state.pool.get().await?;
+        let client = self.state.read_pool().await?.get().await?;
         let statement = client
             .prepare_cached(
                 "SELECT tenant_id, plan, features, access, reason, grace_until, price_id, status,

@@ -10,9 +10,11 @@ use super::views::{
     CustomerView, DeliveryView, EventDetail, EventList, EventTenant, HistoryEntry, HistoryList,
     TenantPricingView, UnresolvedList, UnresolvedView,
 };
-use super::AppState;
+use super::{AppState, ReadSlot};
 use crate::timeline::{self, Bound, HistoryCursor};
 use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::OpenApi;
@@ -29,8 +31,12 @@ pub struct ReadApi {
 }
 
 impl ReadApi {
-    async fn current_pricing(&self, tenant_id: &str) -> Result<Json<TenantPricingView>, ApiError> {
-        let client = self.state.pool.get().await?;
+    async fn current_pricing(
+        &self,
+        pool: &Pool,
+        tenant_id: &str,
+    ) -> Result<Json<TenantPricingView>, ApiError> {
+        let client = pool.get().await?;
         let statement = client
             .prepare_cached(
                 "SELECT tenant_id, status, stripe_customer_id, stripe_subscription_id, price_id,
@@ -143,6 +149,7 @@ impl ReadApi {
         &self,
         request: &poem::Request,
         _auth: TokenAuth,
+        slot: Data<&Arc<ReadSlot>>,
         #[oai(name = "type")] event_type: Query<Option<String>>,
         tenant_id: Query<Option<String>>,
         object_id: Query<Option<String>>,
@@ -172,14 +179,15 @@ impl ReadApi {
             livemode: livemode.0,
         };
         let query: csv::PageQuery = Box::new(move |after, limit| filters.query(after, limit));
+        let pool = slot.choose(&self.state).await?;
         if wants_csv {
             let total = limit.0.map(i64::from);
             return Ok(EventsResponse::Csv(
-                csv::stream(self.state.pool.clone(), query, after, total).await?,
+                csv::stream(pool, query, after, total).await?,
             ));
         }
         let limit = page_size(limit.0);
-        let events = csv::fetch(&self.state.pool, &query, after, limit + 1).await?;
+        let events = csv::fetch(&pool, &query, after, limit + 1).await?;
         let (events, next_cursor) = page(events, limit, |e| e.position);
         Ok(EventsResponse::Json(Json(EventList {
             events,
@@ -196,9 +204,10 @@ impl ReadApi {
     pub async fn get_event(
         &self,
         _auth: TokenAuth,
+        slot: Data<&Arc<ReadSlot>>,
         event_id: Path<String>,
     ) -> Result<Json<EventDetail>, ApiError> {
-        let client = self.state.pool.get().await?;
+        let client = slot.choose(&self.state).await?.get().await?;
         let statement = client
             .prepare_cached(
                 "SELECT position, event_id, type, created, api_version, livemode, account,
@@ -266,6 +275,7 @@ impl ReadApi {
     pub async fn tenant_pricing(
         &self,
         _auth: TokenAuth,
+        slot: Data<&Arc<ReadSlot>>,
         tenant_id: Path<String>,
         /// The state folded from the events Stripe created up to this instant (RFC 3339).
         /// Not with `as_of_position`.
@@ -283,10 +293,13 @@ impl ReadApi {
             }
             (Some(instant), None) => Bound::CreatedAtOrBefore(instant),
             (None, Some(position)) => Bound::PositionAtOrBefore(position),
-            (None, None) => return self.current_pricing(&tenant_id.0).await,
+            (None, None) => {
+                let pool = slot.choose(&self.state).await?;
+                return self.current_pricing(&pool, &tenant_id.0).await;
+            }
         };
         timeline::state_at(
-            &self.state.pool,
+            &slot.choose(&self.state).await?,
             &tenant_id.0,
             self.state.config.livemode,
             bound,
@@ -312,6 +325,7 @@ impl ReadApi {
     pub async fn tenant_history(
         &self,
         _auth: TokenAuth,
+        slot: Data<&Arc<ReadSlot>>,
         tenant_id: Path<String>,
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<u32>>,
         /// The `next_cursor` of the previous page, unchanged (base64url). Give the same
@@ -325,9 +339,15 @@ impl ReadApi {
             return Err(ApiError::bad_request(super::views::CURSOR_MALFORMED));
         }
         let limit = page_size(limit.0) as usize;
-        let page = timeline::history_page(&self.state.pool, &tenant_id.0, livemode, cursor, limit)
-            .await?
-            .ok_or_else(|| ApiError::not_found("tenant"))?;
+        let page = timeline::history_page(
+            &slot.choose(&self.state).await?,
+            &tenant_id.0,
+            livemode,
+            cursor,
+            limit,
+        )
+        .await?
+        .ok_or_else(|| ApiError::not_found("tenant"))?;
         Ok(Json(HistoryList {
             history: page
                 .steps
@@ -347,9 +367,10 @@ impl ReadApi {
     pub async fn checkout_session(
         &self,
         _auth: TokenAuth,
+        slot: Data<&Arc<ReadSlot>>,
         id: Path<String>,
     ) -> Result<Json<CheckoutSessionView>, ApiError> {
-        let client = self.state.pool.get().await?;
+        let client = slot.choose(&self.state).await?.get().await?;
         let sql = format!("{} WHERE id = $1", CheckoutSessionView::SELECT);
         let row = client
             .query_opt(&sql, &[&id.0])
@@ -367,6 +388,7 @@ impl ReadApi {
     pub async fn checkout_sessions(
         &self,
         _auth: TokenAuth,
+        slot: Data<&Arc<ReadSlot>>,
         tenant_id: Query<String>,
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<u32>>,
         /// The `next_cursor` of the previous page, unchanged (base64url). Give the same
@@ -376,7 +398,7 @@ impl ReadApi {
     ) -> Result<Json<CheckoutSessionList>, ApiError> {
         let after: String = cursor_or(cursor.0.as_deref(), String::new())?;
         let limit = page_size(limit.0);
-        let client = self.state.pool.get().await?;
+        let client = slot.choose(&self.state).await?.get().await?;
         let sql = format!(
             "{} WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3",
             CheckoutSessionView::SELECT
@@ -401,9 +423,10 @@ impl ReadApi {
     pub async fn customer(
         &self,
         _auth: TokenAuth,
+        slot: Data<&Arc<ReadSlot>>,
         id: Path<String>,
     ) -> Result<Json<CustomerView>, ApiError> {
-        let client = self.state.pool.get().await?;
+        let client = slot.choose(&self.state).await?.get().await?;
         let statement = client
             .prepare_cached(
                 "SELECT id, tenant_id, email, name, deleted, last_event_id FROM customers
@@ -428,6 +451,7 @@ impl ReadApi {
     pub async fn unresolved(
         &self,
         _auth: TokenAuth,
+        slot: Data<&Arc<ReadSlot>>,
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<Option<u32>>,
         /// The `next_cursor` of the previous page, unchanged (base64url). Give the same
         /// filters as for that page; absent for the first page.
@@ -437,7 +461,7 @@ impl ReadApi {
         let (after_object, after_event): (String, String) =
             cursor_or(cursor.0.as_deref(), (String::new(), String::new()))?;
         let limit = page_size(limit.0);
-        let client = self.state.pool.get().await?;
+        let client = slot.choose(&self.state).await?.get().await?;
         let statement = client
             .prepare_cached(
                 "SELECT u.event_id, u.object_id, u.type, u.created, e.position

@@ -130,7 +130,8 @@ impl RevenueApi {
         }
         let livemode = self.state.config.livemode;
         let tenant = tenant_id.0.as_deref();
-        let revenue = crate::revenue::revenue(&self.state.pool, tenant, livemode).await?;
+        let revenue =
+            crate::revenue::revenue(&self.state.read_pool().await?, tenant, livemode).await?;
         let currency = currency.0.map(|c| c.to_ascii_lowercase());
         let rows = revenue.months(first, last, currency.as_deref(), tenant);
         Ok(Json(RevenueList {
@@ -156,7 +157,8 @@ impl RevenueApi {
         let which = month(&month_text.0, "month")?;
         let livemode = self.state.config.livemode;
         let tenant = tenant_id.0.as_deref();
-        let revenue = crate::revenue::revenue(&self.state.pool, tenant, livemode).await?;
+        let revenue =
+            crate::revenue::revenue(&self.state.read_pool().await?, tenant, livemode).await?;
         let (start, end) = (month_start(which), month_start(next_month(which)));
         let currency = currency.0.map(|c| c.to_ascii_lowercase());
         let movements = revenue

@@ -430,6 +430,25 @@ async fn a_killed_service_catches_up_on_restart() {
         "the load ran: {}",
         acknowledged.len()
     );
+    // PostgreSQL finishes (and may commit) an append the killed process had already sent;
+    // such an event was never acknowledged, and Stripe's retry of it is a duplicate. Count
+    // the log once the killed process's sessions are gone.
+    let watcher = db.client().await;
+    for _ in 0..400 {
+        let others: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if others == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     let stored: std::collections::HashSet<String> = db
         .client()
         .await

@@ -218,6 +218,8 @@ pub fn test_config(database_url: &str) -> Config {
             platform_tokens: vec![PLATFORM_TOKEN.into()],
             ..Default::default()
         },
+        read_database_url: None,
+        read_fallback: billing_ledger::reads::ReadFallback::Primary,
     }
 }
 
