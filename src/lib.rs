@@ -96,7 +96,6 @@ pub async fn run(
         wake.clone(),
         stop.clone(),
     ));
-    let metrics = metrics::Metrics::default();
     let reconcile = config.reconcile.clone().map(|settings| {
         tokio::spawn(reconcile::service::run(
             reconcile::service::Runner {

@@ -44,11 +44,13 @@ pub async fn run(pool: Pool, settings: Settings, watcher: Watcher, stop: Cancell
             result = lead(&pool, &settings, &watcher, &stop) => result,
             () = stop.cancelled() => Ok(()),
         };
-        if let Err(error) = led {
-            tracing::warn!(
+        // An error that a shutdown caused is no failure: the instance is stopping.
+        match led {
+            Err(error) if !stop.is_cancelled() => tracing::warn!(
                 error = format!("{error:#}"),
                 "webhook dispatcher stopped; competing again"
-            );
+            ),
+            _ => {}
         }
         tokio::select! {
             () = tokio::time::sleep(ELECTION_RETRY) => {}

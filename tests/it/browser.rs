@@ -103,13 +103,24 @@ async fn click(browser: &Client, css: &str) -> Step {
 }
 
 async fn heading(browser: &Client) -> Result<String, String> {
-    let h1 = browser
-        .wait()
-        .at_most(BROWSER_WAIT)
-        .for_element(Locator::Css("h1"))
-        .await
-        .map_err(|e| fail("h1", e))?;
-    h1.text().await.map_err(|e| fail("h1 text", e))
+    // Right after a click the old page's `h1` can still be found and then go stale as the new
+    // page replaces it: find it again until its text reads.
+    let deadline = std::time::Instant::now() + BROWSER_WAIT;
+    loop {
+        let h1 = browser
+            .wait()
+            .at_most(BROWSER_WAIT)
+            .for_element(Locator::Css("h1"))
+            .await
+            .map_err(|e| fail("h1", e))?;
+        match h1.text().await {
+            Ok(text) => return Ok(text),
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(fail("h1 text", e)),
+        }
+    }
 }
 
 async fn expect_heading(browser: &Client, expected: &str) -> Step {

@@ -24,11 +24,12 @@ proptest! {
         let json = serde_json::to_vec(&first).unwrap();
         let mut carried: Ledger = serde_json::from_slice(&json).unwrap();
         prop_assert!(carried.is_consistent());
-        prop_assert_eq!(carried.read_models(), first.read_models());
+        // Money is not carried (see `Ledger`): the subscription side must be exact.
+        prop_assert_eq!(without_money(carried.read_models()), without_money(first.read_models()));
         for e in &events[cut..] {
             carried.apply(e).unwrap();
         }
-        prop_assert_eq!(carried.read_models(), whole.read_models());
+        prop_assert_eq!(without_money(carried.read_models()), without_money(whole.read_models()));
         for tenant in ["t0", "t1", "t2"] {
             prop_assert_eq!(carried.tenant_pricing(tenant), whole.tenant_pricing(tenant));
         }
@@ -54,4 +55,10 @@ fn a_ledger_whose_indexes_name_missing_objects_is_not_consistent() {
         let ledger: Ledger = serde_json::from_value(forged).unwrap();
         assert!(!ledger.is_consistent(), "{index}");
     }
+}
+
+/// The read models with the money side emptied: a carried ledger holds the subscription side.
+fn without_money(mut models: crate::ledger::ReadModels) -> crate::ledger::ReadModels {
+    models.money = Default::default();
+    models
 }
