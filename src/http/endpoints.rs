@@ -28,8 +28,10 @@ pub struct CreateEndpoint {
     pub url: String,
     /// Read models whose changes it receives (`tenant_pricing`, `entitlements`, ...); all when
     /// absent.
+    #[oai(nullable)]
     pub read_models: Option<Vec<String>>,
     /// Feed cursor to start after; the feed's current head (changes from now on) when absent.
+    #[oai(nullable)]
     pub after: Option<String>,
 }
 
@@ -38,6 +40,7 @@ pub struct CreateEndpoint {
 pub struct EndpointView {
     pub endpoint_id: Uuid,
     pub url: String,
+    #[oai(nullable)]
     pub read_models: Option<Vec<String>>,
     /// `api` or `config` (`LEDGER_WEBHOOK_ENDPOINTS`).
     pub source: String,
@@ -45,9 +48,12 @@ pub struct EndpointView {
     pub cursor: String,
     /// Failed attempts of the message after `cursor`.
     pub failed_attempts: i32,
+    #[oai(nullable)]
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// Set when the endpoint answered 410 or retries were exhausted; replay to enable it again.
+    #[oai(nullable)]
     pub disabled_at: Option<DateTime<Utc>>,
+    #[oai(nullable)]
     pub disabled_reason: Option<String>,
     pub created_at: DateTime<Utc>,
 }
@@ -108,8 +114,10 @@ pub struct AttemptView {
     pub message_id: String,
     pub attempted_at: DateTime<Utc>,
     /// The receiver's status; null when no answer came.
+    #[oai(nullable)]
     pub status_code: Option<i32>,
     pub duration_ms: i32,
+    #[oai(nullable)]
     pub error: Option<String>,
 }
 
@@ -117,6 +125,7 @@ pub struct AttemptView {
 #[derive(Debug, Object)]
 pub struct AttemptList {
     pub attempts: Vec<AttemptView>,
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
 }
 

@@ -37,14 +37,19 @@ pub struct ChangeView {
     pub read_model: String,
     /// The row's key in its read model (`tenant_id`, or `id`).
     pub key: String,
+    #[oai(nullable)]
     pub tenant_id: Option<String>,
     /// The row before the change (null when it was created) and after (null when deleted),
     /// with the read model's column names; times RFC 3339 UTC, money integer minor units.
+    #[oai(nullable)]
     pub before: Option<serde_json::Value>,
+    #[oai(nullable)]
     pub after: Option<serde_json::Value>,
     /// The event the row last took (for a deletion, before it).
+    #[oai(nullable)]
     pub event_id: Option<String>,
     /// That event's log position.
+    #[oai(nullable)]
     pub position: Option<i64>,
     /// `event` (the projector folded an event), `rebuild`, `plans_reload` or `grace_expired`.
     pub cause: String,

@@ -31,8 +31,10 @@ pub struct PlatformApi {
 pub struct TenantView {
     #[oai(flatten)]
     pub pricing: TenantPricingView,
+    #[oai(nullable)]
     pub plan: Option<String>,
     /// `full`, `grace` or `none`.
+    #[oai(nullable)]
     pub access: Option<String>,
 }
 
@@ -40,6 +42,7 @@ pub struct TenantView {
 #[derive(Debug, Object)]
 pub struct TenantList {
     pub tenants: Vec<TenantView>,
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
 }
 
@@ -48,6 +51,7 @@ pub struct TenantList {
 pub struct EntitlementView {
     pub tenant_id: String,
     /// The plan the tenant's price maps to; null when the price is in no plan.
+    #[oai(nullable)]
     pub plan: Option<String>,
     /// The plan's features while access is `full` or `grace`; empty otherwise.
     pub features: Vec<String>,
@@ -57,8 +61,11 @@ pub struct EntitlementView {
     /// (the price is in no plan of the plans file), `no_price`.
     pub reason: String,
     /// End of the grace period of a `past_due` subscription.
+    #[oai(nullable)]
     pub grace_until: Option<DateTime<Utc>>,
+    #[oai(nullable)]
     pub price_id: Option<String>,
+    #[oai(nullable)]
     pub status: Option<String>,
     pub last_event_id: String,
 }
