@@ -115,8 +115,12 @@ impl RevenueApi {
     async fn revenue(
         &self,
         _auth: TokenAuth,
-        #[oai(validator(pattern = r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])$"))] from: Query<String>,
-        #[oai(validator(pattern = r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])$"))] to: Query<String>,
+        #[oai(validator(pattern = r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])$"))] from: Query<
+            String,
+        >,
+        #[oai(validator(pattern = r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])$"))] to: Query<
+            String,
+        >,
         currency: Query<Option<String>>,
         tenant_id: Query<Option<String>>,
     ) -> Result<Json<RevenueList>, ApiError> {
@@ -149,7 +153,10 @@ impl RevenueApi {
     async fn movements(
         &self,
         _auth: TokenAuth,
-        #[oai(name = "month", validator(pattern = r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])$"))]
+        #[oai(
+            name = "month",
+            validator(pattern = r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])$")
+        )]
         month_text: Query<String>,
         currency: Query<Option<String>>,
         tenant_id: Query<Option<String>>,
