@@ -170,7 +170,7 @@ async fn tenant_page(
     after: &str,
     limit: i64,
 ) -> Result<Vec<TenantView>, ApiError> {
-    let client = state.pool.get().await?;
+    let client = state.read_pool().await?.get().await?;
     let statement = client
         .prepare_cached(
             "SELECT p.tenant_id, p.status, p.stripe_customer_id, p.stripe_subscription_id,
