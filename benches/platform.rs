@@ -73,22 +73,12 @@ fn event_body(id: &str, n: usize) -> String {
 /// Starts the service in this process; returns its base URL.
 async fn start_service(database_url: &str) -> String {
     let mut config = billing_ledger::config::Config {
-        database_url: database_url.into(),
-        listen: ([127, 0, 0, 1], 0).into(),
-        webhook_secrets: vec![WebhookSecret::parse(SECRET).unwrap()],
-        tolerance_secs: 300,
-        finance_tokens: vec![],
         admin_tokens: vec![TOKEN.into()],
-        max_body_bytes: 1 << 20,
-        livemode: false,
         instance_id: "bench".into(),
-        rebuild_stale: false,
-        reconcile: None,
-        connections: Default::default(),
-        console_session_key: None,
-        platform: Default::default(),
-        read_database_url: None,
-        read_fallback: billing_ledger::reads::ReadFallback::Primary,
+        ..billing_ledger::config::Config::local(
+            database_url,
+            vec![WebhookSecret::parse(SECRET).unwrap()],
+        )
     };
     config.platform.platform_tokens = vec![TOKEN.into()];
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

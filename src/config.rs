@@ -353,6 +353,33 @@ pub struct Config {
     pub platform: PlatformConfig,
 }
 
+impl Config {
+    /// A configuration with every optional setting at its default, for code that builds one
+    /// in-process (tests, benchmarks, the OpenAPI document): listening on `127.0.0.1:0` (the
+    /// caller passes its own listener to [`crate::run`]), no tokens, test mode, a fresh
+    /// instance ID. Set the rest with struct update syntax.
+    pub fn local(database_url: &str, webhook_secrets: Vec<WebhookSecret>) -> Config {
+        Config {
+            database_url: database_url.to_owned(),
+            listen: ([127, 0, 0, 1], 0).into(),
+            webhook_secrets,
+            tolerance_secs: TOLERANCE_SECS_DEFAULT,
+            finance_tokens: Vec::new(),
+            admin_tokens: Vec::new(),
+            max_body_bytes: BODY_BYTES_MAX_DEFAULT,
+            livemode: false,
+            instance_id: uuid::Uuid::new_v4().to_string(),
+            rebuild_stale: false,
+            read_database_url: None,
+            read_fallback: ReadFallback::Primary,
+            reconcile: None,
+            connections: ConnectionLimits::default(),
+            console_session_key: None,
+            platform: PlatformConfig::default(),
+        }
+    }
+}
+
 /// The platform's settings, checked. Its `Debug` shows neither tokens nor signing secrets.
 #[derive(Clone, Default)]
 pub struct PlatformConfig {

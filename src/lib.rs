@@ -176,22 +176,8 @@ pub fn openapi_yaml() -> String {
     // Building the service needs a state; nothing here connects to a database.
     let pool = db::pool(config::DATABASE_URL_DEFAULT).expect("the default URL parses");
     let config = Config {
-        database_url: String::new(),
-        listen: ([127, 0, 0, 1], 0).into(),
-        webhook_secrets: Vec::new(),
-        tolerance_secs: 0,
-        finance_tokens: Vec::new(),
-        admin_tokens: Vec::new(),
         max_body_bytes: 1,
-        livemode: false,
-        instance_id: String::new(),
-        rebuild_stale: false,
-        reconcile: None,
-        connections: Default::default(),
-        console_session_key: None,
-        platform: Default::default(),
-        read_database_url: None,
-        read_fallback: reads::ReadFallback::Primary,
+        ..Config::local("", Vec::new())
     };
     let state = Arc::new(http::AppState {
         appender: event_log::Appender::detached(),
