@@ -365,15 +365,7 @@ async fn metrics_count_outcomes_and_report_the_projection() {
         401
     );
     app.wait_projected().await;
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     for line in [
         "billing_ledger_webhooks_total{outcome=\"stored\"} 1",
         "billing_ledger_webhooks_total{outcome=\"duplicate\"} 1",

@@ -36,15 +36,7 @@ fn post(app: &TestApp, body: String) -> tokio::task::JoinHandle<(u16, Value)> {
 }
 
 async fn metric(app: &TestApp, line_start: &str) -> Option<String> {
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     text.lines()
         .find(|l| l.starts_with(line_start))
         .map(str::to_owned)

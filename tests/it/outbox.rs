@@ -164,15 +164,7 @@ async fn every_change_arrives_signed_and_in_order_through_failures() {
         "waited {:?}",
         retried.2 - failed.2
     );
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("billing_ledger_outgoing_webhook_attempts_total{result=\"failed\"} 6"),
         "{metrics}"
@@ -207,15 +199,7 @@ async fn a_410_disables_the_endpoint_until_a_replay() {
         1,
         "nothing more is sent to a disabled endpoint"
     );
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("billing_ledger_outgoing_webhook_endpoints_disabled 1"),
         "{metrics}"

@@ -198,28 +198,20 @@ pub struct TestApp {
 
 pub fn test_config(database_url: &str) -> Config {
     Config {
-        database_url: database_url.to_owned(),
-        listen: ([127, 0, 0, 1], 0).into(),
-        webhook_secrets: vec![
-            WebhookSecret::parse(SECRET).unwrap(),
-            WebhookSecret::parse(SECRET_OLD).unwrap(),
-        ],
-        tolerance_secs: 300,
         finance_tokens: vec![FINANCE_TOKEN.into()],
         admin_tokens: vec![ADMIN_TOKEN.into()],
         max_body_bytes: 64 * 1024,
-        livemode: false,
-        instance_id: uuid::Uuid::new_v4().to_string(),
-        rebuild_stale: false,
-        reconcile: None,
-        connections: Default::default(),
-        console_session_key: None,
         platform: billing_ledger::config::PlatformConfig {
             platform_tokens: vec![PLATFORM_TOKEN.into()],
             ..Default::default()
         },
-        read_database_url: None,
-        read_fallback: billing_ledger::reads::ReadFallback::Primary,
+        ..Config::local(
+            database_url,
+            vec![
+                WebhookSecret::parse(SECRET).unwrap(),
+                WebhookSecret::parse(SECRET_OLD).unwrap(),
+            ],
+        )
     }
 }
 
@@ -315,6 +307,13 @@ impl TestApp {
             .send()
             .await
             .unwrap()
+    }
+
+    /// The service's `/metrics` answer (Prometheus text).
+    pub async fn metrics(&self) -> String {
+        let response = self.http.get(self.url("/metrics")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
     }
 
     pub async fn get_json(&self, path: &str) -> Value {
