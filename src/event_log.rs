@@ -21,6 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use crate::store::{DeadlinePassed, StoreError};
+
 /// Most events committed in one transaction.
 pub const BATCH_EVENTS_MAX: usize = 128;
 /// Batches one instance has in flight at once, each on its own pooled connection. Measured
@@ -99,11 +101,15 @@ pub struct Appended {
     pub duplicate: bool,
 }
 
-/// Why an append was not acknowledged; the webhook answers 503 and Stripe retries.
+/// Why an append was not acknowledged; nothing was stored. The webhook answers 503 (500 for
+/// [`AppendError::Internal`]) and Stripe retries either way.
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
     #[error("the database is unavailable")]
     Unavailable(#[source] anyhow::Error),
+    /// The append failed for a reason of our own (a bug); nothing was stored.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
     #[error("the append did not commit within {0:?}")]
     Timeout(Duration),
     #[error("too many appends are waiting")]
@@ -114,7 +120,7 @@ struct Request {
     delivery: Delivery,
     /// When the webhook answers 503 if this request has not been answered.
     deadline: Instant,
-    reply: oneshot::Sender<Result<Appended, String>>,
+    reply: oneshot::Sender<Result<Appended, BatchFailure>>,
 }
 
 /// A handle to this instance's writer task. Cloning is cheap.
@@ -152,7 +158,14 @@ impl Appender {
         match tokio::time::timeout(APPEND_TIMEOUT, answer).await {
             Err(_) => Err(AppendError::Timeout(APPEND_TIMEOUT)),
             Ok(Err(_)) => Err(AppendError::Unavailable(anyhow::anyhow!("writer stopped"))),
-            Ok(Ok(result)) => result.map_err(|e| AppendError::Unavailable(anyhow::anyhow!(e))),
+            Ok(Ok(result)) => result.map_err(|failure| {
+                let cause = anyhow::anyhow!(failure.message);
+                if failure.unavailable {
+                    AppendError::Unavailable(cause)
+                } else {
+                    AppendError::Internal(cause)
+                }
+            }),
         }
     }
 }
@@ -198,12 +211,25 @@ async fn write_batch(pool: &Pool, mut batch: Vec<Request>) {
         }
         Err(error) => {
             let message = format!("{error:#}");
-            tracing::warn!(error = %message, events = batch.len(), "append batch failed");
+            let unavailable = StoreError::classify(error).is_unavailable();
+            tracing::warn!(error = %message, events = batch.len(), unavailable, "append batch failed");
+            let failure = BatchFailure {
+                message,
+                unavailable,
+            };
             for request in batch {
-                let _ = request.reply.send(Err(message.clone()));
+                let _ = request.reply.send(Err(failure.clone()));
             }
         }
     }
+}
+
+/// Why a batch failed, as told to each of its requests: the cause, and whether the database
+/// was unavailable ([`StoreError::classify`]) rather than our own code at fault.
+#[derive(Debug, Clone)]
+struct BatchFailure {
+    message: String,
+    unavailable: bool,
 }
 
 /// Appends deliveries in one transaction, in order; returns one answer per delivery.
@@ -277,10 +303,9 @@ fn time_left(deadline: Option<Instant>) -> anyhow::Result<Option<Duration>> {
     let left = deadline
         .saturating_duration_since(Instant::now())
         .saturating_sub(COMMIT_MARGIN);
-    anyhow::ensure!(
-        !left.is_zero(),
-        "the answer deadline passed before the append started"
-    );
+    if left.is_zero() {
+        return Err(DeadlinePassed("the answer deadline passed before the append started").into());
+    }
     Ok(Some(left))
 }
 

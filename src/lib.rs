@@ -34,6 +34,7 @@ pub mod reads;
 pub mod reconcile;
 pub mod revenue;
 pub mod signature;
+pub mod store;
 pub mod stripe;
 pub mod timeline;
 

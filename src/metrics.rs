@@ -84,6 +84,8 @@ pub enum WebhookOutcome {
     /// The body could not be read (a broken chunked encoding, a connection ended mid-body).
     Unreadable,
     Unavailable,
+    /// Not stored because of an error of our own (500).
+    Internal,
 }
 
 impl WebhookOutcome {
@@ -97,6 +99,7 @@ impl WebhookOutcome {
             WebhookOutcome::TooSlow => "too_slow",
             WebhookOutcome::Unreadable => "unreadable",
             WebhookOutcome::Unavailable => "unavailable",
+            WebhookOutcome::Internal => "internal",
         }
     }
 }

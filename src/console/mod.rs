@@ -96,6 +96,8 @@ pub enum PageError {
     Conflict(String),
     /// The database is unavailable (503).
     Unavailable,
+    /// An error of our own (500); logged by the API's mapping.
+    Internal,
 }
 
 impl From<ApiError> for PageError {
@@ -107,11 +109,12 @@ impl From<ApiError> for PageError {
             ApiError::NotFound(body) => PageError::NotFound(body.0.error),
             ApiError::Conflict(body) => PageError::Conflict(body.0.error),
             ApiError::Unavailable(_) => PageError::Unavailable,
+            ApiError::Internal(_) => PageError::Internal,
         }
     }
 }
 
-/// Database errors of the console's own queries: logged by the API's mapping, answered 503.
+/// Errors of the console's own queries: classified and logged by the API's mapping.
 impl From<anyhow::Error> for PageError {
     fn from(error: anyhow::Error) -> PageError {
         PageError::from(ApiError::from(error))
@@ -145,6 +148,11 @@ pub fn respond(result: Result<Response, PageError>) -> Response {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Unavailable",
                 "the database is unavailable; retry later".into(),
+            ),
+            PageError::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal error",
+                "internal error; it has been logged".into(),
             ),
         };
         html(status, layout::error_page(title, &message))

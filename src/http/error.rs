@@ -12,6 +12,7 @@ use poem_openapi::{ApiResponse, Object};
 use std::sync::Arc;
 
 use super::routes::RouteTable;
+use crate::store::StoreError;
 
 /// The body of every error answer.
 #[derive(Debug, Clone, Object)]
@@ -43,6 +44,9 @@ pub enum ApiError {
     /// The request conflicts with work in progress (a rebuild already running).
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
+    /// An error of our own (a bug): the body says nothing internal; the cause is logged.
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
     /// The database is unavailable or too slow; retry later.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
@@ -69,35 +73,39 @@ impl ApiError {
     }
 }
 
-/// Why PostgreSQL refused a parameter the client sent, when it did: a NUL character in text
-/// (SQLSTATE 22021 or 22P05) or a time outside `timestamptz`'s range, 4713 BC to 294276 AD
-/// (22008). The client's input, not an outage.
-fn refused_parameter(error: &tokio_postgres::Error) -> Option<&'static str> {
-    use tokio_postgres::error::SqlState;
-    let code = error.code()?;
-    if code == &SqlState::CHARACTER_NOT_IN_REPERTOIRE || code == &SqlState::UNTRANSLATABLE_CHARACTER
-    {
-        Some("parameters must not contain NUL characters")
-    } else if code == &SqlState::DATETIME_FIELD_OVERFLOW {
-        Some("times must lie between 4713 BC and 294276 AD (PostgreSQL's timestamp range)")
-    } else {
-        None
+/// The one mapping of storage failures to HTTP ([`StoreError`] says whose fault it is):
+/// unavailable 503 (clients and Stripe retry), refused input 400, conflict 409, our own fault
+/// 500. The cause chain is logged once, here, for 503, 409 and 500; the body never repeats it.
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> ApiError {
+        match error {
+            StoreError::Refused(message) => ApiError::bad_request(message),
+            StoreError::Unavailable(cause) => {
+                tracing::error!(
+                    error = format!("{cause:#}"),
+                    "request failed: database unavailable"
+                );
+                ApiError::Unavailable(body("the database is unavailable; retry later"))
+            }
+            StoreError::Conflict(cause) => {
+                tracing::warn!(error = format!("{cause:#}"), "request refused: conflict");
+                ApiError::Conflict(body("the request conflicts with stored data; retry"))
+            }
+            StoreError::Internal(cause) => {
+                tracing::error!(
+                    error = format!("{cause:#}"),
+                    "request failed: internal error"
+                );
+                ApiError::Internal(body("internal error"))
+            }
+        }
     }
 }
 
-/// Database and other operating errors: logged with their cause chain, answered 503 so clients
-/// (and Stripe) retry. A parameter PostgreSQL refuses is a 400.
+/// Any other error reaching a handler: classified by its cause chain ([`StoreError::classify`]).
 impl From<anyhow::Error> for ApiError {
     fn from(error: anyhow::Error) -> ApiError {
-        let refused = error
-            .chain()
-            .filter_map(|cause| cause.downcast_ref::<tokio_postgres::Error>())
-            .find_map(refused_parameter);
-        if let Some(message) = refused {
-            return ApiError::bad_request(message);
-        }
-        tracing::error!(error = format!("{error:#}"), "request failed");
-        ApiError::Unavailable(body("the database is unavailable; retry later"))
+        ApiError::from(StoreError::classify(error))
     }
 }
 

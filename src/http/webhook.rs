@@ -128,6 +128,10 @@ pub enum WebhookResponse {
     /// The body is larger than `LEDGER_MAX_BODY_BYTES`.
     #[oai(status = 413)]
     TooLarge(Json<ErrorBody>),
+    /// Nothing was stored because of an error of our own (a bug, logged with its cause);
+    /// the body says nothing internal. Stripe will retry.
+    #[oai(status = 500)]
+    Internal(Json<ErrorBody>),
     /// Nothing was stored (database unavailable or too slow); Stripe will retry.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
@@ -233,6 +237,12 @@ impl WebhookApi {
                     event_id,
                     duplicate: appended.duplicate,
                 }))
+            }
+            Err(AppendError::Internal(cause)) => {
+                state.metrics.webhook(WebhookOutcome::Internal);
+                tracing::error!(stripe.event_id = %event_id, webhook.outcome = "internal",
+                    error = format!("{cause:#}"), "webhook not stored: internal error");
+                WebhookResponse::Internal(body("event not stored (internal error); retry later"))
             }
             Err(error) => {
                 state.metrics.webhook(WebhookOutcome::Unavailable);

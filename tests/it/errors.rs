@@ -178,3 +178,82 @@ async fn requests_the_parser_refuses_get_json_bodies_too() {
     .await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+/// Issue 10, errors by layer: what is our fault answers 500 with a body that says nothing
+/// internal and logs the cause once; an unavailable database still answers 503 (retry). The
+/// fault is forced by dropping what our SQL relies on, a table for a read route and the append
+/// function for the webhook: PostgreSQL answers "does not exist" (SQLSTATE 42P01, 42883),
+/// which no retry can fix.
+#[tokio::test]
+async fn our_own_faults_answer_500_and_log_the_cause_while_an_outage_answers_503() {
+    use crate::process::ServeProcess;
+    use crate::support::{cut_connections, signature_now, TestDb};
+    let db = TestDb::new().await;
+    let process = ServeProcess::start(&db.url, &[("LEDGER_FINANCE_TOKENS", FINANCE_TOKEN)]).await;
+    let http = reqwest::Client::new();
+    let sessions = || {
+        http.get(process.url("/api/billing/checkout-sessions?tenant_id=tenant-acme"))
+            .bearer_auth(FINANCE_TOKEN)
+            .send()
+    };
+    assert_eq!(sessions().await.unwrap().status(), 200);
+
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "DROP TABLE checkout_sessions CASCADE;
+             DROP FUNCTION ledger_append CASCADE;",
+        )
+        .await
+        .unwrap();
+    let (status, error) = error_of(sessions().await.unwrap()).await;
+    assert_eq!((status, error.as_str()), (500, "internal error"));
+
+    let event = serde_json::json!({
+        "id": "evt_internal_fault", "object": "event", "type": "customer.created",
+        "created": 1_700_000_000, "livemode": false,
+        "data": {"object": {"id": "cus_internal_fault", "object": "customer"}},
+    })
+    .to_string();
+    let webhook = http
+        .post(process.url("/api/billing/webhook"))
+        .header("stripe-signature", signature_now(event.as_bytes()))
+        .body(event.clone())
+        .send()
+        .await
+        .unwrap();
+    let (status, error) = error_of(webhook).await;
+    assert_eq!(status, 500);
+    assert!(!error.contains("ledger_append"), "{error}");
+    assert_eq!(
+        db.count("SELECT count(*) FROM events").await,
+        0,
+        "nothing stored for the 500"
+    );
+
+    cut_connections(&db.name, false).await;
+    let (status, _) = error_of(sessions().await.unwrap()).await;
+    assert_eq!(status, 503, "an outage is not our fault: retry later");
+    cut_connections(&db.name, true).await;
+
+    let (_, log) = process.terminate();
+    let internal: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("internal error"))
+        .collect();
+    assert!(
+        internal.iter().any(
+            |l| l.contains(r#"relation \"checkout_sessions\" does not exist"#)
+                || l.contains(r#"relation "checkout_sessions" does not exist"#)
+        ),
+        "the read route's cause is logged: {log}"
+    );
+    assert!(
+        internal.iter().any(|l| l.contains("ledger_append")),
+        "the webhook's cause is logged: {log}"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("database unavailable")),
+        "the outage is logged as such: {log}"
+    );
+}
