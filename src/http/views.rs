@@ -287,6 +287,9 @@ pub struct TenantPricingView {
     pub stripe_subscription_id: String,
     #[oai(nullable)]
     pub price_id: Option<String>,
+    /// The Stripe product of `price_id` (the plans file may map it).
+    #[oai(nullable)]
+    pub product_id: Option<String>,
     #[oai(nullable)]
     pub quantity: Option<i64>,
     #[oai(nullable)]
@@ -322,6 +325,7 @@ impl TenantPricingView {
             last_event_id: row.get(11),
             updated_at: row.get(12),
             resolved_by: row.get(13),
+            product_id: row.get(14),
         }
     }
 }
@@ -336,6 +340,7 @@ impl TenantPricingView {
             stripe_customer_id: row.stripe_customer_id.clone(),
             stripe_subscription_id: row.stripe_subscription_id.clone(),
             price_id: row.price_id.clone(),
+            product_id: row.product_id.clone(),
             quantity: row.quantity,
             current_period_end: time(row.current_period_end),
             cancel_at_period_end: row.cancel_at_period_end,
@@ -556,6 +561,19 @@ pub struct UnresolvedView {
     pub event_type: String,
     pub created: DateTime<Utc>,
     pub position: i64,
+    /// The object whose link to a tenant is missing: the subscription itself; for a Checkout
+    /// Session its customer, else its subscription (else the session, which no admin link
+    /// covers).
+    pub missing_link: MissingLink,
+}
+
+/// An object whose tenant is not known.
+#[derive(Debug, Object)]
+pub struct MissingLink {
+    /// `customer`, `subscription` or `checkout_session`.
+    pub object: String,
+    /// Its Stripe ID.
+    pub id: String,
 }
 
 impl UnresolvedView {
@@ -566,6 +584,10 @@ impl UnresolvedView {
             event_type: row.get(2),
             created: row.get(3),
             position: row.get(4),
+            missing_link: MissingLink {
+                object: row.get(5),
+                id: row.get(6),
+            },
         }
     }
 }
