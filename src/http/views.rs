@@ -391,7 +391,8 @@ pub struct HistoryEntry {
 #[derive(Debug, Clone, PartialEq, Object)]
 pub struct FieldChange {
     pub field: String,
-    /// The value before the event (JSON as in `state`; null when it had none).
+    /// The value before the event (JSON exactly as in `state`, times with `+00:00`; null when
+    /// it had none).
     pub before: serde_json::Value,
     /// The value after the event (JSON as in `state`; null when it has none).
     pub after: serde_json::Value,
@@ -405,8 +406,12 @@ impl FieldChange {
         before: Option<&TenantPricingView>,
         after: Option<&TenantPricingView>,
     ) -> Vec<FieldChange> {
-        let as_map = |row: Option<&TenantPricingView>| match row.map(serde_json::to_value) {
-            Some(Ok(serde_json::Value::Object(map))) => map,
+        // Rendered as the API renders `state` (times RFC 3339 with `+00:00`, as every other
+        // time the API answers), not by serde's `Z` form.
+        let as_map = |row: Option<&TenantPricingView>| match row
+            .and_then(poem_openapi::types::ToJSON::to_json)
+        {
+            Some(serde_json::Value::Object(map)) => map,
             _ => serde_json::Map::new(),
         };
         let (before, after) = (as_map(before), as_map(after));
