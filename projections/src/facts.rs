@@ -47,6 +47,16 @@ impl std::error::Error for FoldError {}
 /// "actor": "..."}`; the fold reads `id` and `tenant_id`.
 pub const TENANT_LINK_EVENT_TYPE: &str = "ledger.tenant_link.created";
 
+/// The ID prefix of the ledger's own events: never one Stripe makes (Stripe's event IDs are
+/// `evt_` and letters and digits only).
+pub const LEDGER_EVENT_ID_PREFIX: &str = "evt_ledger_";
+
+/// Whether an event claims to be one of the ledger's own (its ID or its `ledger.` type): the
+/// webhook refuses those, so only the admin API makes them.
+pub fn is_ledger_own(event_id: &str, event_type: &str) -> bool {
+    event_id.starts_with(LEDGER_EVENT_ID_PREFIX) || event_type.starts_with("ledger.")
+}
+
 /// The object an admin link ties to a tenant, told by its ID's prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkedObject {

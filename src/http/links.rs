@@ -22,14 +22,13 @@ use chrono::Utc;
 use deadpool_postgres::Object as Client;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
-use projections::facts::{LinkedObject, TENANT_ID_BYTES_MAX, TENANT_LINK_EVENT_TYPE};
+use projections::facts::{
+    LinkedObject, LEDGER_EVENT_ID_PREFIX, TENANT_ID_BYTES_MAX, TENANT_LINK_EVENT_TYPE,
+};
 use projections::Event;
 use serde_json::json;
 use std::sync::Arc;
 
-/// The ID prefix of the ledger's own events: never one Stripe makes (Stripe's are `evt_` and
-/// letters and digits only).
-pub const LEDGER_EVENT_ID_PREFIX: &str = "evt_ledger_";
 /// Longest `reason`, bytes.
 pub const REASON_BYTES_MAX: usize = 1_000;
 

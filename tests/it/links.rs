@@ -177,6 +177,16 @@ async fn an_admin_link_outranks_stripes_and_bad_input_is_refused() {
             "{answer}"
         );
     }
+    // A signed webhook cannot pose as the ledger's own event.
+    let mut forged = sub.clone();
+    forged["id"] = "evt_ledger_forged".into();
+    let response = app.post_event(forged.to_string().as_bytes()).await;
+    assert_eq!(response.status(), 400);
+    forged["id"] = "evt_forged".into();
+    forged["type"] = "ledger.tenant_link.created".into();
+    let response = app.post_event(forged.to_string().as_bytes()).await;
+    assert_eq!(response.status(), 400);
+
     let (status, _) = link(&app, ADMIN_TOKEN, body).await;
     assert_eq!(status, 201);
     app.wait_projected().await;
