@@ -48,6 +48,8 @@ pub enum Source {
     /// Fetched from Stripe's Events API with the account's key (`billing-ledger reconcile`),
     /// not signature-verified.
     Reconcile,
+    /// An event of the ledger's own made by an admin (a tenant link, `src/http/links.rs`).
+    Admin,
 }
 
 impl Source {
@@ -56,6 +58,7 @@ impl Source {
             Source::Webhook => "webhook",
             Source::Import => "import",
             Source::Reconcile => "reconcile",
+            Source::Admin => "admin",
         }
     }
 }

@@ -189,6 +189,7 @@ async fn write_tenant_pricing(tx: &Transaction<'_>, changes: &Changes) -> anyhow
         .map(|r| r.stripe_subscription_id.as_str())
         .collect();
     let price: Vec<Option<&str>> = rows.iter().map(|r| r.price_id.as_deref()).collect();
+    let product: Vec<Option<&str>> = rows.iter().map(|r| r.product_id.as_deref()).collect();
     let quantity: Vec<Option<i64>> = rows.iter().map(|r| r.quantity).collect();
     let period_end: Vec<_> = rows
         .iter()
@@ -206,10 +207,12 @@ async fn write_tenant_pricing(tx: &Transaction<'_>, changes: &Changes) -> anyhow
     let resolved_by: Vec<&str> = rows.iter().map(|r| r.resolved_by.as_str()).collect();
     tx.execute(&tx.prepare_cached("INSERT INTO tenant_pricing (tenant_id, status, stripe_customer_id, stripe_subscription_id,
              price_id, quantity, current_period_end, cancel_at_period_end, canceled_at,
-             last_payment_failed_at, last_paid_at, last_event_id, updated_at, resolved_by)
+             last_payment_failed_at, last_paid_at, last_event_id, updated_at, resolved_by,
+             product_id)
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
              $6::bigint[], $7::timestamptz[], $8::boolean[], $9::timestamptz[],
-             $10::timestamptz[], $11::timestamptz[], $12::text[], $13::timestamptz[], $14::text[])
+             $10::timestamptz[], $11::timestamptz[], $12::text[], $13::timestamptz[], $14::text[],
+             $15::text[])
          ON CONFLICT (tenant_id) DO UPDATE SET status = excluded.status,
              stripe_customer_id = excluded.stripe_customer_id,
              stripe_subscription_id = excluded.stripe_subscription_id,
@@ -219,7 +222,8 @@ async fn write_tenant_pricing(tx: &Transaction<'_>, changes: &Changes) -> anyhow
              canceled_at = excluded.canceled_at,
              last_payment_failed_at = excluded.last_payment_failed_at,
              last_paid_at = excluded.last_paid_at, last_event_id = excluded.last_event_id,
-             updated_at = excluded.updated_at, resolved_by = excluded.resolved_by").await?,
+             updated_at = excluded.updated_at, resolved_by = excluded.resolved_by,
+             product_id = excluded.product_id").await?,
         &[
             &tenant_id,
             &status,
@@ -235,6 +239,7 @@ async fn write_tenant_pricing(tx: &Transaction<'_>, changes: &Changes) -> anyhow
             &last_event,
             &updated_at,
             &resolved_by,
+            &product,
         ],
     )
     .await?;

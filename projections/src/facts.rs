@@ -14,6 +14,8 @@
 //!   the earliest end is when the next invoice falls, so access is never overstated).
 //! - Price and quantity: the first item's `price.id` (or `plan.id` on old versions) and
 //!   `quantity`, else the top-level `plan.id` / `quantity`.
+//! - Product: the same price's `product` (`price.product`, or `plan.product` on old versions), a
+//!   string or an expanded object with an `id`.
 //! - Invoice paid: `paid` (removed in basil), else `status == "paid"`.
 
 use crate::envelope::Event;
@@ -39,6 +41,58 @@ impl fmt::Display for FoldError {
 
 impl std::error::Error for FoldError {}
 
+/// The type of the ledger's own event that records an admin's tenant link
+/// (`POST /api/billing/admin/tenant-links`). Its `data.object` is
+/// `{"id": "cus_...|sub_...", "object": "ledger.tenant_link", "tenant_id": "...", "reason": "...",
+/// "actor": "..."}`; the fold reads `id` and `tenant_id`.
+pub const TENANT_LINK_EVENT_TYPE: &str = "ledger.tenant_link.created";
+
+/// The ID prefix of the ledger's own events: never one Stripe makes (Stripe's event IDs are
+/// `evt_` and letters and digits only).
+pub const LEDGER_EVENT_ID_PREFIX: &str = "evt_ledger_";
+
+/// Whether an event claims to be one of the ledger's own (its ID or its `ledger.` type): the
+/// webhook refuses those, so only the admin API makes them.
+pub fn is_ledger_own(event_id: &str, event_type: &str) -> bool {
+    event_id.starts_with(LEDGER_EVENT_ID_PREFIX) || event_type.starts_with("ledger.")
+}
+
+/// The object an admin link ties to a tenant, told by its ID's prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkedObject {
+    /// `cus_...`
+    Customer(String),
+    /// `sub_...`
+    Subscription(String),
+}
+
+impl LinkedObject {
+    /// The object an ID names, when an admin may link it (a customer or a subscription).
+    pub fn parse(id: &str) -> Option<LinkedObject> {
+        let linkable = |prefix: &str| {
+            id.strip_prefix(prefix).is_some_and(|rest| {
+                !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            })
+        };
+        if id.len() > OBJECT_ID_BYTES_MAX {
+            None
+        } else if linkable("cus_") {
+            Some(LinkedObject::Customer(id.to_owned()))
+        } else if linkable("sub_") {
+            Some(LinkedObject::Subscription(id.to_owned()))
+        } else {
+            None
+        }
+    }
+
+    /// The object's ID.
+    pub fn id(&self) -> &str {
+        match self {
+            LinkedObject::Customer(id) | LinkedObject::Subscription(id) => id,
+        }
+    }
+}
+
 /// A tenant claimed by an event, with the rule that found it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct TenantClaim {
@@ -52,6 +106,10 @@ pub struct SubscriptionSnapshot {
     pub status: Status,
     pub customer_id: Option<String>,
     pub price_id: Option<String>,
+    /// The product of `price_id` (`price.product`, or `plan.product` on old API versions).
+    /// Defaulted when absent so ledgers serialized before it was read still load.
+    #[serde(default)]
+    pub product_id: Option<String>,
     pub quantity: Option<i64>,
     pub current_period_end: Option<i64>,
     pub cancel_at_period_end: bool,
@@ -161,6 +219,12 @@ pub enum Fact {
         snapshot: CustomerSnapshot,
         tenant: Option<TenantClaim>,
     },
+    /// An admin's link of a customer or subscription to a tenant (an event of the ledger's
+    /// own, [`TENANT_LINK_EVENT_TYPE`]); the claim's rule is [`ResolvedBy::AdminLink`].
+    TenantLink {
+        object: LinkedObject,
+        tenant: TenantClaim,
+    },
     /// A type the fold does not handle, or an event with nothing to fold (an invoice with no
     /// subscription). Stored in the log, ignored here.
     Ignored,
@@ -176,6 +240,7 @@ pub(crate) fn reads_field(key: &str) -> bool {
             | "items"
             | "price"
             | "plan"
+            | "product"
             | "quantity"
             | "customer"
             | "current_period_end"
@@ -238,6 +303,7 @@ fn check_storable(fact: &Fact) -> Result<(), String> {
             Some(id),
             snapshot.customer_id.as_ref(),
             snapshot.price_id.as_ref(),
+            snapshot.product_id.as_ref(),
         ]),
         Fact::Invoice(f) => storable_ids([Some(&f.subscription_id), f.customer_id.as_ref()]),
         Fact::Session { id, snapshot, .. } => {
@@ -265,6 +331,7 @@ fn check_storable(fact: &Fact) -> Result<(), String> {
             }
             crate::money::check_storable(money)
         }
+        Fact::TenantLink { object, .. } => storable_ids([Some(&object.id().to_owned())]),
         Fact::Ignored => Ok(()),
     }
 }
@@ -316,6 +383,20 @@ fn read_fact(event: &Event) -> Result<Fact, FoldError> {
                 snapshot,
                 tenant,
             }
+        }
+        TENANT_LINK_EVENT_TYPE => {
+            let id = required_id(object, "id").map_err(fail)?;
+            let object = LinkedObject::parse(&id).ok_or_else(|| {
+                fail(format!(
+                    "a tenant link's object {id:?} is not a customer or a subscription"
+                ))
+            })?;
+            let tenant = tenant_claim(object_tenant(&event.object), ResolvedBy::AdminLink)
+                .map_err(fail)?
+                .ok_or_else(|| {
+                    fail("a tenant link's `tenant_id` must be a non-empty string".into())
+                })?;
+            Fact::TenantLink { object, tenant }
         }
         "invoice.payment_failed" | "invoice.paid" | "invoice.payment_succeeded" => {
             match invoice_fact(event).map_err(fail)? {
@@ -375,9 +456,12 @@ fn subscription_snapshot(object: &Value) -> Result<SubscriptionSnapshot, String>
         _ => return Err("subscription `status` must be a string".into()),
     };
     let first_item = object.pointer("/items/data/0");
-    let price_id = first_item
-        .and_then(|item| id_at(item, "price").or_else(|| id_at(item, "plan")))
-        .or_else(|| id_at(object, "plan"));
+    // The price object the price ID came from, so its product is the same price's.
+    let price = first_item
+        .and_then(|item| price_object(item, "price").or_else(|| price_object(item, "plan")))
+        .or_else(|| price_object(object, "plan"));
+    let price_id = price.and_then(id_of);
+    let product_id = price.and_then(|p| id_at(p, "product"));
     let quantity = match first_item.and_then(|item| item.get("quantity")) {
         Some(q) if !q.is_null() => Some(q),
         _ => object.get("quantity").filter(|q| !q.is_null()),
@@ -393,6 +477,7 @@ fn subscription_snapshot(object: &Value) -> Result<SubscriptionSnapshot, String>
         status,
         customer_id: id_at(object, "customer"),
         price_id,
+        product_id,
         quantity,
         current_period_end: period_end(object)?,
         cancel_at_period_end: object
@@ -507,6 +592,11 @@ pub(crate) fn id_of(value: &Value) -> Option<String> {
     }
 }
 
+/// `object[field]` when it holds an ID (a string or an object with an `id`).
+fn price_object<'v>(object: &'v Value, field: &str) -> Option<&'v Value> {
+    object.get(field).filter(|v| id_of(v).is_some())
+}
+
 pub(crate) fn id_at(object: &Value, field: &str) -> Option<String> {
     object.get(field).and_then(id_of)
 }
@@ -565,6 +655,10 @@ fn tenant_claim(
         tenant_id: raw.to_owned(),
         resolved_by,
     }))
+}
+
+fn object_tenant(object: &Value) -> Option<&Value> {
+    object.get("tenant_id")
 }
 
 pub(crate) fn tenant_in(

@@ -12,7 +12,7 @@
 use crate::envelope::Event;
 use crate::facts::{
     self, BillingReason, CustomerSnapshot, Fact, FoldError, InvoiceFact, InvoiceOutcome,
-    SessionSnapshot, SubscriptionSnapshot, TenantClaim,
+    LinkedObject, SessionSnapshot, SubscriptionSnapshot, TenantClaim,
 };
 use crate::model::{
     CheckoutSession, Customer, ResolvedBy, SessionStatus, Status, TenantPricing, Unresolved,
@@ -155,11 +155,24 @@ struct SubscriptionState {
     been_live: bool,
     customer_id: Option<Versioned<String>>,
     tenant: Option<Versioned<TenantClaim>>,
+    /// The earliest admin link of this subscription ([`ResolvedBy::AdminLink`]); outranks
+    /// `tenant` and every link learned from Stripe.
+    #[serde(default)]
+    admin_tenant: Option<Versioned<TenantClaim>>,
     last_payment_failed_at: Option<i64>,
     last_paid_at: Option<i64>,
     last_event: Option<Version>,
     /// Events folded while the tenant was unknown; emptied once it is known.
     pending: BTreeSet<Unresolved>,
+}
+
+impl CustomerState {
+    /// The customer's own tenant: its admin link, else the earliest claim from Stripe.
+    fn own_tenant(&self) -> Option<TenantClaim> {
+        (self.admin_tenant.as_ref())
+            .or(self.tenant.as_ref())
+            .map(|claim| claim.value.clone())
+    }
 }
 
 impl SubscriptionState {
@@ -214,6 +227,9 @@ struct SessionState {
 struct CustomerState {
     snapshot: Option<Versioned<CustomerSnapshot>>,
     tenant: Option<Versioned<TenantClaim>>,
+    /// The earliest admin link of this customer ([`ResolvedBy::AdminLink`]); outranks `tenant`.
+    #[serde(default)]
+    admin_tenant: Option<Versioned<TenantClaim>>,
     last_event: Option<Version>,
     /// Events not yet attributed to a tenant (customers are not listed as unresolved).
     pending: BTreeSet<Unresolved>,
@@ -380,6 +396,7 @@ impl Ledger {
                 snapshot,
                 tenant,
             } => self.fold_customer(event, id, snapshot, tenant),
+            Fact::TenantLink { object, tenant } => self.fold_tenant_link(event, object, tenant),
             Fact::Money { money, invoice } => {
                 if let Some(invoice) = invoice {
                     self.fold_invoice(event, invoice);
@@ -405,9 +422,7 @@ impl Ledger {
             let tenant = match kind {
                 ObjectKind::Subscription => self.subscription_tenant(&self.subscriptions[&id]),
                 ObjectKind::Session => self.session_tenant(&self.sessions[&id]),
-                ObjectKind::Customer => {
-                    self.customers[&id].tenant.as_ref().map(|t| t.value.clone())
-                }
+                ObjectKind::Customer => self.customers[&id].own_tenant(),
             };
             let Some(tenant) = tenant else { continue };
             let pending = match kind {
@@ -551,6 +566,42 @@ impl Ledger {
         }
     }
 
+    /// Folds an admin's tenant link. Among several links of one object the earliest (by
+    /// [`Version`]) stands, as for claims from Stripe, so the order they are folded in does not
+    /// matter. The link event itself is attributed to the tenant (it shows in its history).
+    fn fold_tenant_link(&mut self, event: &Head, object: LinkedObject, claim: TenantClaim) {
+        let version = Version::of(event, 0);
+        match object {
+            LinkedObject::Customer(id) => {
+                let state = self.customers.entry(id.clone()).or_default();
+                keep_latest_version(&mut state.last_event, &version);
+                state.pending.insert(unresolved(event, &id));
+                let changed = keep_least(&mut state.admin_tenant, version, claim);
+                self.render.touched.push((ObjectKind::Customer, id.clone()));
+                mark(&mut self.render.customers, &id);
+                if changed {
+                    let subs = self.subscriptions_by_customer.get(&id);
+                    self.render
+                        .subscriptions
+                        .extend(subs.into_iter().flatten().cloned());
+                    let sessions = self.sessions_by_customer.get(&id);
+                    self.render
+                        .sessions
+                        .extend(sessions.into_iter().flatten().cloned());
+                }
+            }
+            LinkedObject::Subscription(id) => {
+                let state = self.subscription(&id, event);
+                if keep_least(&mut state.admin_tenant, version, claim) {
+                    let sessions = self.sessions_by_subscription.get(&id);
+                    self.render
+                        .sessions
+                        .extend(sessions.into_iter().flatten().cloned());
+                }
+            }
+        }
+    }
+
     /// The subscription's state, created if new, with the event recorded against it.
     fn subscription(&mut self, id: &str, event: &Head) -> &mut SubscriptionState {
         mark(&mut self.render.subscriptions, id);
@@ -622,24 +673,52 @@ impl Ledger {
         }
     }
 
+    /// The tenant reached through a customer: its admin link (rule `admin_link`), else its
+    /// earliest claim from Stripe (rule `customer_link`).
     fn customer_tenant(&self, customer_id: Option<&str>) -> Option<TenantClaim> {
-        let claim = self.customers.get(customer_id?)?.tenant.as_ref()?;
+        let state = self.customers.get(customer_id?)?;
+        if let Some(admin) = &state.admin_tenant {
+            return Some(admin.value.clone());
+        }
+        let claim = state.tenant.as_ref()?;
         Some(TenantClaim {
             tenant_id: claim.value.tenant_id.clone(),
             resolved_by: ResolvedBy::CustomerLink,
         })
     }
 
-    /// A subscription's tenant: claimed for it directly, else its customer's.
+    /// The admin link of a customer, if any.
+    fn customer_admin_tenant(&self, customer_id: Option<&str>) -> Option<TenantClaim> {
+        let admin = self.customers.get(customer_id?)?.admin_tenant.as_ref()?;
+        Some(admin.value.clone())
+    }
+
+    /// The admin link in force for a subscription: its own, else its customer's.
+    fn subscription_admin_tenant(&self, state: &SubscriptionState) -> Option<TenantClaim> {
+        if let Some(admin) = &state.admin_tenant {
+            return Some(admin.value.clone());
+        }
+        self.customer_admin_tenant(state.customer_id.as_ref().map(|c| c.value.as_str()))
+    }
+
+    /// A subscription's tenant: an admin link (its own, else its customer's), else claimed for
+    /// it directly, else its customer's.
     fn subscription_tenant(&self, state: &SubscriptionState) -> Option<TenantClaim> {
+        if let Some(admin) = self.subscription_admin_tenant(state) {
+            return Some(admin);
+        }
         if let Some(claim) = &state.tenant {
             return Some(claim.value.clone());
         }
         self.customer_tenant(state.customer_id.as_ref().map(|c| c.value.as_str()))
     }
 
-    /// A session's tenant: claimed by it, else its customer's, else its subscription's.
+    /// A session's tenant: an admin link of its customer or subscription, else claimed by it,
+    /// else its customer's, else its subscription's.
     fn session_tenant(&self, state: &SessionState) -> Option<TenantClaim> {
+        if let Some(admin) = self.session_admin_tenant(state) {
+            return Some(admin);
+        }
         if let Some(claim) = &state.tenant {
             return Some(claim.value.clone());
         }
@@ -655,6 +734,18 @@ impl Ledger {
                 resolved_by: ResolvedBy::SubscriptionLink,
                 ..claim
             })
+    }
+
+    /// The admin link in force for a session: its customer's, else its subscription's.
+    fn session_admin_tenant(&self, state: &SessionState) -> Option<TenantClaim> {
+        let snapshot = &state.snapshot.as_ref()?.value;
+        if let Some(admin) = self.customer_admin_tenant(snapshot.customer_id.as_deref()) {
+            return Some(admin);
+        }
+        let subscription = self
+            .subscriptions
+            .get(snapshot.subscription_id.as_deref()?)?;
+        self.subscription_admin_tenant(subscription)
     }
 
     /// Among a tenant's subscriptions, the one `tenant_pricing` shows: a live one over a
@@ -693,6 +784,7 @@ impl Ledger {
             stripe_customer_id: state.customer_id.as_ref().map(|c| c.value.clone()),
             stripe_subscription_id: subscription_id.to_owned(),
             price_id: snapshot.and_then(|s| s.price_id.clone()),
+            product_id: snapshot.and_then(|s| s.product_id.clone()),
             quantity: snapshot.and_then(|s| s.quantity),
             current_period_end: snapshot.and_then(|s| s.current_period_end),
             cancel_at_period_end: snapshot.is_some_and(|s| s.cancel_at_period_end),
@@ -731,7 +823,7 @@ impl Ledger {
         let snapshot = state.snapshot.as_ref().map(|s| &s.value);
         Some(Customer {
             id: id.to_owned(),
-            tenant_id: state.tenant.as_ref().map(|t| t.value.tenant_id.clone()),
+            tenant_id: state.own_tenant().map(|t| t.tenant_id),
             email: snapshot.and_then(|s| s.email.clone()),
             name: snapshot.and_then(|s| s.name.clone()),
             deleted: snapshot.is_some_and(|s| s.deleted),
@@ -790,7 +882,7 @@ impl Ledger {
         }
         for id in std::mem::take(&mut self.render.customers) {
             let state = self.customers.get_mut(&id).expect("rendered ids exist");
-            let tenant = state.tenant.as_ref().map(|t| t.value.clone());
+            let tenant = state.own_tenant();
             if let Some(tenant) = &tenant {
                 attribute(&mut self.render.attributions, tenant, &mut state.pending);
             }

@@ -99,6 +99,10 @@ impl fmt::Display for Status {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ResolvedBy {
+    /// An admin's explicit link of the object (or of its customer or subscription) to the
+    /// tenant: an event of the ledger's own (`ledger.tenant_link.created`), outranking every
+    /// link learned from Stripe.
+    AdminLink,
     /// Checkout Session `client_reference_id`.
     CheckoutClientReferenceId,
     /// Checkout Session `metadata.tenant_id`.
@@ -119,7 +123,8 @@ pub enum ResolvedBy {
 impl ResolvedBy {
     /// Every rule, in order: when several rules attribute one event to one tenant, the first
     /// of them in this order is the one recorded (live and in a rebuild alike).
-    pub const ALL: [ResolvedBy; 7] = [
+    pub const ALL: [ResolvedBy; 8] = [
+        ResolvedBy::AdminLink,
         ResolvedBy::CheckoutClientReferenceId,
         ResolvedBy::CheckoutMetadata,
         ResolvedBy::SubscriptionMetadata,
@@ -132,6 +137,7 @@ impl ResolvedBy {
     /// The snake_case name used in JSON and in the database.
     pub fn as_str(self) -> &'static str {
         match self {
+            ResolvedBy::AdminLink => "admin_link",
             ResolvedBy::CheckoutClientReferenceId => "checkout_client_reference_id",
             ResolvedBy::CheckoutMetadata => "checkout_metadata",
             ResolvedBy::SubscriptionMetadata => "subscription_metadata",
@@ -152,6 +158,9 @@ pub struct TenantPricing {
     pub stripe_customer_id: Option<String>,
     pub stripe_subscription_id: String,
     pub price_id: Option<String>,
+    /// The product of `price_id`; defaulted when absent (rows serialized before it was read).
+    #[serde(default)]
+    pub product_id: Option<String>,
     pub quantity: Option<i64>,
     pub current_period_end: Option<i64>,
     pub cancel_at_period_end: bool,

@@ -242,6 +242,59 @@ fn same_second_tie_is_broken_by_the_events_alone() {
 }
 
 #[test]
+fn the_product_is_read_as_a_string_or_an_expanded_object_and_from_old_plans() {
+    let sub = |id: &str, created: i64, sub_id: &str, tenant: &str, item: Value| {
+        event(
+            id,
+            "customer.subscription.updated",
+            created,
+            json!({
+                "id": sub_id, "object": "subscription", "status": "active", "customer": "cus_p",
+                "metadata": {"tenant_id": tenant}, "items": {"data": [item]},
+            }),
+        )
+    };
+    let models = fold(&[
+        &sub(
+            "evt_1",
+            T,
+            "sub_1",
+            "t1",
+            json!({"price": {"id": "price_a", "product": "prod_a"}}),
+        ),
+        &sub(
+            "evt_2",
+            T,
+            "sub_2",
+            "t2",
+            json!({"price": {"id": "price_b", "product": {"id": "prod_b", "object": "product"}}}),
+        ),
+        &sub(
+            "evt_3",
+            T,
+            "sub_3",
+            "t3",
+            json!({"plan": {"id": "plan_c", "product": "prod_c"}}),
+        ),
+        &sub("evt_4", T, "sub_4", "t4", json!({"price": "price_d"})),
+    ]);
+    let product = |tenant: &str| models.tenant_pricing[tenant].product_id.clone();
+    assert_eq!(product("t1").as_deref(), Some("prod_a"));
+    assert_eq!(product("t2").as_deref(), Some("prod_b"));
+    assert_eq!(product("t3").as_deref(), Some("prod_c"));
+    assert_eq!(
+        models.tenant_pricing["t3"].price_id.as_deref(),
+        Some("plan_c")
+    );
+    // A price given as a bare ID names no product.
+    assert_eq!(product("t4"), None);
+    assert_eq!(
+        models.tenant_pricing["t4"].price_id.as_deref(),
+        Some("price_d")
+    );
+}
+
+#[test]
 fn updated_before_created() {
     let models = in_every_order(&[
         checkout("evt_c", T, "cs_1", "t1", "cus_1", "sub_1"),
@@ -768,8 +821,77 @@ fn history(tenant: usize) -> impl Strategy<Value = Vec<Event>> {
     })
 }
 
+/// An admin's tenant link (`ledger.tenant_link.created`) of a customer or subscription.
+pub(crate) fn admin_link(id: &str, created: i64, object_id: &str, tenant: &str) -> Event {
+    event(
+        id,
+        crate::facts::TENANT_LINK_EVENT_TYPE,
+        created,
+        json!({"id": object_id, "object": "ledger.tenant_link", "tenant_id": tenant,
+               "reason": "test", "actor": {"role": "admin"}}),
+    )
+}
+
+/// Up to three admin links of the histories' customers and subscriptions, some to another
+/// tenant than Stripe's, some at the same second.
+fn admin_links() -> impl Strategy<Value = Vec<Event>> {
+    let link = (0usize..3, any::<bool>(), 0usize..4, 0i64..3);
+    proptest::collection::vec(link, 0..4).prop_map(|links| {
+        (links.into_iter().enumerate())
+            .map(|(i, (n, customer, tenant, slot))| {
+                let object = if customer {
+                    format!("cus_{n}")
+                } else {
+                    format!("sub_{n}")
+                };
+                admin_link(
+                    &format!("evt_ledger_{i}"),
+                    T + slot * 30,
+                    &object,
+                    &format!("t{tenant}"),
+                )
+            })
+            .collect()
+    })
+}
+
 fn histories() -> impl Strategy<Value = Vec<Event>> {
-    (history(0), history(1), history(2)).prop_map(|(a, b, c)| [a, b, c].concat())
+    (history(0), history(1), history(2), admin_links())
+        .prop_map(|(a, b, c, links)| [a, b, c, links].concat())
+}
+
+#[test]
+fn an_admin_link_outranks_stripes_links_in_every_order() {
+    let models = in_every_order(&[
+        checkout("evt_c", T, "cs_1", "t1", "cus_1", "sub_1"),
+        admin_link("evt_ledger_b", T + 50, "cus_1", "t2"),
+        admin_link("evt_ledger_a", T + 40, "cus_1", "t3"),
+        // Stripe never names sub_9's tenant: unresolved until the admin links it.
+        sub_event(
+            "evt_s",
+            "customer.subscription.updated",
+            T,
+            "sub_9",
+            "cus_9",
+            "active",
+            T + MONTH,
+            "p1",
+        ),
+        admin_link("evt_ledger_s", T + 5, "sub_9", "t9"),
+    ]);
+    // The earliest admin link of cus_1 wins over the session's client_reference_id.
+    let pricing = &models.tenant_pricing["t3"];
+    assert_eq!(pricing.stripe_subscription_id, "sub_1");
+    assert_eq!(pricing.resolved_by, crate::model::ResolvedBy::AdminLink);
+    assert!(!models.tenant_pricing.contains_key("t1"));
+    assert!(!models.tenant_pricing.contains_key("t2"));
+    assert_eq!(
+        models.checkout_sessions["cs_1"].tenant_id.as_deref(),
+        Some("t3")
+    );
+    assert_eq!(models.customers["cus_1"].tenant_id.as_deref(), Some("t3"));
+    assert_eq!(models.tenant_pricing["t9"].stripe_subscription_id, "sub_9");
+    assert!(models.unresolved.is_empty());
 }
 
 proptest! {

@@ -73,7 +73,8 @@ async fn write(client: &impl GenericClient, plans: &Plans, scope: Scope<'_>) -> 
     };
     let rows = client
         .query(
-            "SELECT tenant_id, status, price_id, last_payment_failed_at, updated_at, last_event_id
+            "SELECT tenant_id, status, price_id, last_payment_failed_at, updated_at, last_event_id,
+                    product_id
              FROM tenant_pricing WHERE $1::text[] IS NULL OR tenant_id = ANY($1)",
             &[&tenants],
         )
@@ -84,6 +85,7 @@ async fn write(client: &impl GenericClient, plans: &Plans, scope: Scope<'_>) -> 
         let facts = PricingFacts {
             status: row.get(1),
             price_id: row.get(2),
+            product_id: row.get(6),
             last_payment_failed_at: row.get(3),
             updated_at: row.get(4),
         };

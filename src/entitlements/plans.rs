@@ -4,12 +4,16 @@
 //! ```toml
 //! [plans.pro]
 //! prices = ["price_pro_monthly", "price_pro_yearly"]   # Stripe price IDs
+//! products = ["prod_pro"]    # Stripe product IDs: every price of the product
 //! features = ["courses", "analytics"]
 //! grace_period = "7d"    # past_due keeps access this long after the failed payment
 //! ```
 //!
-//! A price in two plans, an unknown key, or a malformed duration is refused with the line it is
-//! on. Prices in no plan are reported as `unknown_price`, never guessed.
+//! A price mapping outranks a product mapping: a tenant's price in some plan's `prices` gives
+//! that plan even when its product is in another plan's `products` (so one price of a product
+//! can be sold as another plan). A price or a product in two plans, an unknown key, or a
+//! malformed duration is refused with the line it is on. A tenant whose price and product are in
+//! no plan is reported as `unknown_price`, never guessed.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -28,6 +32,10 @@ pub struct Plans {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
     pub prices: Vec<String>,
+    /// Stripe product IDs: a tenant whose price is in no plan's `prices` gets the plan of its
+    /// price's product.
+    #[serde(default)]
+    pub products: Vec<String>,
     pub features: Vec<String>,
     /// How long `past_due` keeps access after the failed payment, seconds.
     pub grace_period_secs: i64,
@@ -43,7 +51,10 @@ struct FileShape {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PlanShape {
+    #[serde(default)]
     prices: Vec<toml::Spanned<String>>,
+    #[serde(default)]
+    products: Vec<toml::Spanned<String>>,
     #[serde(default)]
     features: Vec<String>,
     grace_period: Option<toml::Spanned<String>>,
@@ -69,7 +80,8 @@ impl Plans {
                 None => e.message().to_owned(),
             })
         })?;
-        let mut seen: BTreeMap<String, String> = BTreeMap::new();
+        let mut seen_prices: BTreeMap<String, String> = BTreeMap::new();
+        let mut seen_products: BTreeMap<String, String> = BTreeMap::new();
         let mut plans = BTreeMap::new();
         for (name, plan) in shape.plans {
             let grace_period_secs = match &plan.grace_period {
@@ -81,21 +93,13 @@ impl Plans {
                     ))
                 })?,
             };
-            let mut prices = Vec::new();
-            for price in &plan.prices {
-                if let Some(other) = seen.insert(price.get_ref().clone(), name.clone()) {
-                    return Err(PlansError(format!(
-                        "line {}: price {:?} is in plans {other:?} and {name:?}; a price maps to one plan",
-                        line_of(text, price.span().start),
-                        price.get_ref()
-                    )));
-                }
-                prices.push(price.get_ref().clone());
-            }
+            let prices = unique_ids(text, &name, "price", &plan.prices, &mut seen_prices)?;
+            let products = unique_ids(text, &name, "product", &plan.products, &mut seen_products)?;
             plans.insert(
                 name,
                 Plan {
                     prices,
+                    products,
                     features: plan.features,
                     grace_period_secs,
                 },
@@ -111,6 +115,44 @@ impl Plans {
             .find(|(_, plan)| plan.prices.iter().any(|p| p == price_id))
             .map(|(name, plan)| (name.as_str(), plan))
     }
+
+    /// The plan `product_id` belongs to.
+    pub fn plan_of_product(&self, product_id: &str) -> Option<(&str, &Plan)> {
+        self.plans
+            .iter()
+            .find(|(_, plan)| plan.products.iter().any(|p| p == product_id))
+            .map(|(name, plan)| (name.as_str(), plan))
+    }
+
+    /// The plan of a tenant's price and product: the price's plan, else the product's (a price
+    /// mapping outranks a product mapping).
+    pub fn plan_for(&self, price_id: &str, product_id: Option<&str>) -> Option<(&str, &Plan)> {
+        self.plan_of(price_id)
+            .or_else(|| product_id.and_then(|p| self.plan_of_product(p)))
+    }
+}
+
+/// Checks that no ID of one `kind` (price, product) is in two plans; `seen` maps each ID met so
+/// far to its plan. Errors name the line of the second occurrence.
+fn unique_ids(
+    text: &str,
+    plan: &str,
+    kind: &str,
+    ids: &[toml::Spanned<String>],
+    seen: &mut BTreeMap<String, String>,
+) -> Result<Vec<String>, PlansError> {
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(other) = seen.insert(id.get_ref().clone(), plan.to_owned()) {
+            return Err(PlansError(format!(
+                "line {}: {kind} {:?} is in plans {other:?} and {plan:?}; a {kind} maps to one plan",
+                line_of(text, id.span().start),
+                id.get_ref()
+            )));
+        }
+        out.push(id.get_ref().clone());
+    }
+    Ok(out)
 }
 
 /// `"30s"`, `"15m"`, `"12h"`, `"7d"` into seconds.
@@ -152,6 +194,8 @@ impl Access {
 pub struct PricingFacts {
     pub status: Option<String>,
     pub price_id: Option<String>,
+    /// The product of `price_id`.
+    pub product_id: Option<String>,
     pub last_payment_failed_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
 }
@@ -174,13 +218,14 @@ pub struct Entitlement {
 ///
 /// `active` and `trialing` give full access; `past_due` gives `grace` until the grace period
 /// (from the failed payment, else from the last change) ends, then `none`; every other status
-/// (`incomplete`, `incomplete_expired`, `canceled`, `unpaid`, `paused`) gives `none`. A price in
-/// no plan gives `none` with reason `unknown_price`.
+/// (`incomplete`, `incomplete_expired`, `canceled`, `unpaid`, `paused`) gives `none`. The plan
+/// is the price's, else its product's ([`Plans::plan_for`]); a price whose product is in no plan
+/// either gives `none` with reason `unknown_price`.
 pub fn entitle(plans: &Plans, pricing: &PricingFacts, now: DateTime<Utc>) -> Entitlement {
     let Some(price_id) = pricing.price_id.as_deref() else {
         return none(None, "no_price", None);
     };
-    let Some((name, plan)) = plans.plan_of(price_id) else {
+    let Some((name, plan)) = plans.plan_for(price_id, pricing.product_id.as_deref()) else {
         return none(None, "unknown_price", None);
     };
     let status = pricing.status.as_deref().unwrap_or("unknown");
@@ -239,6 +284,7 @@ grace_period = "3d"
         PricingFacts {
             status: Some(status.into()),
             price_id: Some(price.into()),
+            product_id: None,
             last_payment_failed_at: failed_at.map(at),
             updated_at: at(1_000),
         }
@@ -280,9 +326,39 @@ grace_period = "3d"
         assert!(error.starts_with("line 5:"), "{error}");
         let bad = "[plans.a]\nprices = []\ngrace_period = \"soon\"\n";
         assert!(Plans::parse(bad).unwrap_err().0.starts_with("line 3:"));
-        let unknown = "[plans.a]\nprices = []\nproducts = [\"prod_1\"]\n";
+        let unknown = "[plans.a]\nprices = []\nproduct = [\"prod_1\"]\n";
         assert!(Plans::parse(unknown).unwrap_err().0.starts_with("line 3:"));
+        let product_twice =
+            "[plans.a]\nproducts = [\"prod_1\"]\n[plans.b]\nproducts = [\"prod_1\"]\n";
+        let error = Plans::parse(product_twice).unwrap_err().0;
+        assert!(error.starts_with("line 4: product \"prod_1\""), "{error}");
         let syntax = "[plans.a]\nprices = [\n";
         assert!(Plans::parse(syntax).unwrap_err().0.starts_with("line "));
+    }
+
+    #[test]
+    fn products_map_to_plans_and_prices_outrank_them() {
+        let file = "[plans.basic]\nprices = [\"price_promo\"]\nfeatures = [\"courses\"]\n\
+                    [plans.pro]\nproducts = [\"prod_pro\"]\nfeatures = [\"sso\"]\n";
+        let plans = Plans::parse(file).unwrap();
+        assert_eq!(plans.plans["pro"].products, ["prod_pro"]);
+        let with_product = |price: &str, product: Option<&str>| PricingFacts {
+            product_id: product.map(str::to_owned),
+            ..pricing("active", price, None)
+        };
+        let e = entitle(&plans, &with_product("price_any", Some("prod_pro")), at(0));
+        assert_eq!((e.plan.as_deref(), e.access), (Some("pro"), Access::Full));
+        // The price's own mapping wins over its product's.
+        let e = entitle(
+            &plans,
+            &with_product("price_promo", Some("prod_pro")),
+            at(0),
+        );
+        assert_eq!(e.plan.as_deref(), Some("basic"));
+        // Neither the price nor the product is in a plan: reported, not guessed.
+        let e = entitle(&plans, &with_product("price_x", Some("prod_x")), at(0));
+        assert_eq!((e.plan, e.reason.as_str()), (None, "unknown_price"));
+        let e = entitle(&plans, &with_product("price_x", None), at(0));
+        assert_eq!(e.reason, "unknown_price");
     }
 }

@@ -10,6 +10,7 @@ pub mod csv;
 pub mod endpoints;
 pub mod error;
 pub mod feed;
+pub mod links;
 pub mod money;
 pub mod money_views;
 pub mod ops;
@@ -93,6 +94,7 @@ type Apis = (
         platform::PlatformApi,
         feed::FeedApi,
         endpoints::EndpointsApi,
+        links::LinksApi,
     ),
 );
 
@@ -127,7 +129,10 @@ pub fn service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
             feed::FeedApi {
                 state: state.clone(),
             },
-            endpoints::EndpointsApi { state },
+            endpoints::EndpointsApi {
+                state: state.clone(),
+            },
+            links::LinksApi { state },
         ),
     );
     OpenApiService::new(apis, "billing-ledger", env!("CARGO_PKG_VERSION")).description(

@@ -125,7 +125,7 @@ impl ApiResponse for TenantsResponse {
 }
 
 /// The CSV header of tenants.
-const TENANT_CSV_HEADER: &str = "tenant_id,status,price_id,quantity,plan,access,current_period_end,cancel_at_period_end,stripe_customer_id,stripe_subscription_id,updated_at\r\n";
+const TENANT_CSV_HEADER: &str = "tenant_id,status,price_id,quantity,plan,access,current_period_end,cancel_at_period_end,stripe_customer_id,stripe_subscription_id,updated_at,product_id\r\n";
 
 fn tenants_csv(tenants: &[TenantView]) -> String {
     let mut out = String::from(TENANT_CSV_HEADER);
@@ -144,6 +144,7 @@ fn tenants_csv(tenants: &[TenantView]) -> String {
             p.stripe_customer_id.clone().unwrap_or_default(),
             p.stripe_subscription_id.clone(),
             time(Some(p.updated_at)),
+            p.product_id.clone().unwrap_or_default(),
         ];
         for (i, value) in fields.iter().enumerate() {
             if i > 0 {
@@ -176,7 +177,7 @@ async fn tenant_page(
             "SELECT p.tenant_id, p.status, p.stripe_customer_id, p.stripe_subscription_id,
                     p.price_id, p.quantity, p.current_period_end, p.cancel_at_period_end,
                     p.canceled_at, p.last_payment_failed_at, p.last_paid_at, p.last_event_id,
-                    p.updated_at, p.resolved_by, e.plan, e.access
+                    p.updated_at, p.resolved_by, p.product_id, e.plan, e.access
              FROM tenant_pricing p LEFT JOIN entitlements e USING (tenant_id)
              WHERE p.tenant_id > $1
                  AND ($2::text IS NULL OR p.status = $2)
@@ -203,8 +204,8 @@ async fn tenant_page(
         .iter()
         .map(|row| TenantView {
             pricing: TenantPricingView::from_row(row),
-            plan: row.get(14),
-            access: row.get(15),
+            plan: row.get(15),
+            access: row.get(16),
         })
         .collect())
 }

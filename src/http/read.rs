@@ -42,7 +42,7 @@ impl ReadApi {
                 "SELECT tenant_id, status, stripe_customer_id, stripe_subscription_id, price_id,
                         quantity, current_period_end, cancel_at_period_end, canceled_at,
                         last_payment_failed_at, last_paid_at, last_event_id, updated_at,
-                        resolved_by
+                        resolved_by, product_id
                  FROM tenant_pricing WHERE tenant_id = $1",
             )
             .await?;
@@ -442,7 +442,8 @@ impl ReadApi {
 
     /// Events folded into a subscription or Checkout Session whose tenant is not known yet.
     ///
-    /// They are applied to `tenant_pricing` as soon as an event links the object to a tenant.
+    /// They are applied to `tenant_pricing` as soon as an event links the object to a tenant;
+    /// `missing_link` names the object an admin can link (`POST /api/billing/admin/tenant-links`).
     #[oai(
         path = "/api/billing/unresolved",
         method = "get",
@@ -464,8 +465,15 @@ impl ReadApi {
         let client = slot.choose(&self.state).await?.get().await?;
         let statement = client
             .prepare_cached(
-                "SELECT u.event_id, u.object_id, u.type, u.created, e.position
+                "SELECT u.event_id, u.object_id, u.type, u.created, e.position,
+                        CASE WHEN s.id IS NULL THEN 'subscription'
+                             WHEN s.customer_id IS NOT NULL THEN 'customer'
+                             WHEN s.subscription_id IS NOT NULL THEN 'subscription'
+                             ELSE 'checkout_session' END,
+                        CASE WHEN s.id IS NULL THEN u.object_id
+                             ELSE coalesce(s.customer_id, s.subscription_id, s.id) END
                  FROM unresolved_events u JOIN events e USING (event_id)
+                     LEFT JOIN checkout_sessions s ON s.id = u.object_id
                  WHERE (u.object_id, u.event_id) > ($1, $2)
                  ORDER BY u.object_id, u.event_id LIMIT $3",
             )

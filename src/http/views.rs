@@ -287,6 +287,9 @@ pub struct TenantPricingView {
     pub stripe_subscription_id: String,
     #[oai(nullable)]
     pub price_id: Option<String>,
+    /// The Stripe product of `price_id` (the plans file may map it).
+    #[oai(nullable)]
+    pub product_id: Option<String>,
     #[oai(nullable)]
     pub quantity: Option<i64>,
     #[oai(nullable)]
@@ -322,6 +325,7 @@ impl TenantPricingView {
             last_event_id: row.get(11),
             updated_at: row.get(12),
             resolved_by: row.get(13),
+            product_id: row.get(14),
         }
     }
 }
@@ -336,6 +340,7 @@ impl TenantPricingView {
             stripe_customer_id: row.stripe_customer_id.clone(),
             stripe_subscription_id: row.stripe_subscription_id.clone(),
             price_id: row.price_id.clone(),
+            product_id: row.product_id.clone(),
             quantity: row.quantity,
             current_period_end: time(row.current_period_end),
             cancel_at_period_end: row.cancel_at_period_end,
@@ -386,7 +391,8 @@ pub struct HistoryEntry {
 #[derive(Debug, Clone, PartialEq, Object)]
 pub struct FieldChange {
     pub field: String,
-    /// The value before the event (JSON as in `state`; null when it had none).
+    /// The value before the event (JSON exactly as in `state`, times with `+00:00`; null when
+    /// it had none).
     pub before: serde_json::Value,
     /// The value after the event (JSON as in `state`; null when it has none).
     pub after: serde_json::Value,
@@ -400,8 +406,12 @@ impl FieldChange {
         before: Option<&TenantPricingView>,
         after: Option<&TenantPricingView>,
     ) -> Vec<FieldChange> {
-        let as_map = |row: Option<&TenantPricingView>| match row.map(serde_json::to_value) {
-            Some(Ok(serde_json::Value::Object(map))) => map,
+        // Rendered as the API renders `state` (times RFC 3339 with `+00:00`, as every other
+        // time the API answers), not by serde's `Z` form.
+        let as_map = |row: Option<&TenantPricingView>| match row
+            .and_then(poem_openapi::types::ToJSON::to_json)
+        {
+            Some(serde_json::Value::Object(map)) => map,
             _ => serde_json::Map::new(),
         };
         let (before, after) = (as_map(before), as_map(after));
@@ -556,6 +566,19 @@ pub struct UnresolvedView {
     pub event_type: String,
     pub created: DateTime<Utc>,
     pub position: i64,
+    /// The object whose link to a tenant is missing: the subscription itself; for a Checkout
+    /// Session its customer, else its subscription (else the session, which no admin link
+    /// covers).
+    pub missing_link: MissingLink,
+}
+
+/// An object whose tenant is not known.
+#[derive(Debug, Object)]
+pub struct MissingLink {
+    /// `customer`, `subscription` or `checkout_session`.
+    pub object: String,
+    /// Its Stripe ID.
+    pub id: String,
 }
 
 impl UnresolvedView {
@@ -566,6 +589,10 @@ impl UnresolvedView {
             event_type: row.get(2),
             created: row.get(3),
             position: row.get(4),
+            missing_link: MissingLink {
+                object: row.get(5),
+                id: row.get(6),
+            },
         }
     }
 }

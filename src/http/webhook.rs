@@ -209,6 +209,13 @@ impl WebhookApi {
                 return WebhookResponse::NotAnEvent(body(format!("not a Stripe event: {error}")));
             }
         };
+        if projections::facts::is_ledger_own(&event.id, &event.event_type) {
+            state.metrics.webhook(WebhookOutcome::NotAnEvent);
+            tracing::warn!(webhook.outcome = "not_an_event", stripe.event_id = %event.id, "webhook refused: an ID or type reserved for the ledger's own events");
+            return WebhookResponse::NotAnEvent(body(
+                "not a Stripe event: `evt_ledger_` IDs and `ledger.` types are the ledger's own (admin API)",
+            ));
+        }
         let event_id = event.id.clone();
         let delivery = Delivery {
             event,

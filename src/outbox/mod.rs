@@ -2,8 +2,9 @@
 //!
 //! The change feed is the outbox: each endpoint has a cursor into it, and the [`dispatcher`]
 //! (one per deployment, elected by an advisory lock) sends each change after the cursor as one
-//! signed message, in feed order, moving the cursor only once the receiver answered 2xx. So
-//! delivery is at least once and in order per endpoint (hence per tenant); a message is retried
+//! signed message, several tenants' at once but each tenant's in feed order, moving the cursor
+//! only past changes the receiver answered 2xx. So delivery is at least once and in order per
+//! tenant; a message is retried
 //! on the schedule of `LEDGER_WEBHOOK_RETRY_SCHEDULE` before the endpoint is disabled, and a
 //! 410 disables it at once. [`store`] owns the SQL; [`signing`] the signature scheme.
 

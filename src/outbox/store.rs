@@ -267,49 +267,59 @@ pub async fn record(
     Ok(updated == 1)
 }
 
-/// Records a run of deliveries (each answered 2xx, in feed order) in one transaction: the
-/// cursor moves from `endpoint.cursor` to the last one's change (compare-and-set, as
-/// [`record`]) and each becomes an attempt row. The commit is not waited on
-/// (`synchronous_commit = off`): a crash may lose the last cursor moves, and those messages are
-/// sent again, which at-least-once delivery allows. Returns whether it applied.
-pub async fn record_delivered(
+/// Records a round of attempts in one transaction: the cursor moves from `endpoint.cursor` to
+/// `cursor_to` (compare-and-set, as [`record`]; a move clears the retry state) and each attempt
+/// becomes a row. The commit is not waited on (`synchronous_commit = off`): a crash may lose
+/// the last cursor moves, and those messages are sent again, which at-least-once delivery
+/// allows. Returns whether it applied.
+pub async fn record_round(
     pool: &Pool,
     endpoint: &Endpoint,
-    delivered: &[Outcome<'_>],
+    cursor_to: i64,
+    attempts: &[Outcome<'_>],
     instance: &str,
 ) -> anyhow::Result<bool> {
-    let Some(last) = delivered.last() else {
-        return Ok(true);
-    };
+    assert!(
+        cursor_to >= endpoint.cursor,
+        "an endpoint's cursor never moves back in a round"
+    );
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
     tx.batch_execute("SET LOCAL synchronous_commit = off")
         .await?;
     let updated = tx
         .execute(
-            "UPDATE webhook_endpoints SET cursor = $3, failed_attempts = 0, next_attempt_at = NULL
+            "UPDATE webhook_endpoints
+             SET cursor = $3,
+                 failed_attempts = CASE WHEN $3 > $2 THEN 0 ELSE failed_attempts END,
+                 next_attempt_at = CASE WHEN $3 > $2 THEN NULL ELSE next_attempt_at END
              WHERE endpoint_id = $1 AND cursor = $2",
-            &[&endpoint.endpoint_id, &endpoint.cursor, &last.change_id],
+            &[&endpoint.endpoint_id, &endpoint.cursor, &cursor_to],
         )
         .await?;
-    let change_ids: Vec<i64> = delivered.iter().map(|d| d.change_id).collect();
-    let message_ids: Vec<&str> = delivered.iter().map(|d| d.message_id).collect();
-    let statuses: Vec<Option<i32>> = delivered.iter().map(|d| d.status_code).collect();
-    let durations: Vec<i32> = delivered.iter().map(|d| d.duration_ms).collect();
-    tx.execute(
-        "INSERT INTO webhook_attempts (endpoint_id, change_id, message_id, status_code,
-             duration_ms, instance)
-         SELECT $1, * , $6 FROM unnest($2::bigint[], $3::text[], $4::int[], $5::int[])",
-        &[
-            &endpoint.endpoint_id,
-            &change_ids,
-            &message_ids,
-            &statuses,
-            &durations,
-            &instance,
-        ],
-    )
-    .await?;
+    if updated == 1 && !attempts.is_empty() {
+        let change_ids: Vec<i64> = attempts.iter().map(|d| d.change_id).collect();
+        let message_ids: Vec<&str> = attempts.iter().map(|d| d.message_id).collect();
+        let statuses: Vec<Option<i32>> = attempts.iter().map(|d| d.status_code).collect();
+        let durations: Vec<i32> = attempts.iter().map(|d| d.duration_ms).collect();
+        let errors: Vec<Option<&str>> = attempts.iter().map(|d| d.error).collect();
+        tx.execute(
+            "INSERT INTO webhook_attempts (endpoint_id, change_id, message_id, status_code,
+                 duration_ms, error, instance)
+             SELECT $1, *, $7
+             FROM unnest($2::bigint[], $3::text[], $4::int[], $5::int[], $6::text[])",
+            &[
+                &endpoint.endpoint_id,
+                &change_ids,
+                &message_ids,
+                &statuses,
+                &durations,
+                &errors,
+                &instance,
+            ],
+        )
+        .await?;
+    }
     tx.commit().await?;
     Ok(updated == 1)
 }

@@ -128,6 +128,12 @@ async fn history_reads_like_a_story() {
     // fields that stay null (canceled_at, last_paid_at, ...) are not listed as changed.
     assert_eq!(steps[2]["resolves"], json!(["evt_s1", "evt_s2"]));
     let first = changes(&steps[2]);
+    let period_end = first.iter().find(|(f, _, _)| f == "current_period_end");
+    assert_eq!(
+        period_end.unwrap().2,
+        steps[2]["state"]["current_period_end"],
+        "a changed time reads as the state shows it"
+    );
     let fields: Vec<&str> = first.iter().map(|(f, _, _)| f.as_str()).collect();
     for field in [
         "cancel_at_period_end",

@@ -18,6 +18,7 @@ mod flows;
 mod frictions;
 mod history;
 mod ingest;
+mod links;
 mod log;
 mod logging;
 mod metrics;

@@ -410,3 +410,64 @@ async fn a_plans_file_that_does_not_check_stops_start_up_naming_the_line() {
     );
     std::fs::remove_file(path).unwrap();
 }
+
+#[tokio::test]
+async fn entitlements_map_products_and_a_price_mapping_outranks_its_product() {
+    let path = plans_file(
+        "[plans.basic]\nprices = [\"price_promo\"]\nfeatures = [\"courses\"]\n\
+         [plans.pro]\nproducts = [\"prod_pro\"]\nfeatures = [\"courses\", \"sso\"]\n",
+    );
+    let app = start_with_plans(&path).await;
+    let now = chrono::Utc::now().timestamp();
+    let on_product = |id: &str, tenant: &str, price: &str, product: Value| {
+        let mut event = sub_event(id, now - 100, tenant, "active", price);
+        event["data"]["object"]["items"]["data"][0]["price"]["product"] = product;
+        event
+    };
+    let expanded = serde_json::json!({"id": "prod_pro", "object": "product"});
+    app.deliver(&on_product(
+        "evt_p1",
+        "tenant-a",
+        "price_pro_new",
+        "prod_pro".into(),
+    ))
+    .await;
+    app.deliver(&on_product("evt_p2", "tenant-b", "price_promo", expanded))
+        .await;
+    app.deliver(&on_product(
+        "evt_p3",
+        "tenant-c",
+        "price_x",
+        "prod_x".into(),
+    ))
+    .await;
+    app.wait_projected().await;
+    let a = entitlement(&app, "tenant-a").await;
+    assert_eq!((&a["plan"], &a["access"]), (&"pro".into(), &"full".into()));
+    assert_eq!(a["features"], serde_json::json!(["courses", "sso"]));
+    // price_promo is mapped itself: its plan wins over its product's.
+    assert_eq!(entitlement(&app, "tenant-b").await["plan"], "basic");
+    let c = entitlement(&app, "tenant-c").await;
+    assert_eq!(
+        (&c["plan"], &c["reason"]),
+        (&Value::Null, &"unknown_price".into())
+    );
+
+    let pricing: Value = app
+        .get("/api/billing/tenants/tenant-b/pricing", FINANCE_TOKEN)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(pricing["product_id"], "prod_pro");
+    let page: Value = app
+        .get("/api/billing/tenants?plan=pro", PLATFORM_TOKEN)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let tenants = page["tenants"].as_array().unwrap();
+    assert_eq!(tenants.len(), 1, "{page}");
+    assert_eq!(tenants[0]["product_id"], "prod_pro");
+    let _ = std::fs::remove_file(&path);
+}

@@ -27,6 +27,10 @@ pub struct State {
     pub bad_signatures: usize,
     pub in_flight: usize,
     pub max_in_flight: usize,
+    /// webhook-ids being answered now.
+    pub in_flight_ids: Vec<String>,
+    /// Requests that arrived while the same webhook-id was still in flight.
+    pub same_message_in_flight: usize,
 }
 
 pub struct Receiver {
@@ -101,6 +105,10 @@ async fn answer(state: Arc<Mutex<State>>, mut request: Request) -> Response {
         let mut s = state.lock().unwrap();
         s.in_flight += 1;
         s.max_in_flight = s.max_in_flight.max(s.in_flight);
+        if s.in_flight_ids.contains(&id) {
+            s.same_message_in_flight += 1;
+        }
+        s.in_flight_ids.push(id.clone());
         (s.secret.clone(), s.delay)
     };
     tokio::time::sleep(delay).await;
@@ -112,6 +120,8 @@ async fn answer(state: Arc<Mutex<State>>, mut request: Request) -> Response {
     });
     let mut s = state.lock().unwrap();
     s.in_flight -= 1;
+    let position = s.in_flight_ids.iter().position(|i| *i == id).unwrap();
+    s.in_flight_ids.swap_remove(position);
     let (status, retry_after) = if !verified {
         s.bad_signatures += 1;
         (StatusCode::UNAUTHORIZED, None)

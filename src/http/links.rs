@@ -1,0 +1,224 @@
+//! Admin tenant links (`POST /api/billing/admin/tenant-links`): a correction is an event too.
+//!
+//! An admin links a customer or a subscription to a tenant for events whose tenant Stripe never
+//! named. The link is appended to the log as an event of the ledger's own (ID `evt_ledger_` +
+//! 32 hex digits, type [`TENANT_LINK_EVENT_TYPE`], `source` `admin`, who and why in its body)
+//! through the same appender and `ledger_append` as a webhook, so it is hash-chained, listed by
+//! `/events` and folded by the projector like any event (`projections::facts`, rule
+//! `admin_link`). This module never writes a read model.
+//!
+//! Re-linking: an object an admin already linked to another tenant is refused (409); linking it
+//! again to the same tenant answers 200 with the existing link. Requests on one object are
+//! serialized by a session advisory lock held from the check to the append's commit, so two
+//! admins cannot link one object to two tenants at once. (Were two such links in the log
+//! anyway, the fold keeps the earliest by `created`, then event ID: the same whatever order.)
+
+use super::auth::{Role, TokenAuth};
+use super::error::ApiError;
+use super::AppState;
+use crate::event_log::{Delivery, Source};
+use bytes::Bytes;
+use chrono::Utc;
+use deadpool_postgres::Object as Client;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use projections::facts::{
+    LinkedObject, LEDGER_EVENT_ID_PREFIX, TENANT_ID_BYTES_MAX, TENANT_LINK_EVENT_TYPE,
+};
+use projections::Event;
+use serde_json::json;
+use std::sync::Arc;
+
+/// Longest `reason`, bytes.
+pub const REASON_BYTES_MAX: usize = 1_000;
+
+/// The admin routes that append events of the ledger's own.
+pub struct LinksApi {
+    pub state: Arc<AppState>,
+}
+
+/// A tenant link to make.
+#[derive(Debug, Object)]
+pub struct CreateTenantLink {
+    /// The Stripe customer (`cus_...`) or subscription (`sub_...`) to link.
+    pub object_id: String,
+    /// The tenant its events belong to (1 to 255 bytes, no control characters).
+    pub tenant_id: String,
+    /// Why, for the record (1 to 1,000 bytes); kept in the event's body.
+    pub reason: String,
+}
+
+/// The event that records a link.
+#[derive(Debug, Object)]
+pub struct TenantLinkView {
+    /// `evt_ledger_...`: the event's ID in the log.
+    pub event_id: String,
+    /// Its log position.
+    pub position: i64,
+    pub object_id: String,
+    pub tenant_id: String,
+}
+
+#[derive(Debug, ApiResponse)]
+pub enum TenantLinkResponse {
+    /// Appended to the log; the projector folds it like any event.
+    #[oai(status = 201)]
+    Created(Json<TenantLinkView>),
+    /// The object is already linked by an admin to this tenant: that link's event.
+    #[oai(status = 200)]
+    Existing(Json<TenantLinkView>),
+}
+
+/// A tenant ID as the fold would store it.
+fn valid_tenant_id(tenant_id: &str) -> bool {
+    !tenant_id.is_empty()
+        && tenant_id.len() <= TENANT_ID_BYTES_MAX
+        && !tenant_id.chars().any(char::is_control)
+        && tenant_id.trim() == tenant_id
+}
+
+fn check(body: &CreateTenantLink) -> Result<LinkedObject, ApiError> {
+    let object = LinkedObject::parse(&body.object_id).ok_or_else(|| {
+        ApiError::bad_request("object_id must be a customer (cus_...) or a subscription (sub_...)")
+    })?;
+    if !valid_tenant_id(&body.tenant_id) {
+        return Err(ApiError::bad_request(format!(
+            "tenant_id must be 1 to {TENANT_ID_BYTES_MAX} bytes without control characters or surrounding spaces"
+        )));
+    }
+    let reason = body.reason.trim();
+    if reason.is_empty() || reason.len() > REASON_BYTES_MAX || reason.contains('\0') {
+        return Err(ApiError::bad_request(format!(
+            "reason must be 1 to {REASON_BYTES_MAX} bytes of text"
+        )));
+    }
+    Ok(object)
+}
+
+/// The earliest admin link of `object_id` in the log: (event ID, position, tenant ID).
+async fn existing_link(
+    client: &Client,
+    object_id: &str,
+) -> anyhow::Result<Option<(String, i64, String)>> {
+    let row = client
+        .query_opt(
+            "SELECT event_id, position,
+                    convert_from(body, 'UTF8')::jsonb #>> '{data,object,tenant_id}'
+             FROM events WHERE object_id = $1 AND type = $2 AND source = 'admin'
+             ORDER BY created, event_id LIMIT 1",
+            &[&object_id, &TENANT_LINK_EVENT_TYPE],
+        )
+        .await?;
+    Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
+}
+
+/// The link event's body, shaped as a Stripe event so the log, the fold and every reader take
+/// it as they take Stripe's.
+fn link_event(state: &AppState, body: &CreateTenantLink, role: Role) -> anyhow::Result<Delivery> {
+    let now = Utc::now();
+    let event_id = format!("{LEDGER_EVENT_ID_PREFIX}{}", uuid::Uuid::new_v4().simple());
+    let bytes = serde_json::to_vec(&json!({
+        "id": event_id,
+        "object": "event",
+        "type": TENANT_LINK_EVENT_TYPE,
+        "created": now.timestamp(),
+        "livemode": state.config.livemode,
+        "data": {"object": {
+            "id": body.object_id,
+            "object": "ledger.tenant_link",
+            "tenant_id": body.tenant_id,
+            "reason": body.reason.trim(),
+            "actor": {"role": format!("{role:?}").to_lowercase()},
+        }},
+    }))?;
+    Ok(Delivery {
+        event: Event::parse(&bytes)?,
+        body: Bytes::from(bytes),
+        received_at: now,
+        source: Source::Admin,
+        signature_timestamp: None,
+        secret_index: None,
+        signature: None,
+    })
+}
+
+#[OpenApi]
+impl LinksApi {
+    /// Links a customer or a subscription to a tenant (admin token), as an event of the
+    /// ledger's own appended to the log. The link outranks every link learned from Stripe and
+    /// resolves the unresolved events it covers (see README, "The fold").
+    #[oai(
+        path = "/api/billing/admin/tenant-links",
+        method = "post",
+        tag = "super::Tag::Admin"
+    )]
+    async fn create(
+        &self,
+        auth: TokenAuth,
+        body: Json<CreateTenantLink>,
+    ) -> Result<TenantLinkResponse, ApiError> {
+        auth.require_admin()?;
+        let object = check(&body.0)?;
+        let client = self.state.pool.get().await?;
+        let lock_key = format!("tenant_link:{}", object.id());
+        client
+            .execute("SELECT pg_advisory_lock(hashtext($1))", &[&lock_key])
+            .await
+            .map_err(anyhow::Error::from)?;
+        let answer = self.create_locked(&client, &body.0, auth.0).await;
+        let unlocked = client
+            .execute("SELECT pg_advisory_unlock(hashtext($1))", &[&lock_key])
+            .await;
+        if unlocked.is_err() {
+            // The session's lock must not outlive this request on a pooled connection.
+            drop(deadpool_postgres::Object::take(client));
+        }
+        answer
+    }
+}
+
+impl LinksApi {
+    async fn create_locked(
+        &self,
+        client: &Client,
+        body: &CreateTenantLink,
+        role: Role,
+    ) -> Result<TenantLinkResponse, ApiError> {
+        let view = |event_id, position| TenantLinkView {
+            event_id,
+            position,
+            object_id: body.object_id.clone(),
+            tenant_id: body.tenant_id.clone(),
+        };
+        if let Some((event_id, position, tenant_id)) =
+            existing_link(client, &body.object_id).await?
+        {
+            if tenant_id != body.tenant_id {
+                return Err(ApiError::Conflict(super::error::body(format!(
+                    "{} is already linked to another tenant by {event_id}",
+                    body.object_id
+                ))));
+            }
+            return Ok(TenantLinkResponse::Existing(Json(view(event_id, position))));
+        }
+        let delivery = link_event(&self.state, body, role)?;
+        let event_id = delivery.event.id.clone();
+        let appended = self
+            .state
+            .appender
+            .append(delivery)
+            .await
+            .map_err(anyhow::Error::from)?;
+        self.state.wake.notify_one();
+        tracing::info!(
+            ledger.event_id = %event_id,
+            stripe.object_id = %body.object_id,
+            tenant.id = %body.tenant_id,
+            "admin tenant link appended"
+        );
+        Ok(TenantLinkResponse::Created(Json(view(
+            event_id,
+            appended.position,
+        ))))
+    }
+}
