@@ -118,10 +118,14 @@ async fn raw_answer(app: &TestApp, head: Vec<u8>) -> String {
     let _ = stream.write_all(&head).await; // the server may answer before reading it all
     let mut answer = Vec::new();
     let read = stream.read_to_end(&mut answer);
-    tokio::time::timeout(std::time::Duration::from_secs(10), read)
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), read)
         .await
-        .expect("the server answers and closes")
-        .unwrap();
+        .expect("the server answers and closes");
+    // A server closing with request bytes it never read makes the kernel send a reset after
+    // the answer; the answer read before it is what counts (`read_to_end` keeps it).
+    if let Err(error) = read {
+        assert!(!answer.is_empty(), "no answer before {error}");
+    }
     String::from_utf8(answer).unwrap()
 }
 
