@@ -3,9 +3,12 @@
 -- A preview folds the whole log like a rebuild but never swaps; it keeps what the swap would
 -- have changed: per read model, counts of rows added, removed and changed and the first rows of
 -- each kind with their before and after values (see src/projector/preview.rs for the shape).
+-- `by_command`: run by `billing-ledger rebuild --preview` (which holds the advisory lock
+-- PREVIEW_LOCK_KEY while it runs, src/projector/rebuild.rs) rather than by the projector.
 ALTER TABLE rebuilds
     ADD COLUMN preview boolean NOT NULL DEFAULT false,
-    ADD COLUMN diff jsonb;
+    ADD COLUMN diff jsonb,
+    ADD COLUMN by_command boolean NOT NULL DEFAULT false;
 
 -- The fold version that built each read model's rows: written by a rebuild's swap, in its
 -- transaction; the live projector's batches keep the version (a changed fold writes new rows

@@ -80,6 +80,10 @@ async fn rebuild(args: RebuildArgs) -> anyhow::Result<ExitCode> {
     let pool = db::pool(url)?;
     let lock = db::connect(url).await?;
     if args.preview {
+        anyhow::ensure!(
+            projector::try_preview_lock(&lock).await?,
+            "another rebuild --preview is running; retry when it ends"
+        );
         return preview(&pool, &args).await;
     }
     if projector::try_lock(&lock).await? {

@@ -22,7 +22,8 @@ pub mod rebuild;
 pub mod status;
 
 pub use rebuild::{
-    active_rebuild, claim_preview, rebuild, request_preview, request_rebuild, Progress,
+    active_rebuild, claim_preview, rebuild, request_preview, request_rebuild, try_preview_lock,
+    Progress,
 };
 pub use status::{lag, Lag};
 

@@ -37,26 +37,81 @@ pub async fn request_preview(pool: &Pool) -> anyhow::Result<Option<Uuid>> {
     queue(pool, true).await
 }
 
+/// Advisory lock key ("billprev") a `billing-ledger rebuild --preview` command holds, on a
+/// connection of its own, while it runs its preview: a `running` command preview whose lock is
+/// free belongs to a process that ended, and is marked failed before the next request.
+pub const PREVIEW_LOCK_KEY: i64 = 0x6269_6c6c_7072_6576;
+
 /// Records a preview that this process runs itself, already `running`, so no projector picks
 /// it up; `None` when a rebuild or preview is already pending or running. This is how
 /// `billing-ledger rebuild --preview` previews the fold of its own binary (a changed fold,
-/// before it is deployed) while the service keeps projecting with the deployed one.
+/// before it is deployed) while the service keeps projecting with the deployed one. The caller
+/// holds [`PREVIEW_LOCK_KEY`] (see [`try_preview_lock`]).
 pub async fn claim_preview(pool: &Pool) -> anyhow::Result<Option<Uuid>> {
+    let client = pool.get().await?;
+    client
+        .execute(
+            &format!("UPDATE rebuilds SET {ABANDONED} WHERE status = $1 AND by_command"),
+            &[
+                &RebuildStatus::Running.as_str(),
+                &RebuildStatus::Failed.as_str(),
+            ],
+        )
+        .await?;
+    drop(client);
     insert(pool, true, RebuildStatus::Running).await
 }
 
+/// One non-blocking attempt at [`PREVIEW_LOCK_KEY`] on `client` (a connection of the caller's
+/// own, kept open while the preview runs).
+pub async fn try_preview_lock(client: &tokio_postgres::Client) -> anyhow::Result<bool> {
+    let row = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&PREVIEW_LOCK_KEY])
+        .await?;
+    Ok(row.get(0))
+}
+
+/// How an abandoned command preview is closed (`$2`: the failed status).
+const ABANDONED: &str = "status = $2, finished_at = now(),
+    error = 'abandoned: the rebuild --preview command running it ended'";
+
 async fn queue(pool: &Pool, preview: bool) -> anyhow::Result<Option<Uuid>> {
+    // A command preview whose process ended would hold the queue forever: close it when its
+    // lock is free (a transaction-level try, released at once).
+    pool.get()
+        .await?
+        .execute(
+            &format!(
+                "WITH free AS (SELECT pg_try_advisory_xact_lock($3) AS yes)
+                 UPDATE rebuilds SET {ABANDONED}
+                 WHERE status = $1 AND by_command AND (SELECT yes FROM free)"
+            ),
+            &[
+                &RebuildStatus::Running.as_str(),
+                &RebuildStatus::Failed.as_str(),
+                &PREVIEW_LOCK_KEY,
+            ],
+        )
+        .await?;
     insert(pool, preview, RebuildStatus::Pending).await
 }
 
 async fn insert(pool: &Pool, preview: bool, status: RebuildStatus) -> anyhow::Result<Option<Uuid>> {
     let rebuild_id = Uuid::new_v4();
+    let by_command = status == RebuildStatus::Running;
     let client = pool.get().await?;
     let inserted = client
         .execute(
-            "INSERT INTO rebuilds (rebuild_id, projection, status, preview) VALUES ($1, $2, $3, $4)
+            "INSERT INTO rebuilds (rebuild_id, projection, status, preview, by_command)
+             VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT DO NOTHING",
-            &[&rebuild_id, &PROJECTION_NAME, &status.as_str(), &preview],
+            &[
+                &rebuild_id,
+                &PROJECTION_NAME,
+                &status.as_str(),
+                &preview,
+                &by_command,
+            ],
         )
         .await?;
     Ok((inserted == 1).then_some(rebuild_id))

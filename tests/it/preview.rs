@@ -411,3 +411,29 @@ async fn the_operations_page_previews_a_rebuild_and_shows_its_diff_to_admins_onl
     .await;
     assert_eq!(refused.status(), 403);
 }
+
+#[tokio::test]
+async fn a_preview_left_running_by_a_killed_command_does_not_block_the_queue() {
+    let app = seeded().await;
+    // What a `rebuild --preview` killed mid-fold leaves: its row running, its lock released.
+    let abandoned = "0b9a3c1e-7d7f-4c4e-9d55-3f1f0c2b6a10";
+    app.db
+        .client()
+        .await
+        .batch_execute(&format!(
+            "INSERT INTO rebuilds (rebuild_id, projection, status, preview, by_command, started_at)
+             VALUES ('{abandoned}', 'billing', 'running', true, true, now())"
+        ))
+        .await
+        .unwrap();
+    let rebuild_id = request_preview(&app).await;
+    assert_eq!(changes_outside(&finished(&app, &rebuild_id).await["diff"], &[]), 0);
+    let old: Value = app
+        .get(&format!("/api/billing/admin/rebuilds/{abandoned}"), ADMIN_TOKEN)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(old["status"], "failed");
+    assert!(old["error"].as_str().unwrap().starts_with("abandoned"), "{old}");
+}
