@@ -166,8 +166,7 @@ pub struct ReadModelView {
 impl ReadModelView {
     /// `projection` is the projection's status; a read model differs only by its version.
     pub fn new(facts: ReadModelFacts, projection: ProjectionStatus, lag: &Lag) -> ReadModelView {
-        let stale =
-            ProjectionStatus::of(false, false, facts.version, true) == ProjectionStatus::Stale;
+        let stale = facts.version != crate::projector::PROJECTION_VERSION;
         let status = match projection {
             ProjectionStatus::Live | ProjectionStatus::Idle if stale => ProjectionStatus::Stale,
             other => other,

@@ -427,13 +427,22 @@ async fn a_preview_left_running_by_a_killed_command_does_not_block_the_queue() {
         .await
         .unwrap();
     let rebuild_id = request_preview(&app).await;
-    assert_eq!(changes_outside(&finished(&app, &rebuild_id).await["diff"], &[]), 0);
+    assert_eq!(
+        changes_outside(&finished(&app, &rebuild_id).await["diff"], &[]),
+        0
+    );
     let old: Value = app
-        .get(&format!("/api/billing/admin/rebuilds/{abandoned}"), ADMIN_TOKEN)
+        .get(
+            &format!("/api/billing/admin/rebuilds/{abandoned}"),
+            ADMIN_TOKEN,
+        )
         .await
         .json()
         .await
         .unwrap();
     assert_eq!(old["status"], "failed");
-    assert!(old["error"].as_str().unwrap().starts_with("abandoned"), "{old}");
+    assert!(
+        old["error"].as_str().unwrap().starts_with("abandoned"),
+        "{old}"
+    );
 }
