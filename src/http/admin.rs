@@ -7,7 +7,7 @@ pub use super::rebuild_views::{
 };
 use super::AppState;
 use crate::projector::status::{self, ProjectionStatus, RebuildStatus};
-use crate::projector::{self, PROJECTION_NAME, PROJECTION_VERSION, PROJECTOR_LOCK_KEY};
+use crate::projector::{self, PROJECTION_NAME, PROJECTION_VERSION};
 use chrono::{DateTime, Utc};
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
@@ -226,40 +226,13 @@ impl AdminApi {
         auth.require_admin()?;
         let client = self.state.pool.get().await?;
         let lag = projector::lag(&client).await?;
-        let row = client
-            .query_one(
-                "SELECT coalesce((SELECT version FROM projections WHERE name = $1), $2),
-                    EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
-                        AND classid = ($3::int8 >> 32)::oid AND objid = ($3::int8 & 4294967295)::oid
-                        AND objsubid = 1),
-                    (SELECT count(*) FROM projection_errors WHERE projection = $1),
-                    (SELECT owner FROM projections WHERE name = $1),
-                    (SELECT last_failure FROM projections WHERE name = $1)",
-                &[&PROJECTION_NAME, &PROJECTION_VERSION, &PROJECTOR_LOCK_KEY],
-            )
-            .await?;
-        let last_error = client
-            .query_opt(
-                "SELECT event_id, position, error, recorded_at FROM projection_errors
-                 WHERE projection = $1 ORDER BY position DESC LIMIT 1",
-                &[&PROJECTION_NAME],
-            )
-            .await?
-            .map(|r| ProjectionErrorView {
-                event_id: r.get(0),
-                position: r.get(1),
-                error: r.get(2),
-                recorded_at: r.get(3),
-            });
+        let facts = status::projection(&client).await?;
         let rebuild = status::latest_rebuild(&client).await?;
-        let version: i32 = row.get(0);
-        let projector_running: bool = row.get(1);
-        let failure: Option<String> = row.get(4);
         let status = ProjectionStatus::of(
             super::rebuild_views::is_rebuilding(rebuild.as_ref()),
-            failure.is_some(),
-            version,
-            projector_running,
+            facts.last_failure.is_some(),
+            facts.version,
+            facts.projector_running,
         );
         let read_models = status::read_models(&client)
             .await?
@@ -269,18 +242,23 @@ impl AdminApi {
         Ok(Json(ProjectionList {
             projections: vec![ProjectionView {
                 name: PROJECTION_NAME.into(),
-                version,
+                version: facts.version,
                 code_version: PROJECTION_VERSION,
                 status,
                 checkpoint: lag.checkpoint,
                 log_head: lag.head,
                 lag_events: lag.events(),
                 lag_seconds: lag.seconds,
-                projector_running,
-                projector_instance: row.get(3),
-                projector_failure: failure,
-                error_count: row.get(2),
-                last_error,
+                projector_running: facts.projector_running,
+                projector_instance: facts.owner,
+                projector_failure: facts.last_failure,
+                error_count: facts.error_count,
+                last_error: facts.last_error.map(|e| ProjectionErrorView {
+                    event_id: e.event_id,
+                    position: e.position,
+                    error: e.error,
+                    recorded_at: e.recorded_at,
+                }),
                 rebuild: rebuild.as_ref().map(RebuildView::from),
                 read_models,
             }],

@@ -320,3 +320,70 @@ pub async fn latest_rebuild(client: &impl GenericClient) -> anyhow::Result<Optio
     let row = client.query_opt(sql.as_str(), &[&PROJECTION_NAME]).await?;
     Ok(row.as_ref().map(record_of))
 }
+
+/// The latest fold failure recorded for an event.
+#[derive(Debug, Clone)]
+pub struct FoldFailure {
+    pub event_id: String,
+    pub position: i64,
+    pub error: String,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// The projection's bookkeeping, as the status route shows it.
+#[derive(Debug, Clone)]
+pub struct ProjectionFacts {
+    /// Fold version the stored rows were written by (this build's when nothing is stored).
+    pub version: i32,
+    /// Whether some session holds [`super::PROJECTOR_LOCK_KEY`].
+    pub projector_running: bool,
+    /// Instance that last wrote the checkpoint.
+    pub owner: Option<String>,
+    /// Why the projector last stopped, until its next successful batch.
+    pub last_failure: Option<String>,
+    pub error_count: i64,
+    pub last_error: Option<FoldFailure>,
+}
+
+/// Reads [`ProjectionFacts`]. Whether the lock is held is read from `pg_locks`, where
+/// PostgreSQL shows a bigint advisory key as its high half in `classid`, its low half in
+/// `objid`, and `objsubid` 1 (PostgreSQL docs, "pg_locks").
+pub async fn projection(client: &impl GenericClient) -> anyhow::Result<ProjectionFacts> {
+    let row = client
+        .query_one(
+            "SELECT coalesce((SELECT version FROM projections WHERE name = $1), $2),
+                EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
+                    AND classid = ($3::int8 >> 32)::oid AND objid = ($3::int8 & 4294967295)::oid
+                    AND objsubid = 1),
+                (SELECT count(*) FROM projection_errors WHERE projection = $1),
+                (SELECT owner FROM projections WHERE name = $1),
+                (SELECT last_failure FROM projections WHERE name = $1)",
+            &[
+                &PROJECTION_NAME,
+                &PROJECTION_VERSION,
+                &super::PROJECTOR_LOCK_KEY,
+            ],
+        )
+        .await?;
+    let last_error = client
+        .query_opt(
+            "SELECT event_id, position, error, recorded_at FROM projection_errors
+             WHERE projection = $1 ORDER BY position DESC LIMIT 1",
+            &[&PROJECTION_NAME],
+        )
+        .await?
+        .map(|r| FoldFailure {
+            event_id: r.get(0),
+            position: r.get(1),
+            error: r.get(2),
+            recorded_at: r.get(3),
+        });
+    Ok(ProjectionFacts {
+        version: row.get(0),
+        projector_running: row.get(1),
+        error_count: row.get(2),
+        owner: row.get(3),
+        last_failure: row.get(4),
+        last_error,
+    })
+}
