@@ -7,7 +7,7 @@ use crate::projector::status::{
 };
 use chrono::{DateTime, Utc};
 use poem::{FromRequest, Request, RequestBody};
-use poem_openapi::error::{ContentTypeError, ParseRequestPayloadError};
+use poem_openapi::error::ParseRequestPayloadError;
 use poem_openapi::registry::{MetaMediaType, MetaRequest, Registry};
 use poem_openapi::types::ParseFromJSON;
 use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions, Object};
@@ -22,7 +22,7 @@ pub struct RebuildRequest {
 }
 
 /// A JSON request body that may be absent: an empty body (with or without a content type)
-/// is `None`; anything else must be JSON of `T`, else 400 (415 for another content type).
+/// is `None`; anything else must be JSON of `T` sent as `application/json`, else 400.
 pub struct OptionalJson<T>(pub Option<T>);
 
 impl<'a, T: ParseFromJSON> ApiExtractor<'a> for OptionalJson<T> {
@@ -59,8 +59,8 @@ impl<'a, T: ParseFromJSON> ApiExtractor<'a> for OptionalJson<T> {
             essence.eq_ignore_ascii_case("application/json")
         });
         if !is_json {
-            return Err(ContentTypeError::NotSupported {
-                content_type: request.content_type().unwrap_or("none").to_owned(),
+            return Err(ParseRequestPayloadError {
+                reason: "send it as `Content-Type: application/json`".into(),
             }
             .into());
         }

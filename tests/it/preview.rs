@@ -286,6 +286,21 @@ async fn a_rebuild_is_read_by_id_and_unknown_or_malformed_ids_are_refused() {
         .await
         .unwrap();
     assert_eq!(bad.status(), 400);
+    let untyped = app
+        .http
+        .post(app.url("/api/billing/admin/projections/rebuild"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "text/plain")
+        .body("{\"preview\": true}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(untyped.status(), 400);
+    let body: Value = untyped.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("application/json"),
+        "{body}"
+    );
     assert_eq!(
         projection_status(&app).await["rebuild"]["rebuild_id"],
         id.as_str()
