@@ -371,6 +371,29 @@ async fn rebuild() {
         binary_copy / rebuild
     );
     println!("  {summary} (peak memory target {REBUILD_MEMORY_TARGET_MIB} MiB)");
+    // A preview after it: the same fold and writes, compared and rolled back.
+    let started = Instant::now();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_billing-ledger"))
+        .args(["rebuild", "--preview"])
+        .env("DATABASE_URL", &url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let preview = started.elapsed().as_secs_f64();
+    let text = String::from_utf8_lossy(&output.stdout);
+    let done = text
+        .lines()
+        .find(|l| l.contains("done in"))
+        .unwrap_or_default();
+    let total = text
+        .lines()
+        .find(|l| l.contains("would change"))
+        .unwrap_or_default();
+    println!(
+        "  billing-ledger rebuild --preview:  {preview:.1} s ({:.0} events/s)",
+        events as f64 / preview
+    );
+    println!("  {done}; {total}");
 }
 
 async fn query() {

@@ -5,6 +5,8 @@ use crate::config::{Command, Config, ImportArgs, LogFormat, RebuildArgs, SendArg
 use crate::signature::{self, WebhookSecret};
 use crate::{db, projector};
 use anyhow::Context;
+
+mod preview_report;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -77,6 +79,13 @@ async fn rebuild(args: RebuildArgs) -> anyhow::Result<ExitCode> {
     db::migrate_as(url, db::Provision::ExistingSchema).await?;
     let pool = db::pool(url)?;
     let lock = db::connect(url).await?;
+    if args.preview {
+        anyhow::ensure!(
+            projector::try_preview_lock(&lock).await?,
+            "another rebuild --preview is running; retry when it ends"
+        );
+        return preview(&pool, &args).await;
+    }
     if projector::try_lock(&lock).await? {
         // No service is projecting: rebuild here, holding the lock so none starts meanwhile.
         let started = std::time::Instant::now();
@@ -106,34 +115,72 @@ async fn rebuild(args: RebuildArgs) -> anyhow::Result<ExitCode> {
             .context("a rebuild finished while queuing; run again")?,
     };
     println!("rebuild {rebuild_id}: queued on the instance running the projector");
+    Ok(if follow(&pool, rebuild_id).await? {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `rebuild --preview`: always folds here, with this binary's fold (so a changed fold can be
+/// previewed before it is deployed), whether or not a service is projecting; it swaps nothing.
+/// Rows the service's projector writes meanwhile wait for the preview's compare phase, and
+/// may appear in the diff as events that arrived in between.
+async fn preview(pool: &deadpool_postgres::Pool, args: &RebuildArgs) -> anyhow::Result<ExitCode> {
+    let rebuild_id = projector::claim_preview(pool)
+        .await?
+        .context("a rebuild or preview is already pending or running; retry when it ends")?;
+    let started = std::time::Instant::now();
+    let owner = format!("rebuild command {}", uuid::Uuid::new_v4());
+    projector::rebuild(pool, args.livemode, rebuild_id, &owner, |p| {
+        if !args.json {
+            println!(
+                "preview {rebuild_id}: {}/{} events",
+                p.position_done, p.position_target
+            );
+        }
+    })
+    .await?;
+    if !args.json {
+        println!(
+            "preview {rebuild_id}: done in {:.1} s, peak memory {}",
+            started.elapsed().as_secs_f64(),
+            peak_memory().unwrap_or_else(|| "unknown".into())
+        );
+    }
+    let client = pool.get().await?;
+    let record = projector::status::rebuild_record(&client, rebuild_id)
+        .await?
+        .context("the preview's record vanished")?;
+    preview_report::print(&record, args.json)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints a queued rebuild's progress every second until it ends; `false` when it failed.
+async fn follow(pool: &deadpool_postgres::Pool, rebuild_id: uuid::Uuid) -> anyhow::Result<bool> {
+    use projector::status::RebuildStatus;
     let client = pool.get().await?;
     loop {
-        let row = client
-            .query_one(
-                "SELECT status, position_done, position_target, error FROM rebuilds
-                 WHERE rebuild_id = $1",
-                &[&rebuild_id],
-            )
-            .await?;
-        let status: String = row.get(0);
-        let done: i64 = row.get(1);
-        let target: Option<i64> = row.get(2);
-        match status.as_str() {
-            "done" => {
+        let record = projector::status::rebuild_record(&client, rebuild_id)
+            .await?
+            .context("the rebuild's record vanished")?;
+        let done = record.position_done;
+        match record.status {
+            RebuildStatus::Done => {
                 println!("rebuild {rebuild_id}: done ({done} events)");
-                return Ok(ExitCode::SUCCESS);
+                return Ok(true);
             }
-            "failed" => {
-                let error: Option<String> = row.get(3);
+            RebuildStatus::Failed => {
                 println!(
                     "rebuild {rebuild_id}: failed: {}",
-                    error.unwrap_or_default()
+                    record.error.unwrap_or_default()
                 );
-                return Ok(ExitCode::FAILURE);
+                return Ok(false);
             }
-            _ => println!(
-                "rebuild {rebuild_id}: {status} {done}/{} events",
-                target.unwrap_or(0)
+            status => println!(
+                "rebuild {rebuild_id}: {} {done}/{} events",
+                status.as_str(),
+                record.position_target.unwrap_or(0)
             ),
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;

@@ -276,6 +276,13 @@ pub struct RebuildArgs {
     /// Which mode's events the read models take (must match the running service's).
     #[arg(long, env = "LEDGER_LIVEMODE", default_value_t = false, action = clap::ArgAction::Set)]
     pub livemode: bool,
+    /// Fold the whole log and print what a rebuild would change, swapping nothing.
+    #[arg(long)]
+    pub preview: bool,
+    /// With --preview: print the rebuild and its diff as JSON (the admin API's
+    /// `GET /api/billing/admin/rebuilds/{rebuild_id}` shape) instead of a summary.
+    #[arg(long, requires = "preview")]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]

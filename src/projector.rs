@@ -11,14 +11,27 @@
 //! leader's write rolls back. Positions are dense and commit in order (`event_log`), so tailing
 //! never skips an event.
 //!
-//! A rebuild folds the whole log into a fresh ledger and replaces every row and the checkpoint
-//! in one transaction: readers see the old rows until the commit, and the live loop resumes
-//! from the rebuilt checkpoint, so events appended meanwhile are folded right after.
+//! A rebuild ([`rebuild`]) folds the whole log into a fresh ledger and replaces every row and
+//! the checkpoint in one transaction: readers see the old rows until the commit, and the live
+//! loop resumes from the rebuilt checkpoint, so events appended meanwhile are folded right
+//! after. A preview ([`preview`]) does the same and rolls back, keeping what would change.
+//! What the projector reports (lag, typed states, read models' sizes) is in [`status`].
+
+pub mod preview;
+pub mod rebuild;
+pub mod status;
+
+pub use rebuild::{
+    active_rebuild, claim_preview, rebuild, request_preview, request_rebuild, try_preview_lock,
+    Progress,
+};
+pub use status::{lag, Lag};
 
 use crate::read_models;
 use deadpool_postgres::Pool;
 use futures_util::{StreamExt, TryStreamExt};
 use projections::{Event, FoldError, Ledger, ReadEvent};
+use rebuild::pending_rebuild;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -26,7 +39,6 @@ use tokio_postgres::binary_copy::{BinaryCopyOutRow, BinaryCopyOutStream};
 use tokio_postgres::types::Type;
 use tokio_postgres::Row;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 /// The projection's name: one fold renders `tenant_pricing`, `checkout_sessions` and
 /// `customers` together, because they share the tenant links learned from each other.
@@ -148,7 +160,11 @@ async fn lead(
     loop {
         anyhow::ensure!(!lock.is_closed(), "lost the projector lock connection");
         if let Some(rebuild_id) = pending_rebuild(pool).await? {
-            live = rebuild(pool, settings.livemode, rebuild_id, owner, |_| {}).await?;
+            if let Some(rebuilt) =
+                rebuild(pool, settings.livemode, rebuild_id, owner, |_| {}).await?
+            {
+                live = rebuilt;
+            }
             continue;
         }
         if last_expiry.elapsed() >= crate::entitlements::EXPIRY_INTERVAL {
@@ -417,254 +433,4 @@ fn parse_copied(rows: Vec<BinaryCopyOutRow>) -> Vec<Stored> {
     rows.iter()
         .map(|row| stored(row.get(0), row.get(1)))
         .collect()
-}
-
-/// How far the projection trails the log.
-#[derive(Debug, Clone, Copy)]
-pub struct Lag {
-    /// Last position appended.
-    pub head: i64,
-    /// Last position folded into the read models.
-    pub checkpoint: i64,
-    /// Age of the oldest event not folded yet, seconds (0 when caught up).
-    pub seconds: f64,
-}
-
-impl Lag {
-    pub fn events(&self) -> i64 {
-        self.head - self.checkpoint
-    }
-}
-
-/// Reads the projection's lag (for the status route and the metrics).
-pub async fn lag(client: &deadpool_postgres::Client) -> anyhow::Result<Lag> {
-    let row = client
-        .query_one(
-            "SELECT h.position, coalesce(p.position, 0),
-                coalesce(extract(epoch FROM now() - (SELECT received_at FROM events
-                    WHERE position = coalesce(p.position, 0) + 1))::float8, 0)
-             FROM log_head h LEFT JOIN projections p ON p.name = $1",
-            &[&PROJECTION_NAME],
-        )
-        .await?;
-    let (head, checkpoint): (i64, i64) = (row.get(0), row.get(1));
-    Ok(Lag {
-        head,
-        checkpoint,
-        seconds: if head > checkpoint { row.get(2) } else { 0.0 },
-    })
-}
-
-/// The oldest rebuild waiting to run, if any.
-async fn pending_rebuild(pool: &Pool) -> anyhow::Result<Option<Uuid>> {
-    let client = pool.get().await?;
-    let row = client
-        .query_opt(
-            "SELECT rebuild_id FROM rebuilds WHERE status = 'pending' ORDER BY requested_at LIMIT 1",
-            &[],
-        )
-        .await?;
-    Ok(row.map(|r| r.get(0)))
-}
-
-/// Queues a rebuild; `None` when one is already pending or running.
-pub async fn request_rebuild(pool: &Pool) -> anyhow::Result<Option<Uuid>> {
-    let rebuild_id = Uuid::new_v4();
-    let client = pool.get().await?;
-    let inserted = client
-        .execute(
-            "INSERT INTO rebuilds (rebuild_id, projection, status) VALUES ($1, $2, 'pending')
-             ON CONFLICT DO NOTHING",
-            &[&rebuild_id, &PROJECTION_NAME],
-        )
-        .await?;
-    Ok((inserted == 1).then_some(rebuild_id))
-}
-
-/// The pending or running rebuild, if any.
-pub async fn active_rebuild(pool: &Pool) -> anyhow::Result<Option<Uuid>> {
-    let client = pool.get().await?;
-    let row = client
-        .query_opt(
-            "SELECT rebuild_id FROM rebuilds WHERE status IN ('pending', 'running')",
-            &[],
-        )
-        .await?;
-    Ok(row.map(|r| r.get(0)))
-}
-
-/// Runs rebuild `rebuild_id` (the caller holds the projector lock): folds the log up to its
-/// head, then swaps every read-model row and the checkpoint in one transaction.
-pub async fn rebuild(
-    pool: &Pool,
-    livemode: bool,
-    rebuild_id: Uuid,
-    owner: &str,
-    mut progress: impl FnMut(Progress),
-) -> anyhow::Result<Live> {
-    let result = rebuild_inner(pool, livemode, rebuild_id, owner, &mut progress).await;
-    if let Err(error) = &result {
-        let client = pool.get().await?;
-        client
-            .execute(
-                "UPDATE rebuilds SET status = 'failed', finished_at = now(), error = $2
-                 WHERE rebuild_id = $1",
-                &[&rebuild_id, &format!("{error:#}")],
-            )
-            .await?;
-    }
-    result
-}
-
-/// The table a rebuild stages `event_tenants` in, renamed into place by the swap.
-const STAGING: &str = "event_tenants_rebuild";
-
-/// How far a rebuild has come, in log positions.
-#[derive(Debug, Clone, Copy)]
-pub struct Progress {
-    pub position_done: i64,
-    pub position_target: i64,
-}
-
-async fn rebuild_inner(
-    pool: &Pool,
-    livemode: bool,
-    rebuild_id: Uuid,
-    owner: &str,
-    progress: &mut impl FnMut(Progress),
-) -> anyhow::Result<Live> {
-    let started = std::time::Instant::now();
-    let client = pool.get().await?;
-    let target: i64 = client
-        .query_one("SELECT position FROM log_head", &[])
-        .await?
-        .get(0);
-    client
-        .execute(
-            "UPDATE rebuilds SET status = 'running', started_at = now(), position_target = $2
-             WHERE rebuild_id = $1",
-            &[&rebuild_id, &target],
-        )
-        .await?;
-    tracing::info!(projection.name = PROJECTION_NAME, rebuild.id = %rebuild_id,
-        position_target = target, "rebuild started");
-    // Attributions (one row per event) go to a staging table as the fold goes, written by
-    // their own task so the fold never waits on them; the swap renames the table into place.
-    client
-        .batch_execute(&format!(
-            "DROP TABLE IF EXISTS {STAGING};
-             CREATE TABLE {STAGING} (LIKE event_tenants INCLUDING DEFAULTS INCLUDING CONSTRAINTS);"
-        ))
-        .await?;
-    let (stage, staged) = tokio::sync::mpsc::channel(READ_AHEAD_BATCHES);
-    let stager = tokio::spawn({
-        let pool = pool.clone();
-        async move { read_models::copy_event_tenants(&pool, STAGING, staged).await }
-    });
-    let mut ledger = Ledger::new(livemode);
-    let mut errors = Vec::new();
-    let mut batches = stream_log(pool.clone(), target);
-    let mut reported = 0;
-    while let Some(batch) = batches.recv().await {
-        let batch = batch?;
-        let position_done = batch.last().map_or(0, |e| e.position);
-        errors.extend(fold(&mut ledger, batch, false));
-        if stage.send(ledger.take_attributions()).await.is_err() {
-            break; // the stager failed; its error is reported below
-        }
-        // Progress every 1% of the log (and at the end), not every batch.
-        if position_done - reported >= (target / 100).max(FOLD_BATCH_EVENTS)
-            || position_done == target
-        {
-            reported = position_done;
-            progress(Progress {
-                position_done,
-                position_target: target,
-            });
-            client
-                .execute(
-                    "UPDATE rebuilds SET position_done = $2 WHERE rebuild_id = $1",
-                    &[&rebuild_id, &position_done],
-                )
-                .await?;
-        }
-    }
-    drop(client);
-    let folded_ms = started.elapsed().as_millis() as u64;
-    ledger.mark_all_changed();
-    let mut changes = ledger.take_changes();
-    let last = std::mem::take(&mut changes.event_tenants);
-    let _ = stage.send(last).await;
-    drop(stage);
-    stager.await??;
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    // The rows are replaced while the staged attributions are indexed (other tables, other
-    // connections). The swap writes every row at once: no per-statement limit. DELETE, not
-    // TRUNCATE, so readers keep the old rows until the commit instead of waiting on a lock.
-    let rows = async {
-        // The change feed gets only what the rebuild really changed, with cause `rebuild`:
-        // capture is suspended while every row is rewritten, then the tables are compared
-        // with their snapshots at once (schema/V60).
-        crate::entitlements::set_cause(&tx, "rebuild").await?;
-        tx.batch_execute("SELECT capture_suspend()").await?;
-        tx.batch_execute(
-            "SET LOCAL statement_timeout = 0;
-             SET LOCAL lock_timeout = '30s';
-             DELETE FROM tenant_pricing; DELETE FROM checkout_sessions; DELETE FROM customers;
-             DELETE FROM unresolved_events;",
-        )
-        .await?;
-        crate::money_store::clear(&tx).await?;
-        tx.execute(
-            "DELETE FROM projection_errors WHERE projection = $1",
-            &[&PROJECTION_NAME],
-        )
-        .await?;
-        read_models::write(&tx, &changes).await?;
-        crate::entitlements::refresh(&tx, crate::entitlements::Scope::All).await?;
-        tx.batch_execute("SELECT capture_resume()").await?;
-        read_models::record_errors(&tx, &errors).await?;
-        tx.execute(
-            "INSERT INTO projections (name, version, position, owner) VALUES ($1, $3, $2, $4)
-             ON CONFLICT (name) DO UPDATE SET position = $2, version = $3, owner = $4,
-                 updated_at = now(), last_failure = NULL, last_failure_at = NULL",
-            &[&PROJECTION_NAME, &target, &PROJECTION_VERSION, &owner],
-        )
-        .await?;
-        tx.execute(
-            "UPDATE rebuilds SET status = 'done', finished_at = now(), position_done = $2
-             WHERE rebuild_id = $1",
-            &[&rebuild_id, &target],
-        )
-        .await?;
-        anyhow::Ok(())
-    };
-    tokio::try_join!(read_models::index_staged_event_tenants(pool, STAGING), rows)?;
-    // Last, so readers of event_tenants wait on its lock only for the renames and the commit.
-    // The names match schema/V2__read_models.sql.
-    tx.batch_execute(&format!(
-        "DROP TABLE event_tenants;
-         ALTER TABLE {STAGING} RENAME TO event_tenants;
-         ALTER INDEX {STAGING}_pkey RENAME TO event_tenants_pkey;
-         ALTER INDEX {STAGING}_event RENAME TO event_tenants_event;"
-    ))
-    .await?;
-    tx.commit().await?;
-    // A bulk reload leaves the planner's statistics stale until autovacuum comes by
-    // (event_tenants was analyzed while staged; statistics follow the rename).
-    client
-        .batch_execute("ANALYZE tenant_pricing, checkout_sessions, customers, unresolved_events;")
-        .await?;
-    client
-        .batch_execute(&crate::money_store::analyze_sql())
-        .await?;
-    tracing::info!(projection.name = PROJECTION_NAME, rebuild.id = %rebuild_id,
-        events = target, fold_ms = folded_ms, duration_ms = started.elapsed().as_millis() as u64,
-        "rebuild swapped in");
-    Ok(Live {
-        ledger,
-        checkpoint: target,
-        owner: owner.to_owned(),
-    })
 }

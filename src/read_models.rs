@@ -26,7 +26,8 @@ pub async fn write(tx: &Transaction<'_>, changes: &Changes) -> anyhow::Result<()
 /// Rows inserted per statement when attributions are written in bulk.
 const ATTRIBUTION_ROWS_PER_STATEMENT: usize = 20_000;
 
-type Attributions = std::collections::BTreeSet<(String, String, projections::ResolvedBy)>;
+/// Event-tenant attributions: (tenant ID, event ID, rule), as the fold hands them over.
+pub type Attributions = std::collections::BTreeSet<(String, String, projections::ResolvedBy)>;
 
 /// `attributions` with one rule per (tenant, event): the least by [`ResolvedBy::ALL`]'s order
 /// (the set is sorted, so it comes first).

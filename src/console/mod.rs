@@ -14,6 +14,8 @@ pub mod json;
 pub mod layout;
 pub mod money;
 pub mod operations;
+pub mod outgoing;
+pub mod rebuilds;
 pub mod session;
 pub mod sign_in;
 pub mod tenant;
@@ -228,6 +230,8 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
         .at("/integrity/verify", post(integrity::verify_now))
         .at("/operations", get(operations::page))
         .at("/operations/rebuild", post(operations::rebuild))
+        .at("/operations/preview", post(operations::preview))
+        .at("/operations/rebuilds/:rebuild_id", get(rebuilds::page))
         .at("/assets/console.css", get(layout::stylesheet))
         .at("/assets/console.js", get(layout::script))
         .data(console)

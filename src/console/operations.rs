@@ -1,11 +1,13 @@
-//! `/console/operations` (admin): each projection's status, checkpoint and lag, the latest
-//! rebuild's progress, a rebuild button (a POST form with the CSRF token), and the events
-//! waiting for their tenant. Everything comes from the admin and read API's handlers.
+//! `/console/operations` (admin): each read model's status, rows, version and lag, the
+//! projection's checkpoint and latest rebuild, "Preview rebuild" and "Rebuild" buttons (POST
+//! forms with the CSRF token), the outgoing webhook endpoints with their recent failures, and
+//! the events waiting for their tenant. Everything comes from the admin and read API's
+//! handlers and the outbox store's reads. A preview's diff is on [`super::rebuilds`]' page.
 
 use super::layout::{self, Source};
 use super::sign_in::CsrfForm;
 use super::{html, respond, see_other, viewer, Console, PageError};
-use crate::http::admin::ProjectionView;
+use crate::http::admin::{ProjectionView, ReadModelView};
 use maud::{html as markup, Markup};
 use poem::http::StatusCode;
 use poem::web::{Data, Form};
@@ -40,13 +42,21 @@ async fn render(request: &Request, console: &Console) -> Result<Response, PageEr
     let body = markup! {
         section aria-labelledby="projections-heading" {
             h2 #projections-heading { "Read models" }
-            @for projection in &projections.projections { (projection_facts(projection)) }
+            @for projection in &projections.projections {
+                (read_models_table(&projection.read_models))
+                (projection_facts(projection))
+            }
+            form method="post" action="/console/operations/preview" {
+                input type="hidden" name="csrf" value=(viewer.csrf);
+                button type="submit" { "Preview rebuild" }
+            }
             form method="post" action="/console/operations/rebuild" {
                 input type="hidden" name="csrf" value=(viewer.csrf);
                 button type="submit" { "Rebuild from the log" }
             }
-            p { "A rebuild folds the whole log into fresh tables and swaps them in; webhooks keep being accepted meanwhile." }
+            p { "A preview folds the whole log and lists the rows a rebuild would add, remove and change, swapping nothing. A rebuild folds the whole log into fresh tables and swaps them in; webhooks keep being accepted meanwhile." }
         }
+        (super::outgoing::section(&console.state.pool).await?)
         section aria-labelledby="unresolved-heading" {
             h2 #unresolved-heading { "Events waiting for their tenant" }
             @if unresolved.unresolved.is_empty() { p { "None." } } @else {
@@ -66,6 +76,7 @@ async fn render(request: &Request, console: &Console) -> Result<Response, PageEr
     };
     let sources = [
         Source::new("projection status", "/api/billing/admin/projections"),
+        Source::new("outgoing endpoints", "/api/billing/admin/endpoints"),
         Source::new(
             "unresolved events",
             format!("/api/billing/unresolved?limit={UNRESOLVED_SHOWN_MAX}"),
@@ -81,7 +92,7 @@ fn projection_facts(p: &ProjectionView) -> Markup {
     markup! {
         h3 { code { (p.name) } }
         dl.facts {
-            dt { "Status" } dd { (layout::status(&p.status)) }
+            dt { "Status" } dd { (layout::status(p.status.as_str())) }
             dt { "Fold version" } dd { (p.version) " (this build: " (p.code_version) ")" }
             dt { "Checkpoint / log head" } dd { (p.checkpoint) " / " (p.log_head) }
             dt { "Lag" } dd { (p.lag_events) " events, " (format!("{:.2}", p.lag_seconds)) " s" }
@@ -92,14 +103,71 @@ fn projection_facts(p: &ProjectionView) -> Markup {
                 @if let Some(e) = &p.last_error { "; last: " (layout::event_link(&e.event_id)) " " (e.error) } }
             @if let Some(r) = &p.rebuild {
                 dt { "Latest rebuild" } dd {
-                    (layout::status(&r.status)) " requested " (layout::time(r.requested_at))
+                    @if r.preview { "preview " }
+                    (layout::status(r.status.as_str())) " requested " (layout::time(r.requested_at))
                     "; " (r.position_done) " of " @match r.position_target { Some(t) => (t), None => "?" } " events"
                     @if let Some(finished) = r.finished_at { "; finished " (layout::time(finished)) }
                     @if let Some(error) = &r.error { "; " span.error { (error) } }
+                    "; " a href={ "/console/operations/rebuilds/" (r.rebuild_id) } { "details" }
                 }
             }
         }
     }
+}
+
+/// The read models, one row each.
+fn read_models_table(models: &[ReadModelView]) -> Markup {
+    markup! {
+        table {
+            thead { tr {
+                th scope="col" { "Read model" } th scope="col" { "Status" }
+                th scope="col" class="num" { "Rows" } th scope="col" class="num" { "Version" }
+                th scope="col" class="num" { "Checkpoint" } th scope="col" class="num" { "Lag (events)" }
+            } }
+            tbody { @for m in models { tr {
+                td { code { (m.name) } }
+                td { (layout::status(m.status.as_str())) }
+                td.num { (m.rows) @if m.rows_counted_by == crate::projector::status::RowCountMethod::Estimate { " (estimate)" } }
+                td.num { (m.version) }
+                td.num { (m.checkpoint) }
+                td.num { (m.lag_events) }
+            } } }
+        }
+    }
+}
+
+/// `POST /console/operations/preview` (admin, CSRF): queues a rebuild preview through the
+/// admin API and shows its page, which follows it and then shows its diff; 409 while a
+/// rebuild or preview runs.
+#[handler]
+pub async fn preview(
+    request: &Request,
+    console: Data<&Arc<Console>>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    respond(queue_preview(request, &console, &form.csrf).await)
+}
+
+async fn queue_preview(
+    request: &Request,
+    console: &Console,
+    csrf: &str,
+) -> Result<Response, PageError> {
+    let viewer = viewer(request, console)?;
+    viewer.require_admin()?;
+    viewer.check_csrf(console, csrf)?;
+    let body = crate::http::admin::RebuildRequest {
+        preview: Some(true),
+    };
+    let accepted = console
+        .admin_api()
+        .rebuild(viewer.auth(), crate::http::admin::OptionalJson(Some(body)))
+        .await?;
+    let crate::http::admin::RebuildResponse::Accepted(accepted) = accepted;
+    Ok(see_other(&format!(
+        "/console/operations/rebuilds/{}",
+        accepted.0.rebuild_id
+    )))
 }
 
 /// `POST /console/operations/rebuild` (admin, CSRF): queues a rebuild through the admin API
@@ -117,6 +185,9 @@ async fn queue(request: &Request, console: &Console, csrf: &str) -> Result<Respo
     let viewer = viewer(request, console)?;
     viewer.require_admin()?;
     viewer.check_csrf(console, csrf)?;
-    console.admin_api().rebuild(viewer.auth()).await?;
+    console
+        .admin_api()
+        .rebuild(viewer.auth(), crate::http::admin::OptionalJson(None))
+        .await?;
     Ok(see_other("/console/operations"))
 }

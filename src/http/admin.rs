@@ -2,9 +2,14 @@
 
 use super::auth::TokenAuth;
 use super::error::{body, ApiError};
+pub use super::rebuild_views::{
+    OptionalJson, ReadModelView, RebuildDetail, RebuildRequest, RebuildView,
+};
 use super::AppState;
-use crate::projector::{self, PROJECTION_NAME, PROJECTION_VERSION, PROJECTOR_LOCK_KEY};
+use crate::projector::status::{self, ProjectionStatus, RebuildStatus};
+use crate::projector::{self, PROJECTION_NAME, PROJECTION_VERSION};
 use chrono::{DateTime, Utc};
+use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 use std::sync::Arc;
@@ -18,34 +23,17 @@ pub struct AdminApi {
 #[derive(Debug, Object)]
 pub struct RebuildAccepted {
     pub rebuild_id: Uuid,
+    /// A preview: follow it, and read its diff, at `GET /api/billing/admin/rebuilds/{rebuild_id}`.
+    pub preview: bool,
     /// `pending`: the instance holding the projector lock picks it up within a second.
-    pub status: String,
+    pub status: RebuildStatus,
 }
 
 #[derive(Debug, ApiResponse)]
 pub enum RebuildResponse {
-    /// The rebuild is queued; follow it at `GET /api/billing/admin/projections`.
+    /// The rebuild is queued; follow it at `GET /api/billing/admin/rebuilds/{rebuild_id}`.
     #[oai(status = 202)]
     Accepted(Json<RebuildAccepted>),
-}
-
-/// A rebuild's progress, in log positions.
-#[derive(Debug, Object)]
-pub struct RebuildView {
-    pub rebuild_id: Uuid,
-    /// `pending`, `running`, `done` or `failed`.
-    pub status: String,
-    pub requested_at: DateTime<Utc>,
-    #[oai(nullable)]
-    pub started_at: Option<DateTime<Utc>>,
-    #[oai(nullable)]
-    pub finished_at: Option<DateTime<Utc>>,
-    pub position_done: i64,
-    /// The log head when the rebuild started; events after it are folded right after the swap.
-    #[oai(nullable)]
-    pub position_target: Option<i64>,
-    #[oai(nullable)]
-    pub error: Option<String>,
 }
 
 /// The latest fold failure.
@@ -68,7 +56,7 @@ pub struct ProjectionView {
     /// `live`, `rebuilding`, `failed` (the projector stopped on an error, see
     /// `projector_failure`; it retries every second), `stale` (rows from another fold version:
     /// rebuild), or `idle` (no instance holds the projector lock).
-    pub status: String,
+    pub status: ProjectionStatus,
     /// Last log position folded into the rows.
     pub checkpoint: i64,
     /// Last log position appended.
@@ -88,9 +76,11 @@ pub struct ProjectionView {
     pub error_count: i64,
     #[oai(nullable)]
     pub last_error: Option<ProjectionErrorView>,
-    /// The running or most recent rebuild.
+    /// The running or most recent rebuild or preview.
     #[oai(nullable)]
     pub rebuild: Option<RebuildView>,
+    /// Every read model this projection writes, with its row count and version.
+    pub read_models: Vec<ReadModelView>,
 }
 
 /// Every projection.
@@ -161,29 +151,69 @@ impl AdminApi {
         Ok(Json(report))
     }
 
-    /// Queue a rebuild of the read models from the whole log.
+    /// Queue a rebuild of the read models from the whole log, or a preview of one.
     ///
     /// The rows are rebuilt into memory from the log and swapped in, with the checkpoint, in
     /// one transaction; readers see the old rows until then and webhooks keep being accepted.
+    /// With `{"preview": true}` nothing is swapped: the rebuild's writes are compared with the
+    /// tables and rolled back, and the rows that would be added, removed and changed are kept
+    /// for `GET /api/billing/admin/rebuilds/{rebuild_id}`. The body is optional.
     #[oai(
         path = "/api/billing/admin/projections/rebuild",
         method = "post",
         tag = "super::Tag::Admin"
     )]
-    pub async fn rebuild(&self, auth: TokenAuth) -> Result<RebuildResponse, ApiError> {
+    pub async fn rebuild(
+        &self,
+        auth: TokenAuth,
+        request: OptionalJson<RebuildRequest>,
+    ) -> Result<RebuildResponse, ApiError> {
         auth.require_admin()?;
-        match projector::request_rebuild(&self.state.pool).await? {
+        let preview = request.0.and_then(|r| r.preview).unwrap_or(false);
+        let queued = if preview {
+            projector::request_preview(&self.state.pool).await?
+        } else {
+            projector::request_rebuild(&self.state.pool).await?
+        };
+        match queued {
             Some(rebuild_id) => {
-                tracing::info!(rebuild.id = %rebuild_id, projection.name = PROJECTION_NAME, "rebuild requested");
+                tracing::info!(rebuild.id = %rebuild_id, projection.name = PROJECTION_NAME,
+                    preview, "rebuild requested");
                 Ok(RebuildResponse::Accepted(Json(RebuildAccepted {
                     rebuild_id,
-                    status: "pending".into(),
+                    preview,
+                    status: RebuildStatus::Pending,
                 })))
             }
             None => Err(ApiError::Conflict(body(
                 "a rebuild is already pending or running",
             ))),
         }
+    }
+
+    /// One rebuild or preview: its state, progress, rate and time left, and a finished
+    /// preview's diff.
+    #[oai(
+        path = "/api/billing/admin/rebuilds/:rebuild_id",
+        method = "get",
+        tag = "super::Tag::Admin"
+    )]
+    pub async fn rebuild_state(
+        &self,
+        auth: TokenAuth,
+        rebuild_id: Path<String>,
+    ) -> Result<Json<RebuildDetail>, ApiError> {
+        auth.require_admin()?;
+        let rebuild_id = Uuid::parse_str(&rebuild_id.0).map_err(|_| {
+            ApiError::bad_request(
+                "`rebuild_id` must be a UUID such as 67e55044-10b1-426f-9247-bb680e5fe0c8",
+            )
+        })?;
+        let client = self.state.pool.get().await?;
+        let record = status::rebuild_record(&client, rebuild_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("rebuild"))?;
+        Ok(Json(RebuildDetail::new(record)?))
     }
 
     /// Each projection's version, checkpoint, lag, status, last error and rebuild progress.
@@ -196,82 +226,41 @@ impl AdminApi {
         auth.require_admin()?;
         let client = self.state.pool.get().await?;
         let lag = projector::lag(&client).await?;
-        let row = client
-            .query_one(
-                "SELECT coalesce((SELECT version FROM projections WHERE name = $1), $2),
-                    EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
-                        AND classid = ($3::int8 >> 32)::oid AND objid = ($3::int8 & 4294967295)::oid
-                        AND objsubid = 1),
-                    (SELECT count(*) FROM projection_errors WHERE projection = $1),
-                    (SELECT owner FROM projections WHERE name = $1),
-                    (SELECT last_failure FROM projections WHERE name = $1)",
-                &[&PROJECTION_NAME, &PROJECTION_VERSION, &PROJECTOR_LOCK_KEY],
-            )
-            .await?;
-        let last_error = client
-            .query_opt(
-                "SELECT event_id, position, error, recorded_at FROM projection_errors
-                 WHERE projection = $1 ORDER BY position DESC LIMIT 1",
-                &[&PROJECTION_NAME],
-            )
+        let facts = status::projection(&client).await?;
+        let rebuild = status::latest_rebuild(&client).await?;
+        let status = ProjectionStatus::of(
+            super::rebuild_views::is_rebuilding(rebuild.as_ref()),
+            facts.last_failure.is_some(),
+            facts.version,
+            facts.projector_running,
+        );
+        let read_models = status::read_models(&client)
             .await?
-            .map(|r| ProjectionErrorView {
-                event_id: r.get(0),
-                position: r.get(1),
-                error: r.get(2),
-                recorded_at: r.get(3),
-            });
-        let rebuild = client
-            .query_opt(
-                "SELECT rebuild_id, status, requested_at, started_at, finished_at, position_done,
-                        position_target, error
-                 FROM rebuilds WHERE projection = $1 ORDER BY requested_at DESC LIMIT 1",
-                &[&PROJECTION_NAME],
-            )
-            .await?
-            .map(|r| RebuildView {
-                rebuild_id: r.get(0),
-                status: r.get(1),
-                requested_at: r.get(2),
-                started_at: r.get(3),
-                finished_at: r.get(4),
-                position_done: r.get(5),
-                position_target: r.get(6),
-                error: r.get(7),
-            });
-        let version: i32 = row.get(0);
-        let projector_running: bool = row.get(1);
-        let rebuilding = rebuild
-            .as_ref()
-            .is_some_and(|r| r.status == "running" || r.status == "pending");
-        let failure: Option<String> = row.get(4);
-        let status = if rebuilding {
-            "rebuilding"
-        } else if failure.is_some() {
-            "failed"
-        } else if version != PROJECTION_VERSION {
-            "stale"
-        } else if !projector_running {
-            "idle"
-        } else {
-            "live"
-        };
+            .into_iter()
+            .map(|facts| ReadModelView::new(facts, status, &lag))
+            .collect();
         Ok(Json(ProjectionList {
             projections: vec![ProjectionView {
                 name: PROJECTION_NAME.into(),
-                version,
+                version: facts.version,
                 code_version: PROJECTION_VERSION,
-                status: status.into(),
+                status,
                 checkpoint: lag.checkpoint,
                 log_head: lag.head,
                 lag_events: lag.events(),
                 lag_seconds: lag.seconds,
-                projector_running,
-                projector_instance: row.get(3),
-                projector_failure: failure,
-                error_count: row.get(2),
-                last_error,
-                rebuild,
+                projector_running: facts.projector_running,
+                projector_instance: facts.owner,
+                projector_failure: facts.last_failure,
+                error_count: facts.error_count,
+                last_error: facts.last_error.map(|e| ProjectionErrorView {
+                    event_id: e.event_id,
+                    position: e.position,
+                    error: e.error,
+                    recorded_at: e.recorded_at,
+                }),
+                rebuild: rebuild.as_ref().map(RebuildView::from),
+                read_models,
             }],
         }))
     }

@@ -16,6 +16,7 @@ pub mod money_views;
 pub mod ops;
 pub mod platform;
 pub mod read;
+pub mod rebuild_views;
 pub mod reconcile;
 pub mod revenue;
 pub mod routes;

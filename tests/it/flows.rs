@@ -241,6 +241,8 @@ async fn rebuild_reproduces_the_live_read_models() {
         },
         projection: Some("billing".into()),
         livemode: false,
+        preview: false,
+        json: false,
     });
     let code = billing_ledger::cli::execute(command).await.unwrap();
     assert_eq!(code, std::process::ExitCode::SUCCESS);

@@ -26,6 +26,7 @@ mod money;
 mod openapi;
 mod outbox;
 mod platform;
+mod preview;
 mod process;
 mod receiver;
 mod reconcile;
