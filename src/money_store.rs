@@ -212,7 +212,8 @@ async fn upsert<T: serde::Serialize + std::fmt::Debug + Sync>(
     Ok(())
 }
 
-/// Applies the fold's money changes: upserts every changed row and deletes deleted drafts.
+/// Applies the fold's money changes: upserts every changed row and deletes deleted drafts;
+/// the revenue movements go to [`crate::revenue::write`].
 pub async fn write(tx: &Transaction<'_>, changes: &MoneyChanges) -> anyhow::Result<()> {
     let deleted: Vec<&str> = changes
         .invoices
@@ -232,22 +233,25 @@ pub async fn write(tx: &Transaction<'_>, changes: &MoneyChanges) -> anyhow::Resu
     upsert(tx, &REFUNDS, &changes.refunds).await?;
     upsert(tx, &DISPUTES, &changes.disputes).await?;
     upsert(tx, &CREDIT_NOTES, &changes.credit_notes).await?;
+    crate::revenue::write(tx, &changes.revenue).await?;
     Ok(())
 }
 
-/// Empties every money table (a rebuild's swap, in its transaction; DELETE keeps readers on
+/// Empties every money table and the revenue tables (a rebuild's swap, in its transaction; DELETE keeps readers on
 /// the old rows until the commit).
 pub async fn clear(tx: &Transaction<'_>) -> anyhow::Result<()> {
     for table in TABLES {
         tx.batch_execute(&format!("DELETE FROM {}", table.name))
             .await?;
     }
+    crate::revenue::clear(tx).await?;
     Ok(())
 }
 
-/// `ANALYZE` of every money table, after a rebuild reloaded them.
+/// `ANALYZE` of every money table and the revenue tables, after a rebuild reloaded them.
 pub fn analyze_sql() -> String {
-    let names: Vec<&str> = TABLES.iter().map(|t| t.name).collect();
+    let mut names: Vec<&str> = TABLES.iter().map(|t| t.name).collect();
+    names.extend(crate::revenue::TABLES);
     format!("ANALYZE {};", names.join(", "))
 }
 

@@ -18,6 +18,7 @@
 //! must not do I/O nor read a clock.
 
 pub mod balance;
+pub mod mrr;
 pub mod pricing;
 mod read;
 mod render;
@@ -29,6 +30,7 @@ mod rows;
 mod tests;
 
 pub use balance::{balances, Balance};
+pub use mrr::{MrrHistory, TenantRevenue};
 pub(crate) use read::{check_storable, read, reads_field};
 pub use read::{
     CreditNoteSnapshot, InvoiceSnapshot, MoneyFact, PaymentSnapshot, RefundSnapshot,

@@ -3,7 +3,7 @@
 
 use super::{
     CreditNote, Dispute, Invoice, Links, Money, MoneyKind, Object, Payment, PaymentKind, Refund,
-    RefundSnapshot,
+    RefundSnapshot, TenantRevenue,
 };
 use crate::facts::TenantClaim;
 use crate::ledger::attribute;
@@ -23,12 +23,15 @@ pub struct MoneyChanges {
     pub refunds: Vec<Refund>,
     pub disputes: Vec<Dispute>,
     pub credit_notes: Vec<CreditNote>,
+    /// Each tenant whose MRR movements changed, with all of them (an empty map: none left).
+    pub revenue: BTreeMap<String, TenantRevenue>,
 }
 
 impl MoneyChanges {
     /// Whether nothing changed.
     pub fn is_empty(&self) -> bool {
-        self.invoices.is_empty()
+        self.revenue.is_empty()
+            && self.invoices.is_empty()
             && self.payments.is_empty()
             && self.refunds.is_empty()
             && self.disputes.is_empty()
@@ -44,6 +47,8 @@ pub struct MoneyModels {
     pub refunds: BTreeMap<String, Refund>,
     pub disputes: BTreeMap<String, Dispute>,
     pub credit_notes: BTreeMap<String, CreditNote>,
+    /// Every tenant's MRR movements (tenants with none are absent).
+    pub revenue: BTreeMap<String, TenantRevenue>,
 }
 
 impl MoneyModels {
@@ -66,6 +71,12 @@ impl MoneyModels {
         }
         for row in changes.credit_notes {
             self.credit_notes.insert(row.id.clone(), row);
+        }
+        for (tenant_id, revenue) in changes.revenue {
+            match revenue.is_empty() {
+                true => self.revenue.remove(&tenant_id),
+                false => self.revenue.insert(tenant_id, revenue),
+            };
         }
     }
 }
