@@ -11,6 +11,7 @@
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use projections::money::MoneyChanges;
+use projections::Ledger;
 use serde_json::Value;
 use tokio_postgres::types::ToSql;
 
@@ -234,6 +235,20 @@ pub async fn write(tx: &Transaction<'_>, changes: &MoneyChanges) -> anyhow::Resu
     upsert(tx, &DISPUTES, &changes.disputes).await?;
     upsert(tx, &CREDIT_NOTES, &changes.credit_notes).await?;
     crate::revenue::write(tx, &changes.revenue).await?;
+    Ok(())
+}
+
+/// Money rows rendered per chunk when a rebuild writes every row (so the rows of the whole
+/// ledger are never in memory at once; about 1 KB a row).
+pub const RENDER_ROWS_PER_CHUNK: usize = 10_000;
+
+/// Writes the money rows a [`projections::Ledger::take_changes_deferring_money`] left out,
+/// rendering them [`RENDER_ROWS_PER_CHUNK`] at a time (a rebuild's swap, in its transaction,
+/// after the tables were emptied).
+pub async fn write_deferred(tx: &Transaction<'_>, ledger: &mut Ledger) -> anyhow::Result<()> {
+    while let Some(changes) = ledger.take_money_rows(RENDER_ROWS_PER_CHUNK) {
+        write(tx, &changes).await?;
+    }
     Ok(())
 }
 

@@ -747,6 +747,29 @@ impl Ledger {
     /// The rows changed since the last call (the first call after [`Ledger::mark_all_changed`]
     /// returns every row).
     pub fn take_changes(&mut self) -> Changes {
+        self.take_changes_with(false)
+    }
+
+    /// As [`Ledger::take_changes`], except that when every money row is to be rendered (after
+    /// [`Ledger::mark_all_changed`], or a fold of more than [`crate::money::TOUCHED_MAX`] money
+    /// objects) the money rows are left out, for [`Ledger::take_money_rows`] to render a chunk
+    /// at a time: a rebuild then never holds every row of the ledger at once. The money
+    /// objects' events are attributed to their tenants here all the same.
+    pub fn take_changes_deferring_money(&mut self) -> Changes {
+        self.take_changes_with(true)
+    }
+
+    /// The next money rows (at most `rows_max`) of a rendering left by
+    /// [`Ledger::take_changes_deferring_money`]; `None` once all were given. Nothing may be
+    /// folded in between (the rows would mix two states).
+    pub fn take_money_rows(&mut self, rows_max: usize) -> Option<MoneyChanges> {
+        let mut money = std::mem::take(&mut self.money);
+        let rows = money.render_chunk(self, rows_max.max(1));
+        self.money = money;
+        rows
+    }
+
+    fn take_changes_with(&mut self, defer_money: bool) -> Changes {
         let mut changes = Changes::default();
         let changed_links: BTreeSet<String> = (self.render.subscriptions.iter())
             .chain(&self.render.customers)
@@ -818,7 +841,10 @@ impl Ledger {
         }
         let mut money = std::mem::take(&mut self.money);
         let mut attributions = BTreeSet::new();
-        changes.money = money.take_changes(self, &changed_links, &mut attributions);
+        changes.money = match defer_money {
+            true => money.take_changes_deferred(self, &changed_links, &mut attributions),
+            false => money.take_changes(self, &changed_links, &mut attributions),
+        };
         changes.money.revenue = revenue;
         self.money = money;
         self.render.attributions.extend(attributions);
