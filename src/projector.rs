@@ -591,7 +591,7 @@ async fn rebuild_inner(
     drop(client);
     let folded_ms = started.elapsed().as_millis() as u64;
     ledger.mark_all_changed();
-    let mut changes = ledger.take_changes();
+    let mut changes = ledger.take_changes_deferring_money();
     let last = std::mem::take(&mut changes.event_tenants);
     let _ = stage.send(last).await;
     drop(stage);
@@ -621,6 +621,7 @@ async fn rebuild_inner(
         )
         .await?;
         read_models::write(&tx, &changes).await?;
+        crate::money_store::write_deferred(&tx, &mut ledger).await?;
         crate::entitlements::refresh(&tx, crate::entitlements::Scope::All).await?;
         tx.batch_execute("SELECT capture_resume()").await?;
         read_models::record_errors(&tx, &errors).await?;
