@@ -256,10 +256,11 @@ impl Money {
     fn fold_invoice(
         &mut self,
         event: &Head,
-        snapshot: InvoiceSnapshot,
+        mut snapshot: InvoiceSnapshot,
         touched: &mut Vec<(MoneyKind, String)>,
     ) {
-        let id = snapshot.id.clone();
+        // The map's key holds the ID: the kept snapshot does not hold it twice.
+        let id = std::mem::take(&mut snapshot.id);
         let key = (MoneyKind::Invoice, id.clone());
         for link in [&snapshot.customer_id, &snapshot.subscription_id]
             .into_iter()
@@ -287,10 +288,11 @@ impl Money {
     fn fold_payment(
         &mut self,
         event: &Head,
-        snapshot: PaymentSnapshot,
+        mut snapshot: PaymentSnapshot,
         touched: &mut Vec<(MoneyKind, String)>,
     ) {
-        let id = snapshot.id.clone();
+        // The map's key holds the ID: the kept snapshot does not hold it twice.
+        let id = std::mem::take(&mut snapshot.id);
         let key = (MoneyKind::Payment, id.clone());
         if let Some(customer) = &snapshot.customer_id {
             index_dependent(&mut self.dependents, customer, &key);
@@ -327,10 +329,11 @@ impl Money {
         &mut self,
         event: &Head,
         kind: MoneyKind,
-        snapshot: RefundSnapshot,
+        mut snapshot: RefundSnapshot,
         touched: &mut Vec<(MoneyKind, String)>,
     ) {
-        let id = snapshot.id.clone();
+        // The map's key holds the ID: the kept snapshot does not hold it twice.
+        let id = std::mem::take(&mut snapshot.id);
         let key = (kind, id.clone());
         for link in [&snapshot.charge_id, &snapshot.payment_intent_id]
             .into_iter()
@@ -352,10 +355,11 @@ impl Money {
     fn fold_credit_note(
         &mut self,
         event: &Head,
-        snapshot: CreditNoteSnapshot,
+        mut snapshot: CreditNoteSnapshot,
         touched: &mut Vec<(MoneyKind, String)>,
     ) {
-        let id = snapshot.id.clone();
+        // The map's key holds the ID: the kept snapshot does not hold it twice.
+        let id = std::mem::take(&mut snapshot.id);
         let key = (MoneyKind::CreditNote, id.clone());
         for link in [&snapshot.customer_id, &snapshot.invoice_id]
             .into_iter()

@@ -26,8 +26,22 @@ pub type TenantRevenue = BTreeMap<String, Vec<Movement>>;
 /// A currency's index in [`MrrHistory::currencies`].
 type CurrencyIndex = u32;
 
-/// MRR per currency after one snapshot, minor units.
-type CompactMrr = Box<[(CurrencyIndex, i64)]>;
+/// MRR per currency after one snapshot, minor units, sorted by currency; one currency (the
+/// usual case) is held inline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CompactMrr {
+    One((CurrencyIndex, i64)),
+    Many(Box<[(CurrencyIndex, i64)]>),
+}
+
+impl CompactMrr {
+    fn as_slice(&self) -> &[(CurrencyIndex, i64)] {
+        match self {
+            CompactMrr::One(pair) => std::slice::from_ref(pair),
+            CompactMrr::Many(pairs) => pairs,
+        }
+    }
+}
 
 /// A snapshot's place among its subscription's: Stripe's `created`, then the same-second
 /// tie-break of [`crate::ledger::Version`] (type, lifecycle stage, period end, event ID).
@@ -113,6 +127,10 @@ impl MrrHistory {
                 .or_default(),
         };
         let place = list.partition_point(|s| s.key < snapshot.key);
+        // A subscription has tens of snapshots: grow by a quarter, not double.
+        if list.len() == list.capacity() {
+            list.reserve_exact(list.len() / 4 + 1);
+        }
         list.insert(place, snapshot);
     }
 
@@ -122,7 +140,10 @@ impl MrrHistory {
             .map(|(currency, (amount, _metered))| (self.intern(currency), amount))
             .collect();
         out.sort_unstable();
-        out.into_boxed_slice()
+        match out.as_slice() {
+            [one] => CompactMrr::One(*one),
+            _ => CompactMrr::Many(out.into_boxed_slice()),
+        }
     }
 
     fn intern(&mut self, currency: String) -> CurrencyIndex {
@@ -189,10 +210,10 @@ fn steps(snapshots: &[Snapshot]) -> Vec<Step<'_>> {
         let at = snapshot.key.created;
         let next_at = snapshots.get(i + 1).map_or(i64::MAX, |n| n.key.created);
         let event_id = &*snapshot.key.event_id;
-        steps.push((at, event_id, &*snapshot.mrr));
+        steps.push((at, event_id, snapshot.mrr.as_slice()));
         for (end, mrr) in snapshot.ends.iter() {
             if (at + 1..next_at).contains(end) {
-                steps.push((*end, event_id, &**mrr));
+                steps.push((*end, event_id, mrr.as_slice()));
             }
         }
         if snapshot.terminal {
