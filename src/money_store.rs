@@ -11,6 +11,7 @@
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use projections::money::MoneyChanges;
+use projections::Ledger;
 use serde_json::Value;
 use tokio_postgres::types::ToSql;
 
@@ -212,7 +213,8 @@ async fn upsert<T: serde::Serialize + std::fmt::Debug + Sync>(
     Ok(())
 }
 
-/// Applies the fold's money changes: upserts every changed row and deletes deleted drafts.
+/// Applies the fold's money changes: upserts every changed row and deletes deleted drafts;
+/// the revenue movements go to [`crate::revenue::write`].
 pub async fn write(tx: &Transaction<'_>, changes: &MoneyChanges) -> anyhow::Result<()> {
     let deleted: Vec<&str> = changes
         .invoices
@@ -232,22 +234,39 @@ pub async fn write(tx: &Transaction<'_>, changes: &MoneyChanges) -> anyhow::Resu
     upsert(tx, &REFUNDS, &changes.refunds).await?;
     upsert(tx, &DISPUTES, &changes.disputes).await?;
     upsert(tx, &CREDIT_NOTES, &changes.credit_notes).await?;
+    crate::revenue::write(tx, &changes.revenue).await?;
     Ok(())
 }
 
-/// Empties every money table (a rebuild's swap, in its transaction; DELETE keeps readers on
+/// Money rows rendered per chunk when a rebuild writes every row (so the rows of the whole
+/// ledger are never in memory at once; about 1 KB a row).
+pub const RENDER_ROWS_PER_CHUNK: usize = 10_000;
+
+/// Writes the money rows a [`projections::Ledger::take_changes_deferring_money`] left out,
+/// rendering them [`RENDER_ROWS_PER_CHUNK`] at a time (a rebuild's swap, in its transaction,
+/// after the tables were emptied).
+pub async fn write_deferred(tx: &Transaction<'_>, ledger: &mut Ledger) -> anyhow::Result<()> {
+    while let Some(changes) = ledger.take_money_rows(RENDER_ROWS_PER_CHUNK) {
+        write(tx, &changes).await?;
+    }
+    Ok(())
+}
+
+/// Empties every money table and the revenue tables (a rebuild's swap, in its transaction; DELETE keeps readers on
 /// the old rows until the commit).
 pub async fn clear(tx: &Transaction<'_>) -> anyhow::Result<()> {
     for table in TABLES {
         tx.batch_execute(&format!("DELETE FROM {}", table.name))
             .await?;
     }
+    crate::revenue::clear(tx).await?;
     Ok(())
 }
 
-/// `ANALYZE` of every money table, after a rebuild reloaded them.
+/// `ANALYZE` of every money table and the revenue tables, after a rebuild reloaded them.
 pub fn analyze_sql() -> String {
-    let names: Vec<&str> = TABLES.iter().map(|t| t.name).collect();
+    let mut names: Vec<&str> = TABLES.iter().map(|t| t.name).collect();
+    names.extend(crate::revenue::TABLES);
     format!("ANALYZE {};", names.join(", "))
 }
 

@@ -48,7 +48,7 @@ pub const PROJECTION_NAME: &str = "billing";
 /// paid invoice infers `active` after `incomplete`, `past_due` or `unpaid`. Version 4: money
 /// (invoices, payments, refunds, disputes, credit notes) and money events' tenants.
 /// Version 5: `tenant_pricing.product_id`, the product of the price.
-pub const PROJECTION_VERSION: i32 = 5;
+pub const PROJECTION_VERSION: i32 = 6;
 /// Events read and folded per transaction.
 pub const FOLD_BATCH_EVENTS: i64 = 1_000;
 /// Batches a rebuild reads ahead of its fold.

@@ -17,7 +17,7 @@ use crate::facts::{
 use crate::model::{
     CheckoutSession, Customer, ResolvedBy, SessionStatus, Status, TenantPricing, Unresolved,
 };
-use crate::money::{Links, Money, MoneyChanges, MoneyModels};
+use crate::money::{Links, Money, MoneyChanges, MoneyModels, MrrHistory, TenantRevenue};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -255,6 +255,10 @@ pub struct Ledger {
     /// money objects would grow it past what a URL holds), and history shows `tenant_pricing`.
     #[serde(skip)]
     money: Money,
+    /// Every subscription snapshot's MRR, for the revenue read model (see
+    /// [`crate::money::mrr`]); not carried, as `money`.
+    #[serde(skip)]
+    revenue: MrrHistory,
     /// Bookkeeping for incremental rendering; not part of the folded state.
     #[serde(skip)]
     render: RenderState,
@@ -460,6 +464,7 @@ impl Ledger {
             ..Version::of(event, type_rank)
         };
         let customer_id = snapshot.customer_id.clone();
+        (self.revenue).fold(&id, &version, snapshot.status, &snapshot.pricing);
         let state = self.subscription(&id, event);
         state.been_live |= snapshot.status.is_live();
         keep_greatest(&mut state.snapshot, version, snapshot);
@@ -834,6 +839,29 @@ impl Ledger {
     /// The rows changed since the last call (the first call after [`Ledger::mark_all_changed`]
     /// returns every row).
     pub fn take_changes(&mut self) -> Changes {
+        self.take_changes_with(false)
+    }
+
+    /// As [`Ledger::take_changes`], except that when every money row is to be rendered (after
+    /// [`Ledger::mark_all_changed`], or a fold of more than [`crate::money::TOUCHED_MAX`] money
+    /// objects) the money rows are left out, for [`Ledger::take_money_rows`] to render a chunk
+    /// at a time: a rebuild then never holds every row of the ledger at once. The money
+    /// objects' events are attributed to their tenants here all the same.
+    pub fn take_changes_deferring_money(&mut self) -> Changes {
+        self.take_changes_with(true)
+    }
+
+    /// The next money rows (at most `rows_max`) of a rendering left by
+    /// [`Ledger::take_changes_deferring_money`]; `None` once all were given. Nothing may be
+    /// folded in between (the rows would mix two states).
+    pub fn take_money_rows(&mut self, rows_max: usize) -> Option<MoneyChanges> {
+        let mut money = std::mem::take(&mut self.money);
+        let rows = money.render_chunk(self, rows_max.max(1));
+        self.money = money;
+        rows
+    }
+
+    fn take_changes_with(&mut self, defer_money: bool) -> Changes {
         let mut changes = Changes::default();
         let changed_links: BTreeSet<String> = (self.render.subscriptions.iter())
             .chain(&self.render.customers)
@@ -890,16 +918,26 @@ impl Ledger {
                 .customers
                 .extend(Ledger::render_customer(&id, &self.customers[&id]));
         }
-        for tenant_id in std::mem::take(&mut self.render.tenants) {
+        let tenants = std::mem::take(&mut self.render.tenants);
+        let mut revenue = BTreeMap::new();
+        for tenant_id in tenants {
             let ids = self.render.subscriptions_by_tenant.get(&tenant_id);
             let row = self
                 .current_subscription(ids.into_iter().flatten())
                 .map(|sub| self.render_pricing(&tenant_id, sub));
+            let movements = (self.revenue).render(&tenant_id, ids.into_iter().flatten());
+            if let Some(movements) = movements {
+                revenue.insert(tenant_id.clone(), movements);
+            }
             changes.tenant_pricing.insert(tenant_id, row);
         }
         let mut money = std::mem::take(&mut self.money);
         let mut attributions = BTreeSet::new();
-        changes.money = money.take_changes(self, &changed_links, &mut attributions);
+        changes.money = match defer_money {
+            true => money.take_changes_deferred(self, &changed_links, &mut attributions),
+            false => money.take_changes(self, &changed_links, &mut attributions),
+        };
+        changes.money.revenue = revenue;
         self.money = money;
         self.render.attributions.extend(attributions);
         changes.event_tenants = self.take_attributions();
@@ -913,6 +951,7 @@ impl Ledger {
         self.render.sessions = self.sessions.keys().cloned().collect();
         self.render.customers = self.customers.keys().cloned().collect();
         self.money.mark_all_changed();
+        self.revenue.mark_all_changed();
     }
 
     /// Whether a ledger read back from outside (a history cursor) holds together as folding
@@ -977,7 +1016,12 @@ impl Ledger {
                 None => models.unresolved.extend(state.pending.iter().cloned()),
             }
         }
+        let mut revenue = BTreeMap::new();
         for (tenant_id, ids) in by_tenant {
+            let movements = self.revenue.tenant(&tenant_id, ids.iter().copied());
+            if !movements.is_empty() {
+                revenue.insert(tenant_id.clone(), movements);
+            }
             let current = self.current_subscription(ids).expect("non-empty");
             let row = self.render_pricing(&tenant_id, current);
             models.tenant_pricing.insert(tenant_id, row);
@@ -996,7 +1040,27 @@ impl Ledger {
             }
         }
         models.money = self.money.read_models(self);
+        models.money.revenue = revenue;
         models
+    }
+
+    /// Every tenant's MRR movements, rendered from scratch (what [`Ledger::read_models`] holds
+    /// in `money.revenue`, without rendering the other rows).
+    pub fn revenue_models(&self) -> BTreeMap<String, TenantRevenue> {
+        let mut by_tenant: BTreeMap<String, Vec<&String>> = BTreeMap::new();
+        for (id, state) in &self.subscriptions {
+            if let Some(claim) = self.subscription_tenant(state) {
+                by_tenant.entry(claim.tenant_id).or_default().push(id);
+            }
+        }
+        by_tenant
+            .into_iter()
+            .map(|(tenant_id, ids)| {
+                let movements = self.revenue.tenant(&tenant_id, ids);
+                (tenant_id, movements)
+            })
+            .filter(|(_, movements)| !movements.is_empty())
+            .collect()
     }
 }
 

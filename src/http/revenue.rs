@@ -4,6 +4,7 @@
 use super::auth::TokenAuth;
 use super::error::ApiError;
 use super::AppState;
+use crate::revenue::Scope;
 use chrono::{DateTime, Utc};
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
@@ -106,7 +107,8 @@ impl RevenueApi {
     ///
     /// MRR counts `active` and `past_due` subscriptions' licensed prices normalized to a month,
     /// less active recurring discounts, tax excluded (README "For finance"). A currency
-    /// appears once some tenant had MRR in it. Computed from the log on each request.
+    /// appears once some tenant had MRR in it. Aggregated from the revenue read model (the
+    /// projector keeps it with the other read models).
     #[oai(
         path = "/api/billing/revenue",
         method = "get",
@@ -132,12 +134,13 @@ impl RevenueApi {
         if months as usize > REVENUE_MONTHS_MAX {
             return Err(ApiError::bad_request("at most 120 months at once"));
         }
-        let livemode = self.state.config.livemode;
-        let tenant = tenant_id.0.as_deref();
-        let revenue =
-            crate::revenue::revenue(&self.state.read_pool().await?, tenant, livemode).await?;
         let currency = currency.0.map(|c| c.to_ascii_lowercase());
-        let rows = revenue.months(first, last, currency.as_deref(), tenant);
+        let scope = Scope {
+            currency: currency.as_deref(),
+            tenant_id: tenant_id.0.as_deref(),
+        };
+        let pool = self.state.read_pool().await?;
+        let rows = crate::revenue::months(&pool, first, last, scope).await?;
         Ok(Json(RevenueList {
             revenue: rows.into_iter().map(Into::into).collect(),
         }))
@@ -162,19 +165,15 @@ impl RevenueApi {
         tenant_id: Query<Option<String>>,
     ) -> Result<Json<MovementList>, ApiError> {
         let which = month(&month_text.0, "month")?;
-        let livemode = self.state.config.livemode;
-        let tenant = tenant_id.0.as_deref();
-        let revenue =
-            crate::revenue::revenue(&self.state.read_pool().await?, tenant, livemode).await?;
         let (start, end) = (month_start(which), month_start(next_month(which)));
         let currency = currency.0.map(|c| c.to_ascii_lowercase());
-        let movements = revenue
-            .movements(start, end)
-            .into_iter()
-            .filter(|m| currency.as_ref().is_none_or(|c| *c == m.currency))
-            .filter(|m| tenant.is_none_or(|t| t == m.tenant_id))
-            .map(MovementView::from)
-            .collect();
+        let scope = Scope {
+            currency: currency.as_deref(),
+            tenant_id: tenant_id.0.as_deref(),
+        };
+        let pool = self.state.read_pool().await?;
+        let movements = crate::revenue::movements(&pool, start, end, scope).await?;
+        let movements = movements.iter().map(MovementView::from).collect();
         Ok(Json(MovementList {
             month: month_text.0,
             movements,

@@ -188,11 +188,11 @@ async fn rebuild_inner(
 ) -> anyhow::Result<Option<Live>> {
     let started = std::time::Instant::now();
     let (target, is_preview) = start(pool, rebuild_id).await?;
-    let rebuilt = fold_into_staging(pool, livemode, rebuild_id, target, progress).await?;
+    let mut rebuilt = fold_into_staging(pool, livemode, rebuild_id, target, progress).await?;
     let folded_ms = started.elapsed().as_millis() as u64;
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    let rows = write_rows(&tx, &rebuilt, is_preview);
+    let rows = write_rows(&tx, &mut rebuilt, is_preview);
     tokio::try_join!(read_models::index_staged_event_tenants(pool, STAGING), rows)?;
     if is_preview {
         let diff = preview::compare(&tx, STAGING).await?;
@@ -258,7 +258,8 @@ async fn fold_into_staging(
     let errors = fold_log_reporting(pool, &mut ledger, rebuild_id, target, &stage, progress).await;
     let errors = errors?;
     ledger.mark_all_changed();
-    let mut changes = ledger.take_changes();
+    // Money rows are rendered and written a chunk at a time at the swap (`write_deferred`).
+    let mut changes = ledger.take_changes_deferring_money();
     let last = std::mem::take(&mut changes.event_tenants);
     let _ = stage.send(last).await;
     drop(stage);
@@ -320,7 +321,7 @@ async fn fold_log_reporting(
 /// instead and never resumes capture (its transaction rolls back).
 async fn write_rows(
     tx: &Transaction<'_>,
-    rebuilt: &Rebuilt,
+    rebuilt: &mut Rebuilt,
     is_preview: bool,
 ) -> anyhow::Result<()> {
     crate::entitlements::set_cause(tx, "rebuild").await?;
@@ -337,6 +338,7 @@ async fn write_rows(
     .await?;
     crate::money_store::clear(tx).await?;
     read_models::write(tx, &rebuilt.changes).await?;
+    crate::money_store::write_deferred(tx, &mut rebuilt.ledger).await?;
     crate::entitlements::refresh(tx, crate::entitlements::Scope::All).await?;
     if !is_preview {
         tx.batch_execute("SELECT capture_resume()").await?;

@@ -285,6 +285,65 @@ async fn revenue_per_month_and_its_movements() {
     assert_eq!(bad.status(), 400);
 }
 
+/// The revenue read model takes a snapshot delivered late into its place, carries a month's
+/// opening from the months before the asked range, and is reproduced by a rebuild.
+#[tokio::test]
+async fn revenue_follows_late_events_and_survives_a_rebuild() {
+    let app = TestApp::start().await;
+    for event in [
+        checkout_completed("evt_r0", T0, "cs_m", "tenant-m", "cus_m", "sub_m"),
+        priced_subscription("evt_r1", T0, "active", 1),
+        priced_subscription("evt_r3", T0 + 40 * DAY, "canceled", 3),
+    ] {
+        app.deliver(&event).await;
+    }
+    app.wait_projected().await;
+    let december = "/api/billing/revenue/movements?month=2023-12";
+    let movements = app.get_json(december).await;
+    assert_eq!(movements["movements"][0]["kind"], "churn");
+    assert_eq!(movements["movements"][0]["amount"], 10_000);
+    // The seats added on 2023-12-04, delivered after the cancellation.
+    app.deliver(&priced_subscription("evt_r2", T0 + 20 * DAY, "active", 3))
+        .await;
+    app.wait_projected().await;
+    let movements = app.get_json(december).await;
+    let kinds: Vec<(&Value, &Value)> = movements["movements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (&m["kind"], &m["amount"]))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (&json!("expansion"), &json!(20_000)),
+            (&json!("churn"), &json!(30_000))
+        ]
+    );
+    let months = "/api/billing/revenue?from=2023-12&to=2024-01";
+    let revenue = app.get_json(months).await;
+    let rows = revenue["revenue"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        (
+            rows[0]["opening_mrr"].as_i64(),
+            rows[0]["closing_mrr"].as_i64()
+        ),
+        (Some(10_000), Some(0))
+    );
+    assert_eq!(
+        (rows[1]["opening_mrr"].as_i64(), rows[1]["churn"].as_i64()),
+        (Some(0), Some(0))
+    );
+    crate::support::rebuild_and_wait(&app).await;
+    assert_eq!(app.get_json(months).await, revenue);
+    assert_eq!(app.get_json(december).await, movements);
+    let other = app
+        .get_json("/api/billing/revenue?from=2023-12&to=2023-12&tenant_id=tenant-none")
+        .await;
+    assert_eq!(other["revenue"], json!([]));
+}
+
 #[tokio::test]
 async fn the_events_csv_shows_tenant_customer_amount_and_currency() {
     let app = with_money().await;

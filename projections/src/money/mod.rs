@@ -18,6 +18,7 @@
 //! must not do I/O nor read a clock.
 
 pub mod balance;
+pub mod mrr;
 pub mod pricing;
 mod read;
 mod render;
@@ -29,6 +30,7 @@ mod rows;
 mod tests;
 
 pub use balance::{balances, Balance};
+pub use mrr::{MrrHistory, TenantRevenue};
 pub(crate) use read::{check_storable, read, reads_field};
 pub use read::{
     CreditNoteSnapshot, InvoiceSnapshot, MoneyFact, PaymentSnapshot, RefundSnapshot,
@@ -38,7 +40,7 @@ pub use render::{MoneyChanges, MoneyModels};
 pub use rows::{CreditNote, Dispute, Invoice, Payment, PaymentKind, Refund};
 
 use crate::facts::TenantClaim;
-use crate::ledger::{keep_earliest, keep_greatest, keep_least, unresolved, Head};
+use crate::ledger::{keep_earliest, keep_greatest, unresolved, Head};
 use crate::ledger::{Version, Versioned};
 use crate::model::Unresolved;
 use std::collections::{BTreeMap, BTreeSet};
@@ -76,6 +78,17 @@ pub enum MoneyKind {
     CreditNote,
 }
 
+impl MoneyKind {
+    /// Every kind, in the order of the enum (the order rows are rendered in).
+    pub const ALL: [MoneyKind; 5] = [
+        MoneyKind::Invoice,
+        MoneyKind::Payment,
+        MoneyKind::Refund,
+        MoneyKind::Dispute,
+        MoneyKind::CreditNote,
+    ];
+}
+
 /// One money object's folded state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Object<S> {
@@ -106,17 +119,42 @@ impl<S> Default for Object<S> {
 /// Every money object folded so far, with the links between them.
 #[derive(Debug, Clone, Default)]
 pub struct Money {
-    invoices: BTreeMap<String, Object<InvoiceSnapshot>>,
-    payments: BTreeMap<String, Object<PaymentSnapshot>>,
-    refunds: BTreeMap<String, Object<RefundSnapshot>>,
-    disputes: BTreeMap<String, Object<RefundSnapshot>>,
-    credit_notes: BTreeMap<String, Object<CreditNoteSnapshot>>,
+    /// Each object boxed: a map node then holds eleven pointers, not eleven snapshots, so the
+    /// nodes' unused slots cost little.
+    invoices: Objects<InvoiceSnapshot>,
+    payments: Objects<PaymentSnapshot>,
+    refunds: Objects<RefundSnapshot>,
+    disputes: Objects<RefundSnapshot>,
+    credit_notes: Objects<CreditNoteSnapshot>,
     /// Payment (charge or PaymentIntent) → the invoice it paid; the earliest claim wins.
-    invoice_of_payment: BTreeMap<String, Versioned<String>>,
-    /// A customer, subscription, invoice or payment ID → the money objects resolving through it.
-    dependents: BTreeMap<String, BTreeSet<(MoneyKind, String)>>,
-    /// Objects folded into since the last rendering.
+    invoice_of_payment: BTreeMap<String, PaymentLink>,
+    /// A customer, subscription, invoice or payment ID → the money objects resolving through it
+    /// (most have one or two: a sorted vector, not a tree).
+    dependents: BTreeMap<String, Vec<(MoneyKind, String)>>,
+    /// Objects folded into since the last rendering, up to [`TOUCHED_MAX`].
     touched: BTreeSet<(MoneyKind, String)>,
+    /// Whether every object is to be rendered at the next rendering: more than [`TOUCHED_MAX`]
+    /// were folded into since the last (a rebuild, a resume), or [`Money::mark_all_changed`].
+    all_touched: bool,
+    /// Where a rendering of every row left for [`Money::render_chunk`] has come to: the kind's
+    /// index in [`MoneyKind::ALL`] and the last ID rendered.
+    deferred: Option<(usize, Option<String>)>,
+}
+
+/// Money objects of one kind, by ID.
+type Objects<S> = BTreeMap<String, Box<Object<S>>>;
+
+/// Beyond this many objects folded into between two renderings, every object is rendered
+/// (one pass over the objects instead of a set as large as the state).
+pub const TOUCHED_MAX: usize = 65_536;
+
+/// A payment's claim to have paid an invoice, ordered as [`Version::of`] orders the events
+/// making it: `created`, then the event ID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PaymentLink {
+    created: i64,
+    event_id: Box<str>,
+    invoice_id: String,
 }
 
 /// Same-second order of event types: creation 1, updates 2, the closing event 3.
@@ -205,17 +243,24 @@ impl Money {
             }
             MoneyFact::CreditNote(note) => self.fold_credit_note(event, *note, &mut touched),
         }
-        self.touched.extend(touched.iter().cloned());
+        if !self.all_touched {
+            self.touched.extend(touched.iter().cloned());
+            if self.touched.len() > TOUCHED_MAX {
+                self.touched.clear();
+                self.all_touched = true;
+            }
+        }
         touched
     }
 
     fn fold_invoice(
         &mut self,
         event: &Head,
-        snapshot: InvoiceSnapshot,
+        mut snapshot: InvoiceSnapshot,
         touched: &mut Vec<(MoneyKind, String)>,
     ) {
-        let id = snapshot.id.clone();
+        // The map's key holds the ID: the kept snapshot does not hold it twice.
+        let id = std::mem::take(&mut snapshot.id);
         let key = (MoneyKind::Invoice, id.clone());
         for link in [&snapshot.customer_id, &snapshot.subscription_id]
             .into_iter()
@@ -243,10 +288,11 @@ impl Money {
     fn fold_payment(
         &mut self,
         event: &Head,
-        snapshot: PaymentSnapshot,
+        mut snapshot: PaymentSnapshot,
         touched: &mut Vec<(MoneyKind, String)>,
     ) {
-        let id = snapshot.id.clone();
+        // The map's key holds the ID: the kept snapshot does not hold it twice.
+        let id = std::mem::take(&mut snapshot.id);
         let key = (MoneyKind::Payment, id.clone());
         if let Some(customer) = &snapshot.customer_id {
             index_dependent(&mut self.dependents, customer, &key);
@@ -283,10 +329,11 @@ impl Money {
         &mut self,
         event: &Head,
         kind: MoneyKind,
-        snapshot: RefundSnapshot,
+        mut snapshot: RefundSnapshot,
         touched: &mut Vec<(MoneyKind, String)>,
     ) {
-        let id = snapshot.id.clone();
+        // The map's key holds the ID: the kept snapshot does not hold it twice.
+        let id = std::mem::take(&mut snapshot.id);
         let key = (kind, id.clone());
         for link in [&snapshot.charge_id, &snapshot.payment_intent_id]
             .into_iter()
@@ -308,10 +355,11 @@ impl Money {
     fn fold_credit_note(
         &mut self,
         event: &Head,
-        snapshot: CreditNoteSnapshot,
+        mut snapshot: CreditNoteSnapshot,
         touched: &mut Vec<(MoneyKind, String)>,
     ) {
-        let id = snapshot.id.clone();
+        // The map's key holds the ID: the kept snapshot does not hold it twice.
+        let id = std::mem::take(&mut snapshot.id);
         let key = (MoneyKind::CreditNote, id.clone());
         for link in [&snapshot.customer_id, &snapshot.invoice_id]
             .into_iter()
@@ -338,10 +386,19 @@ impl Money {
         invoice_id: &str,
         touched: &mut Vec<(MoneyKind, String)>,
     ) {
-        let mut slot = self.invoice_of_payment.remove(payment_id);
-        let changed = keep_least(&mut slot, Version::of(event, 0), invoice_id.to_owned());
-        self.invoice_of_payment
-            .insert(payment_id.to_owned(), slot.expect("just kept"));
+        let claim = (event.created, event.id.as_str());
+        let changed = match self.invoice_of_payment.get_mut(payment_id) {
+            Some(link) if (link.created, &*link.event_id) <= claim => false,
+            Some(link) => {
+                *link = PaymentLink::new(event, invoice_id);
+                true
+            }
+            None => {
+                let link = PaymentLink::new(event, invoice_id);
+                self.invoice_of_payment.insert(payment_id.to_owned(), link);
+                true
+            }
+        };
         let payment_key = (MoneyKind::Payment, payment_id.to_owned());
         index_dependent(&mut self.dependents, invoice_id, &payment_key);
         if changed {
@@ -381,19 +438,31 @@ impl Money {
 
 type Meta<'a> = (&'a mut BTreeSet<Unresolved>, &'a mut Option<u64>);
 
+impl PaymentLink {
+    fn new(event: &Head, invoice_id: &str) -> PaymentLink {
+        PaymentLink {
+            created: event.created,
+            event_id: event.id.as_str().into(),
+            invoice_id: invoice_id.to_owned(),
+        }
+    }
+}
+
+/// Records that `key` resolves through `on` (kept sorted, each key once).
 fn index_dependent(
-    dependents: &mut BTreeMap<String, BTreeSet<(MoneyKind, String)>>,
+    dependents: &mut BTreeMap<String, Vec<(MoneyKind, String)>>,
     on: &str,
     key: &(MoneyKind, String),
 ) {
-    match dependents.get_mut(on) {
-        Some(set) => {
-            if !set.contains(key) {
-                set.insert(key.clone());
-            }
+    let Some(set) = dependents.get_mut(on) else {
+        dependents.insert(on.to_owned(), vec![key.clone()]);
+        return;
+    };
+    if let Err(place) = set.binary_search(key) {
+        // Most sets stay at one to four keys: grow those exactly, larger ones as usual.
+        if set.len() < 4 {
+            set.reserve_exact(1);
         }
-        None => {
-            dependents.insert(on.to_owned(), BTreeSet::from([key.clone()]));
-        }
+        set.insert(place, key.clone());
     }
 }

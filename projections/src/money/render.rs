@@ -2,8 +2,8 @@
 //! incremental changes, and every row from scratch (what a rebuild writes).
 
 use super::{
-    CreditNote, Dispute, Invoice, Links, Money, MoneyKind, Object, Payment, PaymentKind, Refund,
-    RefundSnapshot,
+    CreditNote, Dispute, Invoice, Links, Meta, Money, MoneyKind, Object, Payment, PaymentKind,
+    Refund, RefundSnapshot, TenantRevenue,
 };
 use crate::facts::TenantClaim;
 use crate::ledger::attribute;
@@ -23,12 +23,15 @@ pub struct MoneyChanges {
     pub refunds: Vec<Refund>,
     pub disputes: Vec<Dispute>,
     pub credit_notes: Vec<CreditNote>,
+    /// Each tenant whose MRR movements changed, with all of them (an empty map: none left).
+    pub revenue: BTreeMap<String, TenantRevenue>,
 }
 
 impl MoneyChanges {
     /// Whether nothing changed.
     pub fn is_empty(&self) -> bool {
-        self.invoices.is_empty()
+        self.revenue.is_empty()
+            && self.invoices.is_empty()
             && self.payments.is_empty()
             && self.refunds.is_empty()
             && self.disputes.is_empty()
@@ -44,6 +47,8 @@ pub struct MoneyModels {
     pub refunds: BTreeMap<String, Refund>,
     pub disputes: BTreeMap<String, Dispute>,
     pub credit_notes: BTreeMap<String, CreditNote>,
+    /// Every tenant's MRR movements (tenants with none are absent).
+    pub revenue: BTreeMap<String, TenantRevenue>,
 }
 
 impl MoneyModels {
@@ -67,10 +72,16 @@ impl MoneyModels {
         for row in changes.credit_notes {
             self.credit_notes.insert(row.id.clone(), row);
         }
+        for (tenant_id, revenue) in changes.revenue {
+            match revenue.is_empty() {
+                true => self.revenue.remove(&tenant_id),
+                false => self.revenue.insert(tenant_id, revenue),
+            };
+        }
     }
 }
 
-fn snapshot<'a, S>(objects: &'a BTreeMap<String, Object<S>>, id: &str) -> Option<&'a S> {
+fn snapshot<'a, S>(objects: &'a BTreeMap<String, Box<Object<S>>>, id: &str) -> Option<&'a S> {
     Some(&objects.get(id)?.snapshot.as_ref()?.value)
 }
 
@@ -79,7 +90,7 @@ impl Money {
     /// InvoicePayment, else (a charge) its PaymentIntent's.
     fn payment_invoice(&self, id: &str) -> Option<&String> {
         let own = snapshot(&self.payments, id);
-        let linked = |id: &str| self.invoice_of_payment.get(id).map(|v| &v.value);
+        let linked = |id: &str| self.invoice_of_payment.get(id).map(|v| &v.invoice_id);
         own.and_then(|p| p.invoice_id.as_ref())
             .or_else(|| linked(id))
             .or_else(|| {
@@ -150,6 +161,10 @@ impl Money {
         (kind, id): &(MoneyKind, String),
         links: &dyn Links,
     ) -> Option<TenantClaim> {
+        self.tenant_of_id(*kind, id, links)
+    }
+
+    fn tenant_of_id(&self, kind: MoneyKind, id: &str, links: &dyn Links) -> Option<TenantClaim> {
         match kind {
             MoneyKind::Invoice => self.invoice_tenant(id, links),
             MoneyKind::Payment => self.payment_tenant(id, links, PAYMENT_HOPS_MAX),
@@ -286,8 +301,11 @@ impl Money {
     /// One object's row (an invoice's is `None` once deleted); `None` for an object known only
     /// through a link.
     fn render_row(&self, key: &(MoneyKind, String), tenant_id: Option<String>) -> Option<Row> {
-        let id = key.1.as_str();
-        Some(match key.0 {
+        self.render_row_id(key.0, &key.1, tenant_id)
+    }
+
+    fn render_row_id(&self, kind: MoneyKind, id: &str, tenant_id: Option<String>) -> Option<Row> {
+        Some(match kind {
             MoneyKind::Invoice => {
                 self.invoices.get(id)?;
                 Row::Invoice(id.to_owned(), self.render_invoice(id, tenant_id))
@@ -315,6 +333,10 @@ impl Money {
         changed_links: &BTreeSet<String>,
         attributions: &mut BTreeSet<(String, String, ResolvedBy)>,
     ) -> MoneyChanges {
+        if std::mem::take(&mut self.all_touched) {
+            self.touched.clear();
+            return self.render_all(links, attributions);
+        }
         let forced = std::mem::take(&mut self.touched);
         let mut candidates = forced.clone();
         let mut queue: Vec<&String> = changed_links.iter().collect();
@@ -350,22 +372,155 @@ impl Money {
         changes
     }
 
+    /// Every object's row, each sent whatever was rendered before (a rebuild, or more objects
+    /// folded into than [`super::TOUCHED_MAX`]): one pass over the objects, kind by kind,
+    /// without the sets an incremental rendering builds.
+    fn render_all(
+        &mut self,
+        links: &dyn Links,
+        attributions: &mut BTreeSet<(String, String, ResolvedBy)>,
+    ) -> MoneyChanges {
+        let mut changes = MoneyChanges::default();
+        for kind in MoneyKind::ALL {
+            let rendered: Vec<(Option<TenantClaim>, Option<Row>)> = self
+                .ids(kind)
+                .map(|id| {
+                    let tenant = self.tenant_of_id(kind, id, links);
+                    let tenant_id = tenant.as_ref().map(|t| t.tenant_id.clone());
+                    (tenant, self.render_row_id(kind, id, tenant_id))
+                })
+                .collect();
+            for ((pending, last), (tenant, row)) in self.metas_mut(kind).zip(rendered) {
+                let Some(row) = row else { continue };
+                if let Some(tenant) = &tenant {
+                    attribute(attributions, tenant, pending);
+                }
+                *last = Some(row.hash_value());
+                row.push(&mut changes);
+            }
+        }
+        changes
+    }
+
+    /// As [`Money::take_changes`], except that when every object is to be rendered the rows
+    /// are left for [`Money::render_chunk`]; pending events are attributed here all the same
+    /// (the rows' tenants do not change in between: nothing is folded meanwhile).
+    pub(crate) fn take_changes_deferred(
+        &mut self,
+        links: &dyn Links,
+        changed_links: &BTreeSet<String>,
+        attributions: &mut BTreeSet<(String, String, ResolvedBy)>,
+    ) -> MoneyChanges {
+        if !std::mem::take(&mut self.all_touched) {
+            return self.take_changes(links, changed_links, attributions);
+        }
+        self.touched.clear();
+        for kind in MoneyKind::ALL {
+            let tenants: Vec<Option<TenantClaim>> = self
+                .ids(kind)
+                .map(|id| self.tenant_of_id(kind, id, links))
+                .collect();
+            for ((pending, _), tenant) in self.metas_mut(kind).zip(tenants) {
+                if let Some(tenant) = &tenant {
+                    attribute(attributions, tenant, pending);
+                }
+            }
+        }
+        self.deferred = Some((0, None));
+        MoneyChanges::default()
+    }
+
+    /// The next rows of a rendering left by [`Money::take_changes_deferred`], at most
+    /// `rows_max` of them, in the order of kinds then IDs; `None` once every row was given.
+    pub(crate) fn render_chunk(
+        &mut self,
+        links: &dyn Links,
+        rows_max: usize,
+    ) -> Option<MoneyChanges> {
+        let (mut kind_index, mut after) = self.deferred.take()?;
+        let mut changes = MoneyChanges::default();
+        let mut rows = 0;
+        while kind_index < MoneyKind::ALL.len() {
+            let kind = MoneyKind::ALL[kind_index];
+            let ids: Vec<&String> = match &after {
+                Some(last) => self.ids_after(kind, last).take(rows_max - rows).collect(),
+                None => self.ids(kind).take(rows_max - rows).collect(),
+            };
+            let exhausted = ids.len() < rows_max - rows;
+            let rendered: Vec<(String, Option<Row>)> = ids
+                .into_iter()
+                .map(|id| {
+                    let tenant_id = self.tenant_of_id(kind, id, links).map(|t| t.tenant_id);
+                    (id.clone(), self.render_row_id(kind, id, tenant_id))
+                })
+                .collect();
+            rows += rendered.len();
+            after = rendered.last().map(|(id, _)| id.clone()).or(after);
+            for (id, row) in rendered {
+                let Some(row) = row else { continue };
+                if let Some((_, last)) = self.meta_mut(&(kind, id)) {
+                    *last = Some(row.hash_value());
+                }
+                row.push(&mut changes);
+            }
+            if !exhausted {
+                self.deferred = Some((kind_index, after));
+                return Some(changes);
+            }
+            (kind_index, after) = (kind_index + 1, None);
+        }
+        (rows > 0).then_some(changes)
+    }
+
+    /// The IDs of one kind's objects after `last`, in order.
+    fn ids_after<'a>(
+        &'a self,
+        kind: MoneyKind,
+        last: &str,
+    ) -> Box<dyn Iterator<Item = &'a String> + 'a> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let range = (Excluded(last), Unbounded);
+        match kind {
+            MoneyKind::Invoice => Box::new(self.invoices.range::<str, _>(range).map(|(k, _)| k)),
+            MoneyKind::Payment => Box::new(self.payments.range::<str, _>(range).map(|(k, _)| k)),
+            MoneyKind::Refund => Box::new(self.refunds.range::<str, _>(range).map(|(k, _)| k)),
+            MoneyKind::Dispute => Box::new(self.disputes.range::<str, _>(range).map(|(k, _)| k)),
+            MoneyKind::CreditNote => {
+                Box::new(self.credit_notes.range::<str, _>(range).map(|(k, _)| k))
+            }
+        }
+    }
+
+    /// The IDs of one kind's objects, in order.
+    fn ids(&self, kind: MoneyKind) -> Box<dyn Iterator<Item = &String> + '_> {
+        match kind {
+            MoneyKind::Invoice => Box::new(self.invoices.keys()),
+            MoneyKind::Payment => Box::new(self.payments.keys()),
+            MoneyKind::Refund => Box::new(self.refunds.keys()),
+            MoneyKind::Dispute => Box::new(self.disputes.keys()),
+            MoneyKind::CreditNote => Box::new(self.credit_notes.keys()),
+        }
+    }
+
+    /// One kind's objects' pending events and last rendered hashes, in the order of
+    /// [`Money::ids`].
+    fn metas_mut(&mut self, kind: MoneyKind) -> Box<dyn Iterator<Item = Meta<'_>> + '_> {
+        fn meta<S>(object: &mut Box<Object<S>>) -> Meta<'_> {
+            (&mut object.pending, &mut object.rendered)
+        }
+        match kind {
+            MoneyKind::Invoice => Box::new(self.invoices.values_mut().map(meta)),
+            MoneyKind::Payment => Box::new(self.payments.values_mut().map(meta)),
+            MoneyKind::Refund => Box::new(self.refunds.values_mut().map(meta)),
+            MoneyKind::Dispute => Box::new(self.disputes.values_mut().map(meta)),
+            MoneyKind::CreditNote => Box::new(self.credit_notes.values_mut().map(meta)),
+        }
+    }
+
     /// Marks every object for rendering (as a rebuild writes them).
     pub(crate) fn mark_all_changed(&mut self) {
-        let keys = |kind: MoneyKind, ids: Vec<&String>| {
-            ids.into_iter()
-                .map(move |id| (kind, id.clone()))
-                .collect::<Vec<_>>()
-        };
-        let mut all = keys(MoneyKind::Invoice, self.invoices.keys().collect());
-        all.extend(keys(MoneyKind::Payment, self.payments.keys().collect()));
-        all.extend(keys(MoneyKind::Refund, self.refunds.keys().collect()));
-        all.extend(keys(MoneyKind::Dispute, self.disputes.keys().collect()));
-        all.extend(keys(
-            MoneyKind::CreditNote,
-            self.credit_notes.keys().collect(),
-        ));
-        self.touched.extend(all);
+        self.touched.clear();
+        self.all_touched = true;
     }
 
     /// Every money row, rendered from scratch.

@@ -18,19 +18,18 @@
 //! its end, so `closing = opening + new + reactivation + expansion - contraction - churn`
 //! holds for every month, currency and tenant by construction.
 
+use super::mrr::TenantRevenue;
 use super::pricing::{Interval, Pricing};
 use crate::envelope::Event;
-use crate::facts::{self, Fact};
 use crate::ledger::Ledger;
 use crate::model::Status;
-use crate::money::Links;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Changes of one tenant closer than this to the first of them merge into one movement.
 pub const MOVEMENT_MERGE_SECS: i64 = 3_600;
 
 /// One movement of a tenant's MRR in one currency.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Movement {
     pub tenant_id: String,
     pub currency: String,
@@ -75,56 +74,30 @@ pub struct Revenue {
     movements: BTreeMap<(String, String), Vec<Movement>>,
 }
 
-/// Folds events one at a time (as they are read from the log), then computes the movements.
+/// Folds events one at a time (as they are read from the log), then renders the movements
+/// as the projector's read model does ([`super::mrr`]).
 #[derive(Debug, Default)]
 pub struct RevenueBuilder {
-    livemode: bool,
     ledger: Ledger,
-    snapshots: BTreeMap<String, Snapshots>,
 }
 
 impl RevenueBuilder {
     /// A builder for a deployment in `livemode`: events of the other mode are left out.
     pub fn new(livemode: bool) -> RevenueBuilder {
         RevenueBuilder {
-            livemode,
             ledger: Ledger::new(livemode),
-            snapshots: BTreeMap::new(),
         }
     }
 
-    /// Folds one event: its tenant links, and its subscription snapshot if it is one.
+    /// Folds one event: its tenant links, and its subscription snapshot if it is one (an
+    /// event the fold cannot read is left out).
     pub fn add(&mut self, event: &Event) {
-        if self.ledger.apply(event).is_err() || event.livemode != self.livemode {
-            return;
-        }
-        if let Ok(Fact::Subscription { id, snapshot, .. }) = facts::read(event) {
-            let key = order_key(event, snapshot.status, snapshot.current_period_end);
-            let value = (snapshot.status, snapshot.pricing);
-            self.snapshots.entry(id).or_default().insert(key, value);
-        }
+        let _ = self.ledger.apply(event);
     }
 
     /// The movements of every tenant whose subscriptions resolved to it.
     pub fn finish(self) -> Revenue {
-        let mut by_tenant: BTreeMap<String, Vec<Steps>> = BTreeMap::new();
-        for (id, snapshots) in self.snapshots {
-            let Some(tenant) = Links::subscription_tenant(&self.ledger, &id) else {
-                continue;
-            };
-            by_tenant
-                .entry(tenant.tenant_id)
-                .or_default()
-                .push(steps(snapshots));
-        }
-        let mut movements = BTreeMap::new();
-        for (tenant_id, subscriptions) in by_tenant {
-            for (currency, changes) in tenant_changes(&subscriptions) {
-                let list = merge(&tenant_id, &currency, changes);
-                movements.insert((tenant_id.clone(), currency), list);
-            }
-        }
-        Revenue { movements }
+        Revenue::from_tenants(self.ledger.revenue_models())
     }
 }
 
@@ -192,30 +165,21 @@ pub fn subscription_mrr(status: Status, pricing: &Pricing, at: i64) -> Mrr {
     mrr
 }
 
-/// The fold's same-second order of subscription events (see [`crate::ledger::Version`]).
-fn order_key(event: &Event, status: Status, period_end: Option<i64>) -> (i64, u8, u8, i64, String) {
-    let type_rank = match event.event_type.as_str() {
-        "customer.subscription.created" => 1,
-        "customer.subscription.deleted" => 3,
-        _ => 2,
-    };
-    let period_end = period_end.unwrap_or(0);
-    (
-        event.created,
-        type_rank,
-        status.lifecycle_rank(),
-        period_end,
-        event.id.clone(),
-    )
-}
-
-/// A subscription's snapshots in the fold's order (see [`order_key`]).
-type Snapshots = BTreeMap<(i64, u8, u8, i64, String), (Status, Pricing)>;
-
-/// A subscription's MRR steps: `(at, event_id, mrr)`, in time order.
-type Steps = Vec<(i64, String, Mrr)>;
-
 impl Revenue {
+    /// Every tenant's movements as the read model holds them (`tenant -> currency ->
+    /// movements`).
+    pub fn from_tenants(tenants: BTreeMap<String, TenantRevenue>) -> Revenue {
+        let movements = tenants
+            .into_iter()
+            .flat_map(|(tenant_id, currencies)| {
+                currencies
+                    .into_iter()
+                    .map(move |(currency, list)| ((tenant_id.clone(), currency), list))
+            })
+            .collect();
+        Revenue { movements }
+    }
+
     /// Computes every tenant's movements from `events` (any order; duplicates harmless):
     /// subscriptions are attributed to tenants as the ledger resolves them after all events.
     pub fn from_events<'e>(events: impl IntoIterator<Item = &'e Event>, livemode: bool) -> Revenue {
@@ -299,106 +263,6 @@ fn add_tenant_month(row: &mut MonthRow, list: &[Movement], start: i64, end: i64)
         };
         *slot += movement.amount();
     }
-}
-
-/// A subscription's MRR after each snapshot (stopping after a terminal one), plus a step at
-/// each discount's end.
-fn steps(snapshots: Snapshots) -> Steps {
-    let mut steps = Steps::new();
-    let mut ordered = snapshots.into_iter().peekable();
-    while let Some(((at, _, _, _, event_id), (status, pricing))) = ordered.next() {
-        let next_at = ordered.peek().map_or(i64::MAX, |((t, ..), _)| *t);
-        steps.push((at, event_id.clone(), subscription_mrr(status, &pricing, at)));
-        let mut ends: Vec<i64> = pricing.discounts.iter().filter_map(|d| d.end).collect();
-        ends.sort_unstable();
-        for end in ends
-            .into_iter()
-            .filter(|end| (at + 1..next_at).contains(end))
-        {
-            steps.push((
-                end,
-                event_id.clone(),
-                subscription_mrr(status, &pricing, end),
-            ));
-        }
-        if status.is_terminal() {
-            break;
-        }
-    }
-    steps
-}
-
-/// A tenant's MRR per currency after each instant one of its subscriptions changed:
-/// `currency -> [(at, mrr after, event_id)]`, only where the total changed.
-fn tenant_changes(subscriptions: &[Steps]) -> BTreeMap<String, Vec<(i64, i64, String)>> {
-    let mut times: BTreeMap<i64, String> = BTreeMap::new();
-    for steps in subscriptions {
-        for (at, event_id, _) in steps {
-            let slot = times.entry(*at).or_insert_with(|| event_id.clone());
-            if *event_id > *slot {
-                *slot = event_id.clone();
-            }
-        }
-    }
-    let mut out: BTreeMap<String, Vec<(i64, i64, String)>> = BTreeMap::new();
-    let mut last: BTreeMap<String, i64> = BTreeMap::new();
-    for (at, event_id) in times {
-        let mut total: BTreeMap<String, i64> = last.keys().map(|c| (c.clone(), 0)).collect();
-        for steps in subscriptions {
-            if let Some((_, _, mrr)) = steps.iter().take_while(|(t, ..)| *t <= at).last() {
-                for (currency, (amount, _)) in mrr {
-                    *total.entry(currency.clone()).or_default() += amount;
-                }
-            }
-        }
-        for (currency, amount) in total {
-            if last.get(&currency).copied().unwrap_or(0) != amount {
-                out.entry(currency.clone())
-                    .or_default()
-                    .push((at, amount, event_id.clone()));
-            }
-            last.insert(currency, amount);
-        }
-    }
-    out
-}
-
-/// Merges a tenant's changes in one currency into movements (see the module doc).
-fn merge(tenant_id: &str, currency: &str, changes: Vec<(i64, i64, String)>) -> Vec<Movement> {
-    let mut movements = Vec::new();
-    let (mut value, mut counted_before) = (0i64, false);
-    let mut changes = changes.into_iter().peekable();
-    while let Some((first_at, mut after, mut event_id)) = changes.next() {
-        while let Some((at, _, _)) = changes.peek() {
-            if *at >= first_at + MOVEMENT_MERGE_SECS {
-                break;
-            }
-            let (_, a, e) = changes.next().expect("peeked");
-            (after, event_id) = (a, e);
-        }
-        let before = value;
-        value = after;
-        let kind = match (before, after) {
-            (0, 0) => continue,
-            (0, _) if counted_before => "reactivation",
-            (0, _) => "new",
-            (_, 0) => "churn",
-            (p, q) if q > p => "expansion",
-            (p, q) if q < p => "contraction",
-            _ => continue,
-        };
-        counted_before |= after > 0;
-        movements.push(Movement {
-            tenant_id: tenant_id.to_owned(),
-            currency: currency.to_owned(),
-            kind,
-            before,
-            after,
-            at: first_at,
-            event_id,
-        });
-    }
-    movements
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
