@@ -47,7 +47,8 @@ pub const PROJECTION_NAME: &str = "billing";
 /// Version 3: a failed payment infers `incomplete` until the subscription has been live, and a
 /// paid invoice infers `active` after `incomplete`, `past_due` or `unpaid`. Version 4: money
 /// (invoices, payments, refunds, disputes, credit notes) and money events' tenants.
-/// Version 5: `tenant_pricing.product_id`, the product of the price.
+/// Version 5: `tenant_pricing.product_id`, the product of the price. Version 6: the revenue
+/// read model (`revenue_streams`, `revenue_movements`).
 pub const PROJECTION_VERSION: i32 = 6;
 /// Events read and folded per transaction.
 pub const FOLD_BATCH_EVENTS: i64 = 1_000;
