@@ -139,21 +139,30 @@ async fn every_change_arrives_signed_and_in_order_through_failures() {
         );
     }
     assert_eq!(receiver.with(|s| s.bad_signatures), 0);
-    let attempts: Value = app
-        .get(
-            &format!("/api/billing/admin/endpoints/{id}/attempts?limit=1000"),
-            ADMIN_TOKEN,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let statuses: Vec<i64> = attempts["attempts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["status_code"].as_i64().unwrap())
-        .collect();
+    // The receiver sees a message before the dispatcher records its attempt: wait until every
+    // delivery is recorded (or 30 s pass, and the assertions below say what is missing).
+    let mut statuses: Vec<i64> = Vec::new();
+    for _ in 0..300 {
+        let attempts: Value = app
+            .get(
+                &format!("/api/billing/admin/endpoints/{id}/attempts?limit=1000"),
+                ADMIN_TOKEN,
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        statuses = attempts["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["status_code"].as_i64().unwrap())
+            .collect();
+        if statuses.iter().filter(|s| **s == 204).count() >= changes.len() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     assert_eq!(statuses.iter().filter(|s| **s == 500).count(), 5);
     assert_eq!(
         statuses.iter().filter(|s| **s == 204).count(),
