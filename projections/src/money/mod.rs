@@ -41,6 +41,7 @@ use crate::facts::TenantClaim;
 use crate::ledger::{keep_earliest, keep_greatest, keep_least, unresolved, Head};
 use crate::ledger::{Version, Versioned};
 use crate::model::Unresolved;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The money columns the events CSV shows for an event's object: its customer (an ID or an
@@ -67,7 +68,7 @@ pub trait Links {
 }
 
 /// The money read model an object belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum MoneyKind {
     Invoice,
     Payment,
@@ -77,7 +78,7 @@ pub enum MoneyKind {
 }
 
 /// One money object's folded state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Object<S> {
     snapshot: Option<Versioned<S>>,
     /// Earliest `created` of an event showing the object paid (succeeded).
@@ -104,7 +105,7 @@ impl<S> Default for Object<S> {
 }
 
 /// Every money object folded so far, with the links between them.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Money {
     invoices: BTreeMap<String, Object<InvoiceSnapshot>>,
     payments: BTreeMap<String, Object<PaymentSnapshot>>,
