@@ -15,7 +15,7 @@ CREATE TABLE projection_snapshots (
     state bytea NOT NULL,
     written_at timestamptz NOT NULL DEFAULT now()
 );
--- The state is JSON that PostgreSQL would compress on every write and decompress on every read;
+-- PostgreSQL would compress the state (tens of MiB) on every write and decompress it on every read;
 -- keep it out of line and uncompressed, so both cost a copy only.
 ALTER TABLE projection_snapshots ALTER COLUMN state SET STORAGE EXTERNAL;
 

@@ -74,19 +74,30 @@ fn money_and_rendering_state_are_carried() {
 
 #[test]
 fn unreadable_and_inconsistent_snapshots_are_refused() {
-    assert!(matches!(
-        Ledger::from_snapshot(b"{\"ledger\": 1}"),
-        Err(crate::SnapshotError::Unreadable(_))
-    ));
     let mut ledger = Ledger::new(false);
     ledger
         .apply(&checkout("evt_c", T, "cs_1", "t1", "cus_1", "sub_1"))
         .unwrap();
     ledger.take_changes();
-    let mut state: Value = serde_json::from_slice(&ledger.to_snapshot()).unwrap();
-    state["ledger"]["sessions_by_customer"]["cus_1"] = json!(["cs_missing"]);
+    let bytes = ledger.to_snapshot();
+    for cut in [0, 1, bytes.len() / 2, bytes.len() - 1] {
+        assert!(
+            matches!(
+                Ledger::from_snapshot(&bytes[..cut]),
+                Err(crate::SnapshotError::Unreadable(_))
+            ),
+            "cut at {cut}"
+        );
+    }
+    // A huge length where a string's length belongs is refused, not allocated.
+    assert!(
+        Ledger::from_snapshot(&[0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).is_err()
+    );
+    let mut forged = serde_json::to_value(&ledger).unwrap();
+    forged["sessions_by_customer"]["cus_1"] = json!(["cs_missing"]);
+    let forged: Ledger = serde_json::from_value(forged).unwrap();
     assert!(matches!(
-        Ledger::from_snapshot(&serde_json::to_vec(&state).unwrap()),
+        Ledger::from_snapshot(&forged.to_snapshot()),
         Err(crate::SnapshotError::Inconsistent)
     ));
 }
