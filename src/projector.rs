@@ -8,10 +8,10 @@
 //! the events between it and the stored checkpoint (without a usable snapshot, the whole log up
 //! to the checkpoint: the fold is deterministic, so either reproduces the state behind the
 //! rows), then tails `position > checkpoint`, writing a new snapshot every
-//! [`snapshot::SNAPSHOT_EVERY_EVENTS`] events. Each batch's rows and the new checkpoint commit in one transaction, and the
-//! checkpoint advances only by compare-and-set from the value this leader read, so a deposed
-//! leader's write rolls back. Positions are dense and commit in order (`event_log`), so tailing
-//! never skips an event.
+//! [`SNAPSHOT_EVERY_EVENTS`] events. Each batch's rows and the new checkpoint commit in one
+//! transaction, and the checkpoint advances only by compare-and-set from the value this leader
+//! read, so a deposed leader's write rolls back. Positions are dense and commit in order
+//! (`event_log`), so tailing never skips an event.
 //!
 //! A rebuild folds the whole log into a fresh ledger and replaces every row and the checkpoint
 //! in one transaction: readers see the old rows until the commit, and the live loop resumes
@@ -368,14 +368,25 @@ fn fold(ledger: &mut Ledger, batch: Vec<Stored>, log: bool) -> Vec<RecordedError
 fn log_resumed(election: &snapshot::Election<'_>) {
     let duration_ms = election.duration.as_millis() as u64;
     match &election.snapshot {
-        Ok(position) => tracing::info!(projection.name = PROJECTION_NAME,
-            checkpoint = election.checkpoint, snapshot.position = position,
-            events_folded = election.events_folded, duration_ms,
-            "projector state loaded from a snapshot and folded up to the checkpoint; tailing the log"),
+        Ok(position) => tracing::info!(
+            projection.name = PROJECTION_NAME,
+            checkpoint = election.checkpoint,
+            snapshot.position = position,
+            events_folded = election.events_folded,
+            duration_ms,
+            "projector state loaded from a snapshot; tailing the log"
+        ),
+        Err(reason) if reason == snapshot::NO_SNAPSHOT => tracing::info!(
+            projection.name = PROJECTION_NAME,
+            checkpoint = election.checkpoint,
+            events_folded = election.events_folded,
+            duration_ms,
+            "no projector snapshot stored: whole log folded; tailing the log"
+        ),
         Err(reason) => tracing::warn!(projection.name = PROJECTION_NAME,
             checkpoint = election.checkpoint, reason = %reason,
             events_folded = election.events_folded, duration_ms,
-            "no usable projector snapshot: state re-folded from the log's start; tailing the log"),
+            "projector snapshot not usable: whole log re-folded; tailing the log"),
     }
 }
 

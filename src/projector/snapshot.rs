@@ -25,6 +25,10 @@ pub const SNAPSHOT_EVERY_EVENTS: i64 = 50_000;
 /// Wait after a failed snapshot write before trying again (serializing costs the whole state).
 pub const SNAPSHOT_RETRY: Duration = Duration::from_secs(30);
 
+/// The reason given when no snapshot is stored (a new deployment, or after an invalidation):
+/// an expected state, logged as information; every other reason is a warning.
+pub const NO_SNAPSHOT: &str = "no snapshot";
+
 /// The live projector's snapshot bookkeeping.
 pub(super) struct Snapshots {
     /// Events folded after the latest snapshot before writing the next.
@@ -191,7 +195,7 @@ pub(super) async fn load(
         .await?;
     drop(client);
     let Some(row) = row else {
-        return Ok(Err("no snapshot".into()));
+        return Ok(Err(NO_SNAPSHOT.into()));
     };
     let (version, format, mode, position): (i32, i32, bool, i64) =
         (row.get(0), row.get(1), row.get(2), row.get(3));

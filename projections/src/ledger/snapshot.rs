@@ -9,11 +9,14 @@
 //!
 //! The encoding is bincode 1 with [`bincode::DefaultOptions`] (variable-width integers,
 //! little-endian, length-prefixed strings and collections; reading is limited to the input's
-//! own length, so a corrupt length cannot make it allocate more): the state is read back only by this crate, and
-//! JSON made it about three times larger and slower to read (the field names repeated in every
-//! object, every number in text), which an election waits on. A snapshot must be taken
-//! between batches, after [`Ledger::take_changes`]: what is not rendered yet would be rendered
-//! again by the reader (harmless upserts, but not what a snapshot is for).
+//! own length, so a corrupt length cannot make it allocate more). The state is read back only
+//! by this crate; JSON made the benchmark's 1,000,000-event state 332 MiB against 86 MiB (the
+//! field names repeated in every object, every number in text), and an election waits on
+//! reading it.
+//!
+//! A snapshot must be taken between batches, after [`Ledger::take_changes`]: what is not
+//! rendered yet would be rendered again by the reader (harmless upserts, but not what a
+//! snapshot is for).
 
 use super::{Ledger, RenderState};
 use crate::money::Money;
