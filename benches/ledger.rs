@@ -2,7 +2,8 @@
 //!
 //! ```sh
 //! cargo bench --bench ledger -- ingest    # webhook throughput vs pgbench's durable insert
-//! cargo bench --bench ledger -- rebuild   # 1,000,000 events: rebuild vs a COPY of the log
+//! cargo bench --bench ledger -- rebuild   # 1,000,000 events: rebuild vs a COPY of the log,
+//!                                         # then election to live from its snapshot
 //! cargo bench --bench ledger -- rebuild --events 10000000   # any log size (see below)
 //! cargo bench --bench ledger -- query     # p99 of reads on that log under concurrency
 //! cargo bench --bench ledger -- history   # a history page at 100 and 100,000 events
@@ -14,6 +15,8 @@
 //! for later runs (drop it to regenerate). The load generator runs in this process, on the same
 //! two cores as the service and PostgreSQL, as the issue's setup asks.
 
+#[path = "ledger/election.rs"]
+mod election;
 #[path = "ledger/history.rs"]
 mod history;
 
@@ -42,7 +45,7 @@ const LOG_EVENTS_DEFAULT: usize = 1_000_000;
 /// about 3 GB); the log is generated only when the database's disk has room for it and a
 /// quarter more.
 const DISK_BYTES_PER_EVENT: u64 = 3_200;
-/// Target from the projector's start to live (elected, state re-folded), seconds (issue 14).
+/// Target from the projector's start to live (elected, fold state loaded), seconds (issue 10).
 const ELECTION_TARGET_SECS: f64 = 1.0;
 
 /// Issue 14's rebuild targets: a share of the COPY read rate, and peak memory.
@@ -394,6 +397,7 @@ async fn rebuild() {
         events as f64 / preview
     );
     println!("  {done}; {total}");
+    election::election(&url).await;
 }
 
 async fn query() {

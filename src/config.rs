@@ -100,6 +100,11 @@ pub struct ServeArgs {
     /// On election, rebuild the read models when they come from another fold version.
     #[arg(long)]
     pub rebuild_stale: bool,
+    /// Events the projector folds between two snapshots of its fold state (a new leader
+    /// resumes from the latest).
+    #[arg(long, env = "LEDGER_SNAPSHOT_EVERY_EVENTS",
+        default_value_t = crate::projector::SNAPSHOT_EVERY_EVENTS.to_string())]
+    pub snapshot_every_events: String,
     /// Log format: text or json.
     #[arg(long, env = "LEDGER_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -346,6 +351,8 @@ pub struct Config {
     /// A fresh ID per process: who holds the projector (`projections.owner`).
     pub instance_id: String,
     pub rebuild_stale: bool,
+    /// `LEDGER_SNAPSHOT_EVERY_EVENTS`.
+    pub snapshot_every_events: i64,
     /// `LEDGER_READ_DATABASE_URL`: the read API's replica, if any.
     pub read_database_url: Option<String>,
     /// `LEDGER_READ_FALLBACK`.
@@ -377,6 +384,7 @@ impl Config {
             livemode: false,
             instance_id: uuid::Uuid::new_v4().to_string(),
             rebuild_stale: false,
+            snapshot_every_events: crate::projector::SNAPSHOT_EVERY_EVENTS,
             read_database_url: None,
             read_fallback: ReadFallback::Primary,
             reconcile: None,
@@ -521,6 +529,16 @@ impl Config {
                 setting: "LEDGER_MAX_BODY_BYTES",
                 problem: "must be a positive whole number of bytes",
             })?;
+        let snapshot_every_events = args
+            .snapshot_every_events
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or(ConfigError {
+                setting: "LEDGER_SNAPSHOT_EVERY_EVENTS",
+                problem: "must be a positive whole number of events",
+            })?;
         let listen = args
             .listen
             .trim()
@@ -565,6 +583,7 @@ impl Config {
             livemode,
             instance_id: uuid::Uuid::new_v4().to_string(),
             rebuild_stale: args.rebuild_stale,
+            snapshot_every_events,
             reconcile: reconcile_settings(args)?,
             connections: connection_limits(args)?,
             console_session_key,

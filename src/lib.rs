@@ -90,6 +90,7 @@ pub async fn run(
         livemode: config.livemode,
         instance_id: config.instance_id.clone(),
         rebuild_stale: config.rebuild_stale,
+        snapshot_every_events: config.snapshot_every_events,
     };
     let projector = tokio::spawn(projector::run(
         pool.clone(),

@@ -4,12 +4,14 @@
 //! whose session outlives its borrower); PostgreSQL releases it when that connection ends, so a
 //! dead leader's lock frees itself and another instance takes over within [`ELECTION_RETRY`].
 //!
-//! On election the leader folds the log up to the stored checkpoint in memory (the fold is
-//! deterministic, so this reproduces the state behind the rows), then tails `position >
-//! checkpoint`. Each batch's rows and the new checkpoint commit in one transaction, and the
-//! checkpoint advances only by compare-and-set from the value this leader read, so a deposed
-//! leader's write rolls back. Positions are dense and commit in order (`event_log`), so tailing
-//! never skips an event.
+//! On election the leader loads the latest fold-state snapshot ([`snapshot`]) and folds only
+//! the events between it and the stored checkpoint (without a usable snapshot, the whole log up
+//! to the checkpoint: the fold is deterministic, so either reproduces the state behind the
+//! rows), then tails `position > checkpoint`, writing a new snapshot every
+//! [`SNAPSHOT_EVERY_EVENTS`] events. Each batch's rows and the new checkpoint commit in one
+//! transaction, and the checkpoint advances only by compare-and-set from the value this leader
+//! read, so a deposed leader's write rolls back. Positions are dense and commit in order
+//! (`event_log`), so tailing never skips an event.
 //!
 //! A rebuild ([`rebuild`]) folds the whole log into a fresh ledger and replaces every row and
 //! the checkpoint in one transaction: readers see the old rows until the commit, and the live
@@ -26,6 +28,10 @@ pub use rebuild::{
     Progress,
 };
 pub use status::{lag, Lag};
+
+mod snapshot;
+
+pub use snapshot::SNAPSHOT_EVERY_EVENTS;
 
 use crate::read_models;
 use deadpool_postgres::Pool;
@@ -76,6 +82,9 @@ pub struct Settings {
     pub instance_id: String,
     /// Queue a rebuild on election when the stored rows come from another fold version.
     pub rebuild_stale: bool,
+    /// Events folded between two snapshots of the fold state (default
+    /// [`SNAPSHOT_EVERY_EVENTS`]).
+    pub snapshot_every_events: i64,
 }
 
 /// Runs until `shutdown`: competes for the lock, projects while holding it, and competes again
@@ -149,22 +158,18 @@ async fn lead(
             tracing::info!(rebuild.id = %rebuild_id, stored_version, "stale projection: rebuild queued");
         }
     }
-    let resuming = std::time::Instant::now();
     let mut live = Live::resume(pool, settings.livemode, owner).await?;
-    tracing::info!(
-        projection.name = PROJECTION_NAME,
-        checkpoint = live.checkpoint,
-        duration_ms = resuming.elapsed().as_millis() as u64,
-        "projector state re-folded up to the checkpoint; tailing the log"
-    );
+    live.snapshots.every_events = settings.snapshot_every_events;
     let mut last_expiry = std::time::Instant::now();
     loop {
         anyhow::ensure!(!lock.is_closed(), "lost the projector lock connection");
         if let Some(rebuild_id) = pending_rebuild(pool).await? {
+            live.collect_snapshot().await;
             if let Some(rebuilt) =
                 rebuild(pool, settings.livemode, rebuild_id, owner, |_| {}).await?
             {
                 live = rebuilt;
+                live.snapshots.every_events = settings.snapshot_every_events;
             }
             continue;
         }
@@ -172,7 +177,9 @@ async fn lead(
             crate::entitlements::expire_grace(pool).await?;
             last_expiry = std::time::Instant::now();
         }
-        if live.step(pool).await? == 0 {
+        let folded = live.step(pool).await?;
+        live.maybe_snapshot(pool).await?;
+        if folded == 0 {
             tokio::select! {
                 () = wake.notified() => {}
                 _ = appended.recv() => {}
@@ -220,11 +227,15 @@ pub struct Live {
     ledger: Ledger,
     checkpoint: i64,
     owner: String,
+    snapshots: snapshot::Snapshots,
 }
 
 impl Live {
-    /// Rebuilds the in-memory state behind the stored rows.
+    /// Rebuilds the in-memory state behind the stored rows: the latest usable snapshot plus
+    /// the events after it, or else the whole log up to the checkpoint. Records the election
+    /// (`projector_elections`) and logs how it resumed.
     async fn resume(pool: &Pool, livemode: bool, owner: &str) -> anyhow::Result<Live> {
+        let started = std::time::Instant::now();
         let client = pool.get().await?;
         let checkpoint: i64 = client
             .query_one(
@@ -234,13 +245,32 @@ impl Live {
             .await?
             .get(0);
         drop(client);
-        let mut ledger = Ledger::new(livemode);
-        fold_log(pool, &mut ledger, checkpoint).await?;
+        let (mut ledger, from) = match snapshot::load(pool, livemode, checkpoint).await? {
+            Ok(loaded) => (loaded.ledger, Ok(loaded.position)),
+            Err(reason) => (Ledger::new(livemode), Err(reason)),
+        };
+        let after = *from.as_ref().unwrap_or(&0);
+        fold_after(pool, &mut ledger, after, checkpoint).await?;
         ledger.take_changes();
+        let election = snapshot::Election {
+            instance_id: owner,
+            snapshot: from,
+            checkpoint,
+            events_folded: checkpoint - after,
+            duration: started.elapsed(),
+        };
+        log_resumed(&election);
+        if let Err(error) = snapshot::record(pool, &election).await {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "projector election not recorded"
+            );
+        }
         Ok(Live {
             ledger,
             checkpoint,
             owner: owner.to_owned(),
+            snapshots: snapshot::Snapshots::at(after),
         })
     }
 
@@ -350,6 +380,57 @@ fn fold(ledger: &mut Ledger, batch: Vec<Stored>, log: bool) -> Vec<RecordedError
         }
     }
     errors
+}
+
+/// Logs how an elected projector got its fold state, once.
+fn log_resumed(election: &snapshot::Election<'_>) {
+    let duration_ms = election.duration.as_millis() as u64;
+    match &election.snapshot {
+        Ok(position) => tracing::info!(
+            projection.name = PROJECTION_NAME,
+            checkpoint = election.checkpoint,
+            snapshot.position = position,
+            events_folded = election.events_folded,
+            duration_ms,
+            "projector state loaded from a snapshot; tailing the log"
+        ),
+        Err(reason) if reason == snapshot::NO_SNAPSHOT => tracing::info!(
+            projection.name = PROJECTION_NAME,
+            checkpoint = election.checkpoint,
+            events_folded = election.events_folded,
+            duration_ms,
+            "no projector snapshot stored: whole log folded; tailing the log"
+        ),
+        Err(reason) => tracing::warn!(projection.name = PROJECTION_NAME,
+            checkpoint = election.checkpoint, reason = %reason,
+            events_folded = election.events_folded, duration_ms,
+            "projector snapshot not usable: whole log re-folded; tailing the log"),
+    }
+}
+
+/// Folds the events after `after` through `up_to` into `ledger`: from the log's start by one
+/// streamed read ([`fold_log`]), after a snapshot by batched reads (at most about
+/// [`snapshot::SNAPSHOT_EVERY_EVENTS`] events).
+async fn fold_after(
+    pool: &Pool,
+    ledger: &mut Ledger,
+    after: i64,
+    up_to: i64,
+) -> anyhow::Result<()> {
+    if after == 0 {
+        fold_log(pool, ledger, up_to).await?;
+        return Ok(());
+    }
+    let mut position = after;
+    while position < up_to {
+        let batch = read_events(pool, position, FOLD_BATCH_EVENTS.min(up_to - position)).await?;
+        let Some(last) = batch.last().map(|e| e.position) else {
+            break;
+        };
+        fold(ledger, batch, false);
+        position = last;
+    }
+    Ok(())
 }
 
 /// Folds every event with position `<= up_to` into `ledger`, in batches (never the whole log

@@ -21,6 +21,8 @@ use crate::money::{Links, Money, MoneyChanges, MoneyModels, MrrHistory, TenantRe
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
+pub mod snapshot;
+
 /// Orders the observations of one object. Fields compare in declaration order:
 ///
 /// 1. `terminal`: a terminal observation (a `canceled` or `incomplete_expired` subscription, a
@@ -271,7 +273,7 @@ enum ObjectKind {
     Customer,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct RenderState {
     subscriptions: BTreeSet<String>,
     sessions: BTreeSet<String>,
@@ -279,7 +281,9 @@ struct RenderState {
     tenants: BTreeSet<String>,
     /// The tenant each subscription was last rendered under.
     tenant_of_subscription: BTreeMap<String, String>,
-    /// Objects the current event was folded into, settled at the end of `apply`.
+    /// Objects the current event was folded into, settled at the end of `apply` (so always
+    /// empty between events, and never carried in a snapshot).
+    #[serde(skip)]
     touched: Vec<(ObjectKind, String)>,
     /// Objects whose unresolved events were last rendered non-empty (so rows exist for them).
     listed_unresolved: BTreeSet<String>,

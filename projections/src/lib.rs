@@ -14,6 +14,7 @@ pub mod money;
 
 pub use envelope::{EnvelopeError, Event};
 pub use facts::{BillingReason, FoldError};
+pub use ledger::snapshot::{SnapshotError, SNAPSHOT_FORMAT};
 pub use ledger::{Changes, Head, Ledger, Outcome, ReadEvent, ReadModels, Version};
 pub use model::{
     CheckoutSession, Customer, ResolvedBy, SessionStatus, Status, TenantPricing, Unresolved,

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 mod carried;
 mod payments;
+mod snapshot;
 
 const T: i64 = 1_700_000_000;
 const MONTH: i64 = 2_592_000;

@@ -165,7 +165,18 @@ pub async fn rebuild(
             )
             .await?;
     }
-    result
+    let Some(mut live) = result? else {
+        return Ok(None); // a preview: nothing swapped, the snapshot stays
+    };
+    // The snapshot is a cache: a rebuild that swapped stays done when writing it fails.
+    if let Err(error) = live.snapshot_now(pool).await {
+        tracing::warn!(
+            projection.name = PROJECTION_NAME,
+            error = format!("{error:#}"),
+            "projector snapshot after the rebuild not written; the next election folds the log"
+        );
+    }
+    Ok(Some(live))
 }
 
 /// The table a rebuild stages `event_tenants` in, renamed into place by the swap (the table is
@@ -213,6 +224,7 @@ async fn rebuild_inner(
         ledger: rebuilt.ledger,
         checkpoint: target,
         owner: owner.to_owned(),
+        snapshots: super::snapshot::Snapshots::at(0),
     }))
 }
 
@@ -362,6 +374,7 @@ async fn finish_swap(
     )
     .await?;
     read_models::record_errors(tx, errors).await?;
+    super::snapshot::invalidate(tx).await?;
     tx.execute(
         "INSERT INTO projections (name, version, position, owner) VALUES ($1, $3, $2, $4)
          ON CONFLICT (name) DO UPDATE SET position = $2, version = $3, owner = $4,

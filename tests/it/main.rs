@@ -11,6 +11,7 @@ mod emulator;
 mod engine;
 mod errors;
 mod events;
+mod failover;
 mod faults;
 mod feed;
 mod fixtures;

@@ -50,6 +50,12 @@ impl ServeProcess {
         format!("{}{path}", self.base)
     }
 
+    /// Kills the process with SIGKILL (no shutdown of any kind) and waits for it to be gone.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
     /// Sends SIGTERM, waits for the exit and returns its status and everything it logged.
     pub fn terminate(self) -> (std::process::ExitStatus, String) {
         let status = Command::new("kill")

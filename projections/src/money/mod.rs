@@ -43,6 +43,7 @@ use crate::facts::TenantClaim;
 use crate::ledger::{keep_earliest, keep_greatest, unresolved, Head};
 use crate::ledger::{Version, Versioned};
 use crate::model::Unresolved;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The money columns the events CSV shows for an event's object: its customer (an ID or an
@@ -69,7 +70,7 @@ pub trait Links {
 }
 
 /// The money read model an object belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum MoneyKind {
     Invoice,
     Payment,
@@ -90,7 +91,7 @@ impl MoneyKind {
 }
 
 /// One money object's folded state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Object<S> {
     snapshot: Option<Versioned<S>>,
     /// Earliest `created` of an event showing the object paid (succeeded).
@@ -117,7 +118,7 @@ impl<S> Default for Object<S> {
 }
 
 /// Every money object folded so far, with the links between them.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Money {
     /// Each object boxed: a map node then holds eleven pointers, not eleven snapshots, so the
     /// nodes' unused slots cost little.
@@ -150,7 +151,7 @@ pub const TOUCHED_MAX: usize = 65_536;
 
 /// A payment's claim to have paid an invoice, ordered as [`Version::of`] orders the events
 /// making it: `created`, then the event ID.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct PaymentLink {
     created: i64,
     event_id: Box<str>,

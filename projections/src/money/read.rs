@@ -22,6 +22,7 @@ use crate::facts::{
     TenantClaim, OBJECT_ID_BYTES_MAX,
 };
 use crate::model::ResolvedBy;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Longest free text kept from a money object (a failure message), in bytes.
@@ -42,7 +43,7 @@ pub enum MoneyFact {
 }
 
 /// An invoice as one event shows it; amounts in the currency's minor unit.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InvoiceSnapshot {
     pub id: String,
     /// `invoice.deleted`: a draft that is gone.
@@ -74,7 +75,7 @@ pub struct InvoiceSnapshot {
 }
 
 /// A charge, PaymentIntent or InvoicePayment as one event shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentSnapshot {
     pub id: String,
     pub kind: super::PaymentKind,
@@ -95,7 +96,7 @@ pub struct PaymentSnapshot {
 }
 
 /// A refund or a dispute as one event shows it (the two share their shape).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefundSnapshot {
     pub id: String,
     pub status: String,
@@ -108,7 +109,7 @@ pub struct RefundSnapshot {
 }
 
 /// A credit note as one event shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreditNoteSnapshot {
     pub id: String,
     pub status: String,

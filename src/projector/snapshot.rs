@@ -1,0 +1,264 @@
+//! The projector's durable fold state: the only code issuing SQL on `projection_snapshots` and
+//! `projector_elections` (schema/V84).
+//!
+//! A snapshot is the whole in-memory fold ([`Ledger::to_snapshot`]) at a checkpoint this
+//! projector had committed. A newly elected leader loads the latest one and folds only the
+//! events after it, instead of the whole log. It is only ever a cache: a missing one, one of
+//! another [`PROJECTION_VERSION`] or [`SNAPSHOT_FORMAT`], of the other mode, ahead of the
+//! checkpoint or that does not parse means a full fold of the log, logged with the reason. It
+//! must never make rows differ from a fold of the log.
+//!
+//! Writes never hold up the checkpoint's transaction: the state is serialized between two
+//! batches (on a blocking thread) and written by a task of its own on a connection of its own;
+//! the live loop folds on meanwhile. A rebuild deletes the snapshot in its swap transaction and
+//! writes a fresh one right after the swap.
+
+use super::{Live, PROJECTION_NAME, PROJECTION_VERSION};
+use deadpool_postgres::Pool;
+use projections::{Ledger, SNAPSHOT_FORMAT};
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+
+/// Events folded after the latest snapshot before the live projector writes a new one: bounds
+/// what a new leader folds after loading it (at the rebuild benchmark's rate, about 0.25 s).
+pub const SNAPSHOT_EVERY_EVENTS: i64 = 50_000;
+/// Wait after a failed snapshot write before trying again (serializing costs the whole state).
+pub const SNAPSHOT_RETRY: Duration = Duration::from_secs(30);
+
+/// The reason given when no snapshot is stored (a new deployment, or after an invalidation):
+/// an expected state, logged as information; every other reason is a warning.
+pub const NO_SNAPSHOT: &str = "no snapshot";
+
+/// The live projector's snapshot bookkeeping.
+pub(super) struct Snapshots {
+    /// Events folded after the latest snapshot before writing the next.
+    pub(super) every_events: i64,
+    /// Position of the latest snapshot loaded or written (0: none).
+    position: i64,
+    /// The write in flight, with the position it writes.
+    writing: Option<(i64, JoinHandle<anyhow::Result<()>>)>,
+    /// When the last write failed.
+    failed_at: Option<Instant>,
+}
+
+impl Snapshots {
+    /// Bookkeeping for a fold whose latest snapshot is at `position` (0: none).
+    pub(super) fn at(position: i64) -> Snapshots {
+        Snapshots {
+            every_events: SNAPSHOT_EVERY_EVENTS,
+            position,
+            writing: None,
+            failed_at: None,
+        }
+    }
+}
+
+impl Live {
+    /// Called between batches: collects a finished write, and starts one when
+    /// `every_events` ([`SNAPSHOT_EVERY_EVENTS`] by default) events were folded since the latest
+    /// snapshot.
+    pub(super) async fn maybe_snapshot(&mut self, pool: &Pool) -> anyhow::Result<()> {
+        if let Some((_, writing)) = &self.snapshots.writing {
+            if !writing.is_finished() {
+                return Ok(());
+            }
+            self.collect_snapshot().await;
+        }
+        let due = self.checkpoint - self.snapshots.position >= self.snapshots.every_events;
+        let resting = (self.snapshots.failed_at).is_some_and(|at| at.elapsed() < SNAPSHOT_RETRY);
+        if due && !resting {
+            let state = self.serialize().await?;
+            let (pool, livemode, position) =
+                (pool.clone(), self.ledger.livemode(), self.checkpoint);
+            let writing =
+                tokio::spawn(async move { write(&pool, livemode, position, state).await });
+            self.snapshots.writing = Some((position, writing));
+        }
+        Ok(())
+    }
+
+    /// Waits for the write in flight, if any, and records how it ended (a failed write is
+    /// logged here, once, and retried after [`SNAPSHOT_RETRY`]).
+    pub(super) async fn collect_snapshot(&mut self) {
+        let Some((position, writing)) = self.snapshots.writing.take() else {
+            return;
+        };
+        match writing.await.map_err(anyhow::Error::from).and_then(|r| r) {
+            Ok(()) => {
+                self.snapshots.position = position;
+                self.snapshots.failed_at = None;
+            }
+            Err(error) => {
+                tracing::warn!(
+                    projection.name = PROJECTION_NAME,
+                    log.position = position,
+                    error = format!("{error:#}"),
+                    "projector snapshot write failed; the next election folds more"
+                );
+                self.snapshots.failed_at = Some(Instant::now());
+            }
+        }
+    }
+
+    /// Serializes the fold on a blocking thread (the ledger moves there and back, so it is
+    /// never copied); the live loop waits for it, the runtime does not.
+    async fn serialize(&mut self) -> anyhow::Result<Vec<u8>> {
+        let ledger = std::mem::take(&mut self.ledger);
+        let (ledger, state) = tokio::task::spawn_blocking(move || {
+            let state = ledger.to_snapshot();
+            (ledger, state)
+        })
+        .await?;
+        self.ledger = ledger;
+        Ok(state)
+    }
+
+    /// Writes a snapshot at the checkpoint now and waits for it (after a rebuild's swap).
+    pub(super) async fn snapshot_now(&mut self, pool: &Pool) -> anyhow::Result<()> {
+        self.collect_snapshot().await;
+        let started = Instant::now();
+        let state = self.serialize().await?;
+        let bytes = state.len();
+        write(pool, self.ledger.livemode(), self.checkpoint, state).await?;
+        self.snapshots.position = self.checkpoint;
+        tracing::info!(
+            projection.name = PROJECTION_NAME,
+            log.position = self.checkpoint,
+            bytes,
+            duration_ms = started.elapsed().as_millis() as u64,
+            "projector snapshot written"
+        );
+        Ok(())
+    }
+}
+
+/// Stores `state`, the fold through `position`, unless a snapshot of the same version and
+/// format at a later position is already there (one at the same position is replaced: it may
+/// be the unreadable one this leader could not load).
+async fn write(pool: &Pool, livemode: bool, position: i64, state: Vec<u8>) -> anyhow::Result<()> {
+    // A bulk connection: writing the whole state may outlast the pool's statement_timeout.
+    let client = crate::db::bulk_connection(pool).await?;
+    client
+        .execute(
+            "INSERT INTO projection_snapshots (projection, version, format, livemode, position, state)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (projection) DO UPDATE SET version = excluded.version,
+                 format = excluded.format, livemode = excluded.livemode,
+                 position = excluded.position, state = excluded.state, written_at = now()
+             WHERE projection_snapshots.position <= excluded.position
+                OR projection_snapshots.version <> excluded.version
+                OR projection_snapshots.format <> excluded.format",
+            &[
+                &PROJECTION_NAME,
+                &PROJECTION_VERSION,
+                &SNAPSHOT_FORMAT,
+                &livemode,
+                &position,
+                &state,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Deletes the projection's snapshot, in the caller's transaction (a rebuild's swap: the rows
+/// it writes are not what the old fold state rendered).
+pub async fn invalidate(tx: &tokio_postgres::Transaction<'_>) -> anyhow::Result<()> {
+    tx.execute(
+        "DELETE FROM projection_snapshots WHERE projection = $1",
+        &[&PROJECTION_NAME],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A fold state loaded from a snapshot, and the position it was taken at.
+pub(super) struct Loaded {
+    pub ledger: Ledger,
+    pub position: i64,
+}
+
+/// The latest snapshot, when it is usable for a fold in `livemode` resuming at `checkpoint`;
+/// otherwise why not (the caller folds the log from its start). Errors: the database.
+pub(super) async fn load(
+    pool: &Pool,
+    livemode: bool,
+    checkpoint: i64,
+) -> anyhow::Result<Result<Loaded, String>> {
+    let client = crate::db::bulk_connection(pool).await?;
+    let row = client
+        .query_opt(
+            "SELECT version, format, livemode, position, state FROM projection_snapshots
+             WHERE projection = $1",
+            &[&PROJECTION_NAME],
+        )
+        .await?;
+    drop(client);
+    let Some(row) = row else {
+        return Ok(Err(NO_SNAPSHOT.into()));
+    };
+    let (version, format, mode, position): (i32, i32, bool, i64) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    let refused = if version != PROJECTION_VERSION {
+        Some(format!(
+            "snapshot of fold version {version}, this is {PROJECTION_VERSION}"
+        ))
+    } else if format != SNAPSHOT_FORMAT {
+        Some(format!(
+            "snapshot format {format}, this reads {SNAPSHOT_FORMAT}"
+        ))
+    } else if mode != livemode {
+        Some(format!("snapshot of livemode {mode}"))
+    } else if position > checkpoint {
+        Some(format!(
+            "snapshot at {position} is ahead of the checkpoint {checkpoint}"
+        ))
+    } else {
+        None
+    };
+    if let Some(reason) = refused {
+        return Ok(Err(reason));
+    }
+    let state: Vec<u8> = row.get(4);
+    drop(row);
+    let ledger = tokio::task::spawn_blocking(move || Ledger::from_snapshot(&state)).await?;
+    Ok(ledger
+        .map(|ledger| Loaded { ledger, position })
+        .map_err(|error| error.to_string()))
+}
+
+/// How an election's leader got its fold state (a row of `projector_elections`).
+pub(super) struct Election<'a> {
+    pub instance_id: &'a str,
+    /// The snapshot's position, or why none was loaded.
+    pub snapshot: Result<i64, String>,
+    pub checkpoint: i64,
+    pub events_folded: i64,
+    pub duration: Duration,
+}
+
+/// Records an election (best effort for the caller: it is bookkeeping, not state).
+pub(super) async fn record(pool: &Pool, election: &Election<'_>) -> anyhow::Result<()> {
+    let client = pool.get().await?;
+    let (position, reason) = match &election.snapshot {
+        Ok(position) => (Some(*position), None),
+        Err(reason) => (None, Some(reason.as_str())),
+    };
+    client
+        .execute(
+            "INSERT INTO projector_elections (projection, instance_id, snapshot_position,
+                 fallback_reason, checkpoint, events_folded, duration_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &PROJECTION_NAME,
+                &election.instance_id,
+                &position,
+                &reason,
+                &election.checkpoint,
+                &election.events_folded,
+                &(election.duration.as_millis() as i64),
+            ],
+        )
+        .await?;
+    Ok(())
+}
