@@ -45,6 +45,12 @@ impl Console {
     }
 
     /// The admin API's handlers, called directly.
+    pub fn links_api(&self) -> crate::http::links::LinksApi {
+        crate::http::links::LinksApi {
+            state: self.state.clone(),
+        }
+    }
+
     pub fn admin_api(&self) -> crate::http::admin::AdminApi {
         crate::http::admin::AdminApi {
             state: self.state.clone(),
@@ -231,6 +237,7 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
         .at("/operations", get(operations::page))
         .at("/operations/rebuild", post(operations::rebuild))
         .at("/operations/preview", post(operations::preview))
+        .at("/operations/tenant-links", post(operations::link))
         .at("/operations/rebuilds/:rebuild_id", get(rebuilds::page))
         .at("/assets/console.css", get(layout::stylesheet))
         .at("/assets/console.js", get(layout::script))

@@ -1,7 +1,8 @@
 //! `/console/operations` (admin): each read model's status, rows, version and lag, the
 //! projection's checkpoint and latest rebuild, "Preview rebuild" and "Rebuild" buttons (POST
 //! forms with the CSRF token), the outgoing webhook endpoints with their recent failures, and
-//! the events waiting for their tenant. Everything comes from the admin and read API's
+//! the events waiting for their tenant, each with a form linking its missing customer or
+//! subscription to a tenant (the admin tenant-links route). Everything comes from the admin and read API's
 //! handlers and the outbox store's reads. A preview's diff is on [`super::rebuilds`]' page.
 
 use super::layout::{self, Source};
@@ -62,13 +63,14 @@ async fn render(request: &Request, console: &Console) -> Result<Response, PageEr
             @if unresolved.unresolved.is_empty() { p { "None." } } @else {
                 @if unresolved.next_cursor.is_some() { p { "The first " (UNRESOLVED_SHOWN_MAX) "." } }
                 table {
-                    thead { tr { th scope="col" { "Object" } th scope="col" { "Event" } th scope="col" { "Type" } th scope="col" { "Created" } th scope="col" class="num" { "Position" } } }
-                    tbody { @for u in &unresolved.unresolved { tr {
+                    thead { tr { th scope="col" { "Object" } th scope="col" { "Event" } th scope="col" { "Type" } th scope="col" { "Created" } th scope="col" class="num" { "Position" } th scope="col" { "Missing link" } } }
+                    tbody { @for (i, u) in unresolved.unresolved.iter().enumerate() { tr {
                         td { code { (u.object_id) } }
                         td { (layout::event_link(&u.event_id)) }
                         td { code { (u.event_type) } }
                         td { (layout::time(u.created)) }
                         td.num { (u.position) }
+                        td { (link_form(i, &u.missing_link, &viewer.csrf)) }
                     } } }
                 }
             }
@@ -116,6 +118,74 @@ fn projection_facts(p: &ProjectionView) -> Markup {
 }
 
 /// The read models, one row each.
+/// The form linking an unresolved event's missing customer or subscription to a tenant
+/// (a Checkout Session with neither has nothing an admin can link: named, no form).
+fn link_form(row: usize, missing: &crate::http::views::MissingLink, csrf: &str) -> Markup {
+    let linkable = matches!(missing.object.as_str(), "customer" | "subscription");
+    let tenant = format!("link-tenant-{row}");
+    let reason = format!("link-reason-{row}");
+    markup! {
+        (missing.object) " " code { (missing.id) }
+        @if linkable {
+            form.link method="post" action="/console/operations/tenant-links" {
+                input type="hidden" name="csrf" value=(csrf);
+                input type="hidden" name="object_id" value=(missing.id);
+                label for=(tenant) { "Tenant" }
+                input #(tenant) type="text" name="tenant_id" required maxlength="255";
+                label for=(reason) { "Reason" }
+                input #(reason) type="text" name="reason" required maxlength="1000";
+                button type="submit" { "Link" }
+            }
+        }
+    }
+}
+
+/// The link form's fields.
+#[derive(serde::Deserialize)]
+pub struct LinkForm {
+    #[serde(default)]
+    pub csrf: String,
+    #[serde(default)]
+    pub object_id: String,
+    #[serde(default)]
+    pub tenant_id: String,
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// `POST /console/operations/tenant-links` (admin, CSRF): links a customer or subscription to
+/// a tenant through the admin route (an event of the ledger's own, appended to the log) and
+/// returns to the operations page; 400 for bad input, 409 when an admin linked the object to
+/// another tenant, as the route answers.
+#[handler]
+pub async fn link(
+    request: &Request,
+    console: Data<&Arc<Console>>,
+    Form(form): Form<LinkForm>,
+) -> Response {
+    respond(append_link(request, &console, form).await)
+}
+
+async fn append_link(
+    request: &Request,
+    console: &Console,
+    form: LinkForm,
+) -> Result<Response, PageError> {
+    let viewer = viewer(request, console)?;
+    viewer.require_admin()?;
+    viewer.check_csrf(console, &form.csrf)?;
+    let body = crate::http::links::CreateTenantLink {
+        object_id: form.object_id,
+        tenant_id: form.tenant_id,
+        reason: form.reason,
+    };
+    console
+        .links_api()
+        .create(viewer.auth(), poem_openapi::payload::Json(body))
+        .await?;
+    Ok(see_other("/console/operations"))
+}
+
 fn read_models_table(models: &[ReadModelView]) -> Markup {
     markup! {
         table {

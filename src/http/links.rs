@@ -152,7 +152,7 @@ impl LinksApi {
         method = "post",
         tag = "super::Tag::Admin"
     )]
-    async fn create(
+    pub async fn create(
         &self,
         auth: TokenAuth,
         body: Json<CreateTenantLink>,

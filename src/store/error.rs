@@ -83,6 +83,14 @@ fn verdict_of(cause: &(dyn std::error::Error + 'static)) -> Option<Verdict> {
             _ => None,
         };
     }
+    if let Some(error) = cause.downcast_ref::<crate::event_log::AppendError>() {
+        // The appender already knows: only its own fault is ours; a timeout, a full queue or
+        // an unreachable database is unavailability.
+        return match error {
+            crate::event_log::AppendError::Internal(_) => None,
+            _ => Some(Verdict::Unavailable),
+        };
+    }
     if cause.is::<std::io::Error>()
         || cause.is::<DeadlinePassed>()
         || cause.is::<tokio::time::error::Elapsed>()
@@ -140,6 +148,20 @@ mod tests {
         let error = anyhow::anyhow!("ledger_append answered 1 rows for 2 deliveries");
         assert!(matches!(
             StoreError::classify(error),
+            StoreError::Internal(_)
+        ));
+    }
+
+    #[test]
+    fn the_appenders_verdict_is_kept() {
+        use crate::event_log::AppendError;
+        let overloaded = anyhow::Error::from(AppendError::Overloaded);
+        assert!(StoreError::classify(overloaded).is_unavailable());
+        let down = AppendError::Unavailable(anyhow::anyhow!("connection refused"));
+        assert!(StoreError::classify(down.into()).is_unavailable());
+        let ours = AppendError::Internal(anyhow::anyhow!("function ledger_append does not exist"));
+        assert!(matches!(
+            StoreError::classify(ours.into()),
             StoreError::Internal(_)
         ));
     }

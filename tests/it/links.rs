@@ -202,3 +202,60 @@ async fn an_admin_link_outranks_stripes_and_bad_input_is_refused() {
     rebuild_and_wait(&app).await;
     assert_eq!(snapshot(&app.db).await, live);
 }
+
+/// The console's operations page shows each unresolved event's missing link with a form; an
+/// admin's link through it is the same event as the route's and resolves the event.
+#[tokio::test]
+async fn the_operations_page_links_an_unresolved_events_customer_to_a_tenant() {
+    use crate::console::{csrf, page, post_form, sign_in};
+    let app = TestApp::start().await;
+    app.deliver(&json!({
+        "id": "evt_console_link", "object": "event", "type": "customer.subscription.created",
+        "created": 1_700_000_000, "livemode": false,
+        "data": {"object": {"id": "sub_console_link", "object": "subscription",
+            "customer": "cus_console_link", "status": "active", "metadata": {},
+            "items": {"data": [{"price": {"id": "price_x"}, "quantity": 1}]}}},
+    }))
+    .await;
+    app.wait_projected().await;
+    let cookie = sign_in(&app, ADMIN_TOKEN).await;
+    let (status, html) = page(&app, "/console/operations", Some(&cookie)).await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("action=\"/console/operations/tenant-links\""),
+        "{html}"
+    );
+    let missing = if html.contains("value=\"cus_console_link\"") {
+        "cus_console_link"
+    } else {
+        "sub_console_link"
+    };
+    let token = csrf(&html);
+    let refused = post_form(
+        &app,
+        "/console/operations/tenant-links",
+        Some(&cookie),
+        &format!("csrf=0000&object_id={missing}&tenant_id=tenant-console&reason=support"),
+    )
+    .await;
+    assert_eq!(refused.status(), 403, "a foreign CSRF token is refused");
+    let linked = post_form(
+        &app,
+        "/console/operations/tenant-links",
+        Some(&cookie),
+        &format!("csrf={token}&object_id={missing}&tenant_id=tenant-console&reason=ticket+42"),
+    )
+    .await;
+    assert_eq!(linked.status(), 303);
+    app.wait_projected().await;
+    let pricing = app
+        .get_json("/api/billing/tenants/tenant-console/pricing")
+        .await;
+    assert_eq!(
+        (&pricing["stripe_subscription_id"], &pricing["resolved_by"]),
+        (&json!("sub_console_link"), &json!("admin_link")),
+        "{pricing}"
+    );
+    let (_, html) = page(&app, "/console/operations", Some(&cookie)).await;
+    assert!(!html.contains("evt_console_link"), "resolved: {html}");
+}
