@@ -120,8 +120,8 @@ pub fn mrr_chart(chart: usize, currency: &str, rows: &[&RevenueRow]) -> Markup {
                     }
                 }
                 g.axis {
-                    line x1=(LEFT) x2=(LEFT + PLOT_WIDTH) y1=(format!("{zero_y:.1}")) y2=(format!("{zero_y:.1}")) stroke="#1d2330";
-                    line x1=(LEFT) x2=(LEFT) y1=(TOP) y2=(TOP + PLOT_HEIGHT) stroke="#9aa1ad";
+                    line x1=(LEFT) x2=(LEFT + PLOT_WIDTH) y1=(format!("{zero_y:.1}")) y2=(format!("{zero_y:.1}")) stroke="#1d2330" {}
+                    line x1=(LEFT) x2=(LEFT) y1=(TOP) y2=(TOP + PLOT_HEIGHT) stroke="#9aa1ad" {}
                     text x=(LEFT - 6.0) y=(TOP + 4.0) text-anchor="end" font-size="11" { (super::money::format(up, currency)) }
                     @if down > 0 {
                         text x=(LEFT - 6.0) y=(format!("{:.1}", zero_y + 4.0)) text-anchor="end" font-size="11" { (super::money::format(0, currency)) }
@@ -139,7 +139,7 @@ pub fn mrr_chart(chart: usize, currency: &str, rows: &[&RevenueRow]) -> Markup {
                         }
                     }
                 }
-                polyline.closing points=(closing_points.join(" ")) fill="none" stroke="#1d2330" stroke-width="2";
+                polyline.closing points=(closing_points.join(" ")) fill="none" stroke="#1d2330" stroke-width="2" {}
             }
             figcaption { (legend(chart)) }
         }
@@ -196,7 +196,7 @@ fn legend(chart: usize) -> Markup {
             @for (kind, label) in KINDS {
                 li {
                     svg width="18" height="12" aria-hidden="true" {
-                        rect width="18" height="12" fill={ "url(#" (pattern_id(chart, kind)) ")" } stroke="#1d2330" stroke-width="0.5";
+                        rect width="18" height="12" fill={ "url(#" (pattern_id(chart, kind)) ")" } stroke="#1d2330" stroke-width="0.5" {}
                     }
                     " " (label)
                     @if matches!(kind, "contraction" | "churn") { " (below the axis)" }
@@ -204,11 +204,58 @@ fn legend(chart: usize) -> Markup {
             }
             li {
                 svg width="18" height="12" aria-hidden="true" {
-                    line x1="0" x2="18" y1="6" y2="6" stroke="#1d2330" stroke-width="2";
-                    circle cx="9" cy="6" r="3" fill="#1d2330";
+                    line x1="0" x2="18" y1="6" y2="6" stroke="#1d2330" stroke-width="2" {}
+                    circle cx="9" cy="6" r="3" fill="#1d2330" {}
                 }
                 " Closing MRR (line)"
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(month: &str, new: i64, churn: i64, closing: i64) -> RevenueRow {
+        RevenueRow {
+            month: month.into(),
+            currency: "usd".into(),
+            opening_mrr: closing - new + churn,
+            new,
+            reactivation: 0,
+            expansion: 0,
+            contraction: 0,
+            churn,
+            closing_mrr: closing,
+            subscribers: 1,
+        }
+    }
+
+    #[test]
+    fn a_month_group_per_row_bars_above_and_below_and_labelled_axis() {
+        let rows = [row("2025-01", 4900, 0, 4900), row("2025-02", 0, 1000, 3900)];
+        let refs: Vec<&RevenueRow> = rows.iter().collect();
+        let svg = mrr_chart(0, "usd", &refs).into_string();
+        assert_eq!(svg.matches("<g class=\"month\"").count(), 2);
+        assert!(svg.contains(">$49.00</text>"), "the axis's top");
+        assert!(svg.contains(">-$10.00</text>"), "the axis's bottom");
+        assert!(svg.contains("<title>2025-02 Churn: −$10.00</title>"));
+        assert!(svg.contains("fill=\"url(#mrr0-churn)\""));
+        // Inside HTML, an SVG element left open swallows what follows: none is.
+        for element in ["line", "polyline", "rect", "circle"] {
+            let opened = svg
+                .match_indices(&format!("<{element} "))
+                .filter(|(at, _)| {
+                    let end = svg[*at..].find('>').unwrap();
+                    !svg[*at..*at + end].ends_with('/')
+                })
+                .count();
+            assert_eq!(
+                opened,
+                svg.matches(&format!("</{element}>")).count(),
+                "{element}"
+            );
         }
     }
 }

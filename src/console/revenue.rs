@@ -263,8 +263,8 @@ fn table(selection: &Selection, currency: &str, rows: &[&RevenueRow]) -> Markup 
                 td.num { (layout::money(r.new, currency)) }
                 td.num { (layout::money(r.reactivation, currency)) }
                 td.num { (layout::money(r.expansion, currency)) }
-                td.num { "−" (layout::money(r.contraction, currency)) }
-                td.num { "−" (layout::money(r.churn, currency)) }
+                td.num { @if r.contraction > 0 { "−" } (layout::money(r.contraction, currency)) }
+                td.num { @if r.churn > 0 { "−" } (layout::money(r.churn, currency)) }
                 td.num { (layout::money(r.closing_mrr, currency)) }
                 td.num { (r.subscribers) }
                 td { a href={ "/console/revenue?" (drill.query()) "&month=" (r.month) "#movements-heading" } {
