@@ -1,6 +1,7 @@
 //! Money figures several console pages share: the revenue fold of every tenant (computed with
-//! [`crate::revenue::revenue`], the function behind `GET /api/billing/revenue`, and kept until
-//! the log's head moves), each tenant's MRR now, and each tenant's outstanding balance.
+//! [`crate::revenue::revenue`], the function behind `GET /api/billing/revenue`, and shared
+//! between requests, see [`RevenueCache`]), each tenant's MRR now, and each tenant's
+//! outstanding balance.
 //!
 //! Amounts stay per currency: nothing here adds amounts of two currencies. This module reads
 //! the read pool only and never writes.
@@ -10,9 +11,15 @@ use crate::http::AppState;
 use projections::money::revenue::Revenue;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Per tenant, an amount per currency (minor units), currencies in code order.
 pub type PerTenant = HashMap<String, BTreeMap<String, i64>>;
+
+/// How long a fold of every tenant's revenue is shown after the log moved on: pages that need
+/// it reuse it this long, then the next request folds again (and the others keep showing the
+/// older fold meanwhile, instead of waiting for it). Seconds.
+pub const REVENUE_FOLD_MAX_AGE_SECS: u64 = 60;
 
 /// The revenue of every tenant, folded from the log, with each tenant's MRR as the last
 /// movement left it.
@@ -20,16 +27,27 @@ pub struct RevenueNow {
     pub revenue: Revenue,
     /// Each tenant's MRR after its last movement, per currency (zero after a churn).
     pub mrr: PerTenant,
+    /// The log's head position when the fold started: the fold reflects at least this.
+    pub head: i64,
+    folded_at: Instant,
 }
 
-/// The last fold and the log head position it was made at. A fold of the whole log takes
-/// time in proportion to the log; pages that need it share one until an event is appended.
+/// The last fold of every tenant's revenue. A fold reads every revenue event of the log, so
+/// pages share one: while the log has not moved, or for [`REVENUE_FOLD_MAX_AGE_SECS`] after
+/// it did (pages say which position their figures reflect). One request folds at a time.
 #[derive(Default)]
-pub struct RevenueCache(tokio::sync::Mutex<Option<(i64, Arc<RevenueNow>)>>);
+pub struct RevenueCache {
+    last: std::sync::Mutex<Option<Arc<RevenueNow>>>,
+    folding: tokio::sync::Mutex<()>,
+}
 
 impl RevenueCache {
-    /// Every tenant's revenue as of the log's head now. Concurrent callers wait for one fold
-    /// instead of each making their own. 503 when the database is unavailable.
+    fn last(&self) -> Option<Arc<RevenueNow>> {
+        self.last.lock().expect("not poisoned").clone()
+    }
+
+    /// Every tenant's revenue, at the log's head or at most [`REVENUE_FOLD_MAX_AGE_SECS`]
+    /// older. 503 when the database is unavailable.
     pub async fn get(&self, state: &AppState) -> Result<Arc<RevenueNow>, PageError> {
         let pool = state.read_pool().await?;
         let head: i64 = pool
@@ -38,21 +56,31 @@ impl RevenueCache {
             .query_one("SELECT position FROM log_head", &[])
             .await?
             .get(0);
-        let mut slot = self.0.lock().await;
-        if let Some((at, now)) = slot.as_ref() {
-            if *at == head {
-                return Ok(now.clone());
-            }
+        let max_age = Duration::from_secs(REVENUE_FOLD_MAX_AGE_SECS);
+        let fresh = |fold: &RevenueNow| fold.head == head || fold.folded_at.elapsed() < max_age;
+        if let Some(fold) = self.last().filter(|f| fresh(f)) {
+            return Ok(fold);
         }
-        // The fold may see events appended after `head` was read: the next request then sees
-        // a newer head and folds again, so a cached fold is never older than its key.
+        let _folding = match self.folding.try_lock() {
+            Ok(guard) => guard,
+            // Another request is folding: show the last fold meanwhile, or wait for the first.
+            Err(_) => match self.last() {
+                Some(stale) => return Ok(stale),
+                None => self.folding.lock().await,
+            },
+        };
+        if let Some(fold) = self.last().filter(|f| fresh(f)) {
+            return Ok(fold); // folded while this request waited
+        }
         let revenue = crate::revenue::revenue(&pool, None, state.config.livemode).await?;
-        let now = Arc::new(RevenueNow {
+        let fold = Arc::new(RevenueNow {
             mrr: mrr_now(&revenue),
             revenue,
+            head,
+            folded_at: Instant::now(),
         });
-        *slot = Some((head, now.clone()));
-        Ok(now)
+        *self.last.lock().expect("not poisoned") = Some(fold.clone());
+        Ok(fold)
     }
 }
 

@@ -130,6 +130,8 @@ impl Selection {
 pub struct Figures {
     pub rows: Vec<RevenueRow>,
     pub movements: Option<Vec<MovementView>>,
+    /// The log position a shared fold reflects (`None`: folded for this request).
+    pub head: Option<i64>,
 }
 
 fn figures(revenue: &Revenue, selection: &Selection) -> Figures {
@@ -151,6 +153,7 @@ fn figures(revenue: &Revenue, selection: &Selection) -> Figures {
     Figures {
         rows: rows.into_iter().map(Into::into).collect(),
         movements,
+        head: None,
     }
 }
 
@@ -159,7 +162,10 @@ pub async fn load(console: &Console, selection: &Selection) -> Result<Figures, P
     match &selection.tenant_id {
         None => {
             let now = console.revenue.get(&console.state).await?;
-            Ok(figures(&now.revenue, selection))
+            Ok(Figures {
+                head: Some(now.head),
+                ..figures(&now.revenue, selection)
+            })
         }
         Some(tenant) => {
             let state = &console.state;
@@ -196,7 +202,11 @@ async fn render(
     let body = markup! {
         (form(&selection))
         p { a href={ "/console/revenue.csv?" (selection.query()) } download { "Download this table as CSV" }
-            " (minor units, one row per month and currency)." }
+            " (minor units, one row per month and currency)."
+            @if let Some(head) = figures.head {
+                " Folded from the log up to position " (head) " (folded again once the log has moved, at most every "
+                (super::figures::REVENUE_FOLD_MAX_AGE_SECS) " s)."
+            } }
         @if currencies.is_empty() { section { p { "No MRR in any currency for this selection." } } }
         @for (index, currency) in currencies.iter().enumerate() {
             @let rows: Vec<&RevenueRow> = figures.rows.iter().filter(|r| r.currency == *currency).collect();

@@ -114,8 +114,12 @@ impl Filters {
 }
 
 /// The tenants matching `filters` with their MRR and balance, sorted, at most
-/// [`TENANTS_SHOWN_MAX`] + 1 (one more tells that the list was cut).
-pub async fn list(console: &Console, filters: &Filters) -> Result<Vec<TenantRow>, PageError> {
+/// [`TENANTS_SHOWN_MAX`] + 1 (one more tells that the list was cut); and the log position
+/// the MRR reflects.
+pub async fn list(
+    console: &Console,
+    filters: &Filters,
+) -> Result<(Vec<TenantRow>, i64), PageError> {
     let by_money = matches!(filters.sort().0, "mrr" | "balance");
     let limit = if by_money {
         TENANTS_SORTED_MAX
@@ -150,7 +154,7 @@ pub async fn list(console: &Console, filters: &Filters) -> Result<Vec<TenantRow>
         });
         rows.truncate(TENANTS_SHOWN_MAX as usize + 1);
     }
-    Ok(rows)
+    Ok((rows, revenue.head))
 }
 
 async fn select(
@@ -214,7 +218,7 @@ async fn render(
     filters: Filters,
 ) -> Result<Response, PageError> {
     let viewer = viewer(request, console)?;
-    let mut rows = list(console, &filters).await?;
+    let (mut rows, mrr_head) = list(console, &filters).await?;
     let cut = rows.len() as i64 > TENANTS_SHOWN_MAX;
     rows.truncate(TENANTS_SHOWN_MAX as usize);
     let body = markup! {
@@ -223,6 +227,9 @@ async fn render(
             p role="status" {
                 @if cut { "The first " (TENANTS_SHOWN_MAX) " matching tenants; narrow the search to see others." }
                 @else { (rows.len()) " tenants." }
+                " MRR as folded from the log up to position " (mrr_head)
+                " (folded again once the log has moved, at most every "
+                (super::figures::REVENUE_FOLD_MAX_AGE_SECS) " s); balance: what remains on open invoices now."
             }
             (table(&filters, &rows))
         }

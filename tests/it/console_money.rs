@@ -442,3 +442,48 @@ async fn invoices_filter_page_and_age_per_currency() {
     let (_, none) = page(&app, "/console/payments?currency=jpy", Some(&cookie)).await;
     assert!(!none.contains("ch_u1") && none.contains("None."));
 }
+
+#[tokio::test]
+async fn invoices_page_through_the_api_cursor() {
+    let app = TestApp::start().await;
+    app.deliver(&checkout_completed(
+        "evt_p0", T, "cs_p", "tenant-p", "cus_p", "sub_p",
+    ))
+    .await;
+    let rows = billing_ledger::console::lists::LIST_PAGE_ROWS + 1;
+    let events: Vec<Value> = (0..rows)
+        .map(|i| {
+            let (id, number) = (format!("in_p{i:03}"), format!("P-{i:03}"));
+            invoice(
+                &format!("evt_p{i:03}"),
+                T + i * 60,
+                &id,
+                "cus_p",
+                "eur",
+                100,
+                true,
+                None,
+                &number,
+            )
+        })
+        .collect();
+    // At once: the order of arrival does not matter, each invoice has its own `created`.
+    futures_util::future::join_all(events.iter().map(|event| app.deliver(event))).await;
+    app.wait_projected().await;
+    let cookie = sign_in(&app, FINANCE_TOKEN).await;
+    let (status, first) = page(&app, "/console/invoices?tenant_id=tenant-p", Some(&cookie)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        count(&first, "href=\"/api/billing/invoices/in_p"),
+        rows as usize - 1
+    );
+    assert!(first.contains("in_p000") && !first.contains("in_p100"));
+    let marker = "rel=\"next\" href=\"";
+    let start = first.find(marker).expect("a next page") + marker.len();
+    let next = first[start..start + first[start..].find('"').unwrap()].replace("&amp;", "&");
+    let (status, second) = page(&app, &next, Some(&cookie)).await;
+    assert_eq!(status, 200);
+    assert_eq!(count(&second, "href=\"/api/billing/invoices/in_p"), 1);
+    assert!(second.contains("in_p100") && second.contains(">First page</a>"));
+    assert!(!second.contains("rel=\"next\""), "the last page");
+}
