@@ -422,7 +422,11 @@ async fn query() {
         .send()
         .await
         .unwrap();
-    assert!(revenue.status().is_success());
+    assert!(
+        revenue.status().is_success(),
+        "revenue: {}",
+        revenue.status()
+    );
     revenue.bytes().await.unwrap();
     println!(
         "query: revenue of every tenant, 24 months, one request: {:.0} ms",

@@ -8,7 +8,7 @@
 
 use super::PageError;
 use crate::http::AppState;
-use projections::money::revenue::Revenue;
+use projections::money::revenue::{MonthRow, Revenue};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +30,38 @@ pub struct RevenueNow {
     /// The log's head position when the fold started: the fold reflects at least this.
     pub head: i64,
     folded_at: Instant,
+    /// Month rows already computed from this fold, by selection (at most
+    /// [`MONTH_SELECTIONS_KEPT_MAX`]; the fold never changes, so neither do they).
+    months: std::sync::Mutex<HashMap<MonthsKey, Arc<Vec<MonthRow>>>>,
+}
+
+/// Month selections whose rows a fold keeps.
+pub const MONTH_SELECTIONS_KEPT_MAX: usize = 64;
+
+/// A selection of months: first, last, currency.
+type MonthsKey = ((i64, u32), (i64, u32), Option<String>);
+
+impl RevenueNow {
+    /// Every tenant's rows per month and currency from `first` to `last` (inclusive),
+    /// optionally one currency's: [`Revenue::months`], computed once per selection.
+    pub fn months(
+        &self,
+        first: (i64, u32),
+        last: (i64, u32),
+        currency: Option<&str>,
+    ) -> Arc<Vec<MonthRow>> {
+        let key = (first, last, currency.map(str::to_owned));
+        if let Some(rows) = self.months.lock().expect("not poisoned").get(&key) {
+            return rows.clone();
+        }
+        let rows = Arc::new(self.revenue.months(first, last, currency, None));
+        let mut kept = self.months.lock().expect("not poisoned");
+        if kept.len() >= MONTH_SELECTIONS_KEPT_MAX {
+            kept.clear();
+        }
+        kept.insert(key, rows.clone());
+        rows
+    }
 }
 
 /// The last fold of every tenant's revenue. A fold reads every revenue event of the log, so
@@ -78,6 +110,7 @@ impl RevenueCache {
             revenue,
             head,
             folded_at: Instant::now(),
+            months: Default::default(),
         });
         *self.last.lock().expect("not poisoned") = Some(fold.clone());
         Ok(fold)

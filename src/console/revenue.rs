@@ -16,7 +16,7 @@ use maud::{html as markup, Markup};
 use poem::http::{header, StatusCode};
 use poem::web::{Data, Query};
 use poem::{handler, Request, Response};
-use projections::money::revenue::{month_start, next_month, parse_month, Revenue};
+use projections::money::revenue::{month_start, next_month, parse_month, MonthRow, Revenue};
 use std::sync::Arc;
 
 /// Months shown when the form gives none: this month and the eleven before it.
@@ -134,12 +134,12 @@ pub struct Figures {
     pub head: Option<i64>,
 }
 
-fn figures(revenue: &Revenue, selection: &Selection) -> Figures {
+/// The figures of `selection` from `revenue`, given its month `rows`.
+fn figures(revenue: &Revenue, selection: &Selection, rows: Vec<MonthRow>) -> Figures {
     let (currency, tenant) = (
         selection.currency.as_deref(),
         selection.tenant_id.as_deref(),
     );
-    let rows = revenue.months(selection.first, selection.last, currency, tenant);
     let movements = selection.month.map(|month| {
         let (start, end) = (month_start(month), month_start(next_month(month)));
         revenue
@@ -162,9 +162,11 @@ pub async fn load(console: &Console, selection: &Selection) -> Result<Figures, P
     match &selection.tenant_id {
         None => {
             let now = console.revenue.get(&console.state).await?;
+            let currency = selection.currency.as_deref();
+            let rows = now.months(selection.first, selection.last, currency);
             Ok(Figures {
                 head: Some(now.head),
-                ..figures(&now.revenue, selection)
+                ..figures(&now.revenue, selection, rows.as_ref().clone())
             })
         }
         Some(tenant) => {
@@ -172,7 +174,9 @@ pub async fn load(console: &Console, selection: &Selection) -> Result<Figures, P
             let pool = state.read_pool().await?;
             let revenue =
                 crate::revenue::revenue(&pool, Some(tenant), state.config.livemode).await?;
-            Ok(figures(&revenue, selection))
+            let currency = selection.currency.as_deref();
+            let rows = revenue.months(selection.first, selection.last, currency, Some(tenant));
+            Ok(figures(&revenue, selection, rows))
         }
     }
 }
