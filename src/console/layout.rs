@@ -14,10 +14,13 @@ const STYLESHEET: &str = include_str!("assets/console.css");
 /// The console's script (local times on hover), embedded in the binary.
 const SCRIPT: &str = include_str!("assets/console.js");
 
-/// The navigation: path, label, and whether only admins see it. A new page (revenue,
-/// invoices, payments) adds its line here and its route in [`super::routes`].
-pub const NAV: [(&str, &str, bool); 3] = [
+/// The navigation: path, label, and whether only admins see it. A new page adds its line
+/// here and its route in [`super::routes`].
+pub const NAV: [(&str, &str, bool); 6] = [
     ("/console/tenants", "Tenants", false),
+    ("/console/revenue", "Revenue", false),
+    ("/console/invoices", "Invoices", false),
+    ("/console/payments", "Payments", false),
     ("/console/integrity", "Integrity", false),
     ("/console/operations", "Operations", true),
 ];
@@ -170,11 +173,13 @@ pub fn maybe_text(text: Option<&str>) -> Markup {
 /// colour class comes from a fixed list, so a status string from an event cannot add a class.
 pub fn status(word: &str) -> Markup {
     let tone = match word {
-        "active" | "trialing" | "complete" | "paid" | "live" | "done" | "intact" => "good",
+        "active" | "trialing" | "complete" | "paid" | "live" | "done" | "intact" | "full"
+        | "succeeded" | "issued" | "won" => "good",
         "past_due" | "incomplete" | "unpaid" | "paused" | "open" | "pending" | "running"
-        | "rebuilding" | "stale" | "idle" => "warn",
+        | "rebuilding" | "stale" | "idle" | "grace" | "draft" | "needs_response"
+        | "under_review" => "warn",
         "canceled" | "incomplete_expired" | "expired" | "failed" | "broken" | "void"
-        | "uncollectible" => "bad",
+        | "uncollectible" | "none" | "lost" => "bad",
         _ => "neutral",
     };
     html! { span class={ "status " (tone) } { (word) } }

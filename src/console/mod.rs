@@ -8,17 +8,25 @@
 //! CSRF token. One small module per page; [`layout`] holds the frame every page shares. This
 //! module never writes read models and never renders a token.
 
+pub mod aging;
+pub mod chart;
 pub mod event;
+pub mod figures;
 pub mod integrity;
+pub mod invoices;
 pub mod json;
 pub mod layout;
+pub mod lists;
 pub mod money;
 pub mod operations;
 pub mod outgoing;
+pub mod payments;
 pub mod rebuilds;
+pub mod revenue;
 pub mod session;
 pub mod sign_in;
 pub mod tenant;
+pub mod tenant_money;
 pub mod tenants;
 
 use crate::http::auth::{Role, Tokens};
@@ -34,6 +42,8 @@ use std::sync::Arc;
 pub struct Console {
     pub state: Arc<AppState>,
     pub key: SessionKey,
+    /// The revenue fold the tenants and revenue pages share, until the log moves.
+    pub revenue: figures::RevenueCache,
 }
 
 impl Console {
@@ -224,7 +234,11 @@ pub fn over_tls(request: &Request) -> bool {
 /// The console's routes, to nest at `/console`.
 pub fn routes(state: Arc<AppState>) -> impl Endpoint {
     let key = SessionKey::new(state.config.console_session_key.as_deref());
-    let console = Arc::new(Console { state, key });
+    let console = Arc::new(Console {
+        state,
+        key,
+        revenue: figures::RevenueCache::default(),
+    });
     Route::new()
         .at("/", get(sign_in::home))
         .at("/sign-in", post(sign_in::sign_in))
@@ -232,6 +246,10 @@ pub fn routes(state: Arc<AppState>) -> impl Endpoint {
         .at("/tenants", get(tenants::page))
         .at("/tenants/:tenant_id", get(tenant::page))
         .at("/events/:event_id", get(event::page))
+        .at("/revenue", get(revenue::page))
+        .at("/revenue.csv", get(revenue::csv))
+        .at("/invoices", get(invoices::page))
+        .at("/payments", get(payments::page))
         .at("/integrity", get(integrity::page))
         .at("/integrity/verify", post(integrity::verify_now))
         .at("/operations", get(operations::page))

@@ -3,8 +3,9 @@
 //! time travel; its customers and Checkout Sessions; and its timeline, each event with the
 //! fields it changed, old -> new.
 //!
-//! The page is a list of sections, each a function of [`TenantData`]; a new read model (the
-//! balance, invoices, payments, entitlements) adds a field there and one section here.
+//! The page is a list of sections, each a function of [`TenantData`]; the money sections
+//! (entitlements, balance, invoices, payments, refunds, disputes, credit notes) live in
+//! [`super::tenant_money`].
 
 use super::layout::{self, encode, Source};
 use super::{html, respond, viewer, Console, PageError, Viewer};
@@ -104,6 +105,7 @@ pub struct TenantData {
     pub timeline: Vec<HistoryEntry>,
     /// The history had more entries than shown.
     pub timeline_cut: bool,
+    pub money: super::tenant_money::TenantMoney,
 }
 
 /// `GET /console/tenants/{tenant_id}`.
@@ -131,8 +133,7 @@ async fn render(
         (state_section(&data))
         (customers_section(&data))
         (sessions_section(&data))
-        // TODO(money, issue 12): entitlements, balance per currency, invoices, payments,
-        // refunds, disputes, credit notes: one section each, from fields of `TenantData`.
+        (super::tenant_money::sections(&data.money, &data.tenant_id, data.point))
         (timeline_section(&data))
     };
     let title = format!("Tenant {}", data.tenant_id);
@@ -157,8 +158,8 @@ pub async fn load(
     };
     // The read routes choose the replica or the primary through a slot (its headers unused).
     let read_slot = std::sync::Arc::new(crate::http::ReadSlot::default());
-    // Four independent reads, each on its own pooled connection, at once.
-    let (state, history, sessions, customers) = tokio::join!(
+    // Five independent reads, each on its own pooled connection, at once.
+    let (state, history, sessions, customers, money) = tokio::join!(
         api.tenant_pricing(
             viewer.auth(),
             Data(&read_slot),
@@ -181,10 +182,12 @@ pub async fn load(
             ApiQuery(None),
         ),
         customers(console, &tenant_id),
+        super::tenant_money::load(console, &tenant_id, point),
     );
     let (state, history) = (found(state)?, found(history)?);
     let sessions = sessions?.0.checkout_sessions;
     let customers = customers?;
+    let money = money?;
     if state.is_none() && history.is_none() {
         return Err(PageError::NotFound(format!(
             "no tenant {tenant_id:?} in the ledger"
@@ -207,6 +210,7 @@ pub async fn load(
         sessions,
         timeline,
         timeline_cut,
+        money,
     })
 }
 
@@ -255,7 +259,7 @@ fn sources(data: &TenantData) -> Vec<Source> {
         ),
         Point::Position(p) => format!("/api/billing/tenants/{id}/pricing?as_of_position={p}"),
     };
-    vec![
+    let mut sources = vec![
         Source::new("the state", pricing),
         Source::new(
             "the timeline",
@@ -269,7 +273,9 @@ fn sources(data: &TenantData) -> Vec<Source> {
             "the tenant's events (CSV with Accept: text/csv)",
             format!("/api/billing/events?tenant_id={id}"),
         ),
-    ]
+    ];
+    sources.extend(super::tenant_money::sources(&data.tenant_id, data.point));
+    sources
 }
 
 fn as_of_form(data: &TenantData, typed: &AsOf) -> Markup {

@@ -1,9 +1,14 @@
 //! `/console/tenants`: every tenant's current subscription state, searchable by ID, filtered
 //! by status and plan (price), sortable by column.
 //!
-//! The API has no tenant list yet (`GET /api/billing/tenants` is planned), so this page reads
-//! `tenant_pricing` itself, with the sort column chosen from a fixed list (never from the
-//! request's text). MRR and balance columns are slots for the money read models.
+//! `GET /api/billing/tenants` lists tenants by ID with status, price and plan filters but
+//! neither searches nor sorts, so this page reads `tenant_pricing` itself, with the sort column
+//! chosen from a fixed list (never from the request's text), and links to that route for the
+//! same filters. MRR (each tenant's MRR after its last movement, from the revenue fold of
+//! [`super::figures`]) and balance (outstanding: `amount_remaining` of open invoices) are shown
+//! per currency; sorting by either orders by the amount in one currency (the `currency` field,
+//! by default the first currency in code order that any listed tenant has), tenants without
+//! that currency last. Amounts of two currencies are never added or compared.
 
 use super::layout::{self, encode, Source};
 use super::{html, respond, viewer, Console, PageError};
@@ -11,10 +16,13 @@ use maud::{html as markup, Markup};
 use poem::http::StatusCode;
 use poem::web::{Data, Query};
 use poem::{handler, Request, Response};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Most tenants listed on one page.
 pub const TENANTS_SHOWN_MAX: i64 = 500;
+/// Most tenants read to sort by MRR or balance (sorted in memory, then cut to the page).
+pub const TENANTS_SORTED_MAX: i64 = 100_000;
 
 /// Stripe's subscription statuses, for the filter.
 const STATUSES: [&str; 8] = [
@@ -28,11 +36,14 @@ const STATUSES: [&str; 8] = [
     "paused",
 ];
 
-/// The sortable columns: the query parameter's value and the SQL it selects.
-const SORTS: [(&str, &str, &str); 4] = [
+/// The sortable columns: the query parameter's value, its header, and the SQL it selects
+/// (`mrr` and `balance` sort in memory by one currency's amount; SQL then orders by ID).
+const SORTS: [(&str, &str, &str); 6] = [
     ("tenant_id", "Tenant", "tenant_id"),
     ("status", "Status", "status"),
     ("period_end", "Period end", "current_period_end"),
+    ("mrr", "MRR", "tenant_id"),
+    ("balance", "Balance", "tenant_id"),
     ("updated", "Last change", "updated_at"),
 ];
 
@@ -52,6 +63,9 @@ pub struct Filters {
     /// `asc` or `desc`.
     #[serde(default)]
     pub dir: String,
+    /// The currency whose amounts the MRR and balance sorts compare (ISO code, any case).
+    #[serde(default)]
+    pub currency: String,
 }
 
 /// One listed tenant.
@@ -63,6 +77,10 @@ pub struct TenantRow {
     pub current_period_end: Option<chrono::DateTime<chrono::Utc>>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
     pub last_event_id: String,
+    /// MRR now per currency, minor units (absent: never had any).
+    pub mrr: BTreeMap<String, i64>,
+    /// Outstanding per currency, minor units (absent: no open invoice).
+    pub balance: BTreeMap<String, i64>,
 }
 
 impl Filters {
@@ -81,11 +99,69 @@ impl Filters {
     fn nonempty(text: &str) -> Option<&str> {
         Some(text.trim()).filter(|t| !t.is_empty())
     }
+
+    /// The currency the money sorts compare: the one asked for, else the first in code order
+    /// that any of `rows` has.
+    fn sort_currency(&self, rows: &[TenantRow]) -> Option<String> {
+        if let Some(code) = Filters::nonempty(&self.currency) {
+            return Some(code.to_ascii_lowercase());
+        }
+        rows.iter()
+            .flat_map(|r| r.mrr.keys().chain(r.balance.keys()))
+            .min()
+            .cloned()
+    }
 }
 
-/// The tenants matching `filters`, at most [`TENANTS_SHOWN_MAX`] + 1 (one more tells that the
-/// list was cut).
-pub async fn list(console: &Console, filters: &Filters) -> Result<Vec<TenantRow>, PageError> {
+/// The tenants matching `filters` with their MRR and balance, sorted, at most
+/// [`TENANTS_SHOWN_MAX`] + 1 (one more tells that the list was cut); and the log position
+/// the MRR reflects.
+pub async fn list(
+    console: &Console,
+    filters: &Filters,
+) -> Result<(Vec<TenantRow>, i64), PageError> {
+    let by_money = matches!(filters.sort().0, "mrr" | "balance");
+    let limit = if by_money {
+        TENANTS_SORTED_MAX
+    } else {
+        TENANTS_SHOWN_MAX + 1
+    };
+    let mut rows = select(console, filters, limit).await?;
+    let revenue = console.revenue.get(&console.state).await?;
+    let ids: Vec<String> = rows.iter().map(|r| r.tenant_id.clone()).collect();
+    let mut balance = super::figures::outstanding(&console.state, Some(&ids)).await?;
+    for row in &mut rows {
+        row.mrr = revenue.mrr.get(&row.tenant_id).cloned().unwrap_or_default();
+        row.balance = balance.remove(&row.tenant_id).unwrap_or_default();
+    }
+    if by_money {
+        let currency = filters.sort_currency(&rows);
+        let amount = |row: &TenantRow| {
+            let figures = if filters.sort().0 == "mrr" {
+                &row.mrr
+            } else {
+                &row.balance
+            };
+            currency.as_ref().and_then(|c| figures.get(c)).copied()
+        };
+        // Tenants without an amount in the currency go last in either direction.
+        rows.sort_by(|a, b| match (amount(a), amount(b)) {
+            (Some(x), Some(y)) if filters.descending() => y.cmp(&x),
+            (Some(x), Some(y)) => x.cmp(&y),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        });
+        rows.truncate(TENANTS_SHOWN_MAX as usize + 1);
+    }
+    Ok((rows, revenue.head))
+}
+
+async fn select(
+    console: &Console,
+    filters: &Filters,
+    limit: i64,
+) -> Result<Vec<TenantRow>, PageError> {
     let (_, column) = filters.sort();
     let direction = if filters.descending() { "DESC" } else { "ASC" };
     let sql = format!(
@@ -106,7 +182,7 @@ pub async fn list(console: &Console, filters: &Filters) -> Result<Vec<TenantRow>
                 &Filters::nonempty(&filters.q),
                 &Filters::nonempty(&filters.status),
                 &Filters::nonempty(&filters.plan),
-                &(TENANTS_SHOWN_MAX + 1),
+                &limit,
             ],
         )
         .await?;
@@ -120,6 +196,8 @@ pub async fn list(console: &Console, filters: &Filters) -> Result<Vec<TenantRow>
             current_period_end: row.get(4),
             updated_at: row.get(5),
             last_event_id: row.get(6),
+            mrr: BTreeMap::new(),
+            balance: BTreeMap::new(),
         })
         .collect())
 }
@@ -140,7 +218,7 @@ async fn render(
     filters: Filters,
 ) -> Result<Response, PageError> {
     let viewer = viewer(request, console)?;
-    let mut rows = list(console, &filters).await?;
+    let (mut rows, mrr_head) = list(console, &filters).await?;
     let cut = rows.len() as i64 > TENANTS_SHOWN_MAX;
     rows.truncate(TENANTS_SHOWN_MAX as usize);
     let body = markup! {
@@ -149,13 +227,31 @@ async fn render(
             p role="status" {
                 @if cut { "The first " (TENANTS_SHOWN_MAX) " matching tenants; narrow the search to see others." }
                 @else { (rows.len()) " tenants." }
+                " MRR as folded from the log up to position " (mrr_head)
+                " (folded again once the log has moved, at most every "
+                (super::figures::REVENUE_FOLD_MAX_AGE_SECS) " s); balance: what remains on open invoices now."
             }
             (table(&filters, &rows))
         }
     };
-    // TODO(issue 13): the tenant list route, once merged, is this page's source:
-    // Source::new("this list", format!("/api/billing/tenants?status={}&plan={}", ...)).
-    let sources: [Source; 0] = [];
+    let sources = [
+        Source::new(
+            "these tenants by ID, without search or sort (CSV with Accept: text/csv)",
+            format!(
+                "/api/billing/tenants?status={}&price_id={}",
+                encode(filters.status.trim()),
+                encode(filters.plan.trim())
+            ),
+        ),
+        Source::new(
+            "MRR (revenue per month; per tenant with tenant_id)",
+            "/api/billing/revenue?from=2020-01&to=2029-12".to_owned(),
+        ),
+        Source::new(
+            "balances (outstanding: open invoices)",
+            "/api/billing/invoices?status=open".to_owned(),
+        ),
+    ];
     Ok(html(
         StatusCode::OK,
         layout::page(&viewer, "Tenants", &sources, body),
@@ -175,6 +271,7 @@ fn filter_form(filters: &Filters) -> Markup {
                 }
             }
             label { "Plan (price ID)" input type="text" name="plan" value=(filters.plan); }
+            label { "Currency to sort MRR and balance by" input type="text" name="currency" size="5" value=(filters.currency); }
             input type="hidden" name="sort" value=(filters.sort().0);
             input type="hidden" name="dir" value=(if filters.descending() { "desc" } else { "asc" });
             button type="submit" { "Filter" }
@@ -191,10 +288,8 @@ fn table(filters: &Filters, rows: &[TenantRow]) -> Markup {
                 (sort_header(filters, "status"))
                 th scope="col" { "Plan" }
                 (sort_header(filters, "period_end"))
-                // TODO(money, issue 12): MRR per currency from the revenue read model.
-                th scope="col" class="num" { "MRR" }
-                // TODO(money, issue 12): outstanding balance per currency.
-                th scope="col" class="num" { "Balance" }
+                (sort_header(filters, "mrr"))
+                (sort_header(filters, "balance"))
                 (sort_header(filters, "updated"))
             } }
             tbody {
@@ -207,11 +302,23 @@ fn table(filters: &Filters, rows: &[TenantRow]) -> Markup {
                             @if let Some(q) = row.quantity { " × " (q) }
                         }
                         td { (layout::maybe_time(row.current_period_end)) }
-                        td.num.todo { "not yet available" }
-                        td.num.todo { "not yet available" }
+                        td.num { (per_currency(&row.mrr)) }
+                        td.num { (per_currency(&row.balance)) }
                         td { (layout::time(row.updated_at)) " " (layout::event_link(&row.last_event_id)) }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Amounts per currency, one a line, or an em dash.
+fn per_currency(amounts: &BTreeMap<String, i64>) -> Markup {
+    markup! {
+        @if amounts.is_empty() { (layout::none()) } @else {
+            @for (i, (currency, amount)) in amounts.iter().enumerate() {
+                @if i > 0 { br; }
+                (layout::money(*amount, currency))
             }
         }
     }
@@ -236,13 +343,19 @@ fn sort_header(filters: &Filters, name: &'static str) -> Markup {
         (true, true) => "descending",
     };
     let href = format!(
-        "/console/tenants?q={}&status={}&plan={}&sort={name}&dir={next_dir}",
+        "/console/tenants?q={}&status={}&plan={}&currency={}&sort={name}&dir={next_dir}",
         encode(&filters.q),
         encode(&filters.status),
-        encode(&filters.plan)
+        encode(&filters.plan),
+        encode(&filters.currency)
     );
+    let class = if matches!(name, "mrr" | "balance") {
+        "num"
+    } else {
+        ""
+    };
     markup! {
-        th scope="col" aria-sort=(aria) {
+        th scope="col" class=(class) aria-sort=(aria) {
             a href=(href) {
                 (label)
                 @if active { @if filters.descending() { " ↓" } @else { " ↑" } }

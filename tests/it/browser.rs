@@ -1,12 +1,15 @@
 //! The console in a real browser: Debian's `chromium` driven through `chromedriver` over
 //! WebDriver (`fantoccini`, plain HTTP to the local driver: no TLS stack). Signs in, opens a
-//! tenant, follows an event link, switches "as of", signs out and is refused.
+//! tenant, follows an event link, switches "as of", opens revenue and counts the chart's
+//! months, signs out and is refused.
 //!
 //! On failure the page is saved as a PNG under `target/tmp/browser-failures/`. With
 //! `LEDGER_CONSOLE_SCREENSHOT=<path>` set, the tenant page is also saved there (how README's
-//! `docs/console.png` is made).
+//! `docs/console.png` is made), and with `LEDGER_CONSOLE_REVENUE_SCREENSHOT=<path>` the
+//! revenue page (`docs/console-revenue.png`).
 
 use crate::console::{seed, HOSTILE};
+use crate::console_money::seed_money;
 use crate::support::{TestApp, FINANCE_TOKEN};
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -226,6 +229,49 @@ async fn walk(app: &TestApp, browser: &Client) -> Step {
     }
     source_contains(browser, "<span class=\"status good\">active</span>").await?;
 
+    // Revenue: a chart per currency, a month group per month asked for.
+    click(browser, "nav a[href='/console/revenue']").await?;
+    browser
+        .goto(&app.url("/console/revenue?from=2024-11&to=2025-02&currency=usd"))
+        .await
+        .map_err(|e| fail("goto revenue", e))?;
+    expect_heading(browser, "Revenue, 2024-11 to 2025-02").await?;
+    let charts = browser
+        .find_all(Locator::Css("svg.revenue-chart"))
+        .await
+        .map_err(|e| fail("charts", e))?;
+    let months = browser
+        .find_all(Locator::Css("svg.revenue-chart g.month"))
+        .await
+        .map_err(|e| fail("months", e))?;
+    if (charts.len(), months.len()) != (1, 4) {
+        return Err(format!(
+            "expected 1 chart of 4 months, found {} charts and {} months",
+            charts.len(),
+            months.len()
+        ));
+    }
+    let segment = browser
+        .find(Locator::Css("svg.revenue-chart rect.segment.new"))
+        .await
+        .map_err(|e| fail("a bar of new MRR", e))?;
+    let height: f64 = segment
+        .attr("height")
+        .await
+        .map_err(|e| fail("bar height", e))?
+        .and_then(|h| h.parse().ok())
+        .unwrap_or(0.0);
+    if height <= 0.0 {
+        return Err(format!("the bar of new MRR is {height} high"));
+    }
+    if let Ok(path) = std::env::var("LEDGER_CONSOLE_REVENUE_SCREENSHOT") {
+        let png = browser
+            .screenshot()
+            .await
+            .map_err(|e| fail("screenshot", e))?;
+        std::fs::write(&path, png).map_err(|e| fail(&path, e))?;
+    }
+
     click(browser, "form.sign-out button").await?;
     expect_heading(browser, "Sign in").await?;
     source_contains(browser, "You are signed out.").await?;
@@ -246,6 +292,7 @@ async fn walk(app: &TestApp, browser: &Client) -> Step {
 async fn a_browser_signs_in_follows_a_tenant_to_an_event_travels_in_time_and_signs_out() {
     let app = TestApp::start().await;
     seed(&app).await;
+    seed_money(&app).await;
     let driver = Driver::start().await;
     let browser = driver.browser().await;
     let outcome = walk(&app, &browser).await;

@@ -7,6 +7,7 @@ mod browser;
 mod cli;
 mod connections;
 mod console;
+mod console_money;
 mod emulator;
 mod engine;
 mod errors;
