@@ -234,7 +234,11 @@ async fn until_replica_has(app: &TestApp, events: usize) -> Vec<(String, String)
     for _ in 0..400 {
         let (status, headers, listed) = read_events(app).await;
         let from_replica = header(&headers, "x-ledger-read-source") == Some("replica");
-        if status == 200 && from_replica && listed == events {
+        // The position is read just before the list, so replay may land between the two:
+        // wait until both show the events.
+        let position = header(&headers, "x-ledger-position").map(str::to_owned);
+        if status == 200 && from_replica && listed == events && position == Some(events.to_string())
+        {
             return headers;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
