@@ -258,7 +258,8 @@ pub struct Ledger {
     #[serde(skip)]
     money: Money,
     /// Every subscription snapshot's MRR, for the revenue read model (see
-    /// [`crate::money::mrr`]); not carried, as `money`.
+    /// [`crate::money::mrr`]); not carried in a history cursor, as `money` (a snapshot carries
+    /// both).
     #[serde(skip)]
     revenue: MrrHistory,
     /// Bookkeeping for incremental rendering; not part of the folded state.

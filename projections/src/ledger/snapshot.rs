@@ -2,7 +2,8 @@
 //! re-folding the log (`src/projector/snapshot.rs` stores it).
 //!
 //! Unlike the serde form of [`Ledger`] (a history cursor: the subscription side only), a
-//! snapshot carries everything: the money objects and the rendering bookkeeping (which tenant
+//! snapshot carries everything: the money objects, every subscription's MRR history (the
+//! revenue read model's source) and the rendering bookkeeping (which tenant
 //! each subscription was last rendered under, which objects have unresolved rows, the hash of
 //! each money row last written). A ledger read back from one therefore renders exactly the
 //! changes the ledger that wrote it would have rendered next, not a full re-render.
@@ -19,6 +20,7 @@
 //! snapshot is for).
 
 use super::{Ledger, RenderState};
+use crate::money::mrr::MrrHistory;
 use crate::money::Money;
 use bincode::Options;
 use serde::{Deserialize, Serialize};
@@ -26,8 +28,8 @@ use serde::{Deserialize, Serialize};
 /// The shape of the bytes [`Ledger::to_snapshot`] writes. Bump it when the fold state's types
 /// change shape: a reader of another format never tries to parse it. (A shape that no longer
 /// parses is refused anyway, see [`SnapshotError`].)
-/// Format 1 was JSON; 2 is bincode.
-pub const SNAPSHOT_FORMAT: i32 = 2;
+/// Format 1 was JSON; 2 is bincode; 3 carries the revenue read model's MRR history too.
+pub const SNAPSHOT_FORMAT: i32 = 3;
 
 /// Why snapshot bytes could not become a ledger; the caller folds the log instead.
 #[derive(Debug)]
@@ -55,6 +57,7 @@ impl std::error::Error for SnapshotError {}
 struct Saved<'a> {
     ledger: &'a Ledger,
     money: &'a Money,
+    revenue: &'a MrrHistory,
     render: &'a RenderState,
 }
 
@@ -62,6 +65,7 @@ struct Saved<'a> {
 struct Loaded {
     ledger: Ledger,
     money: Money,
+    revenue: MrrHistory,
     render: RenderState,
 }
 
@@ -72,6 +76,7 @@ impl Ledger {
         let saved = Saved {
             ledger: self,
             money: &self.money,
+            revenue: &self.revenue,
             render: &self.render,
         };
         bincode::DefaultOptions::new()
@@ -88,6 +93,7 @@ impl Ledger {
             .map_err(|e| SnapshotError::Unreadable(e.to_string()))?;
         let mut ledger = loaded.ledger;
         ledger.money = loaded.money;
+        ledger.revenue = loaded.revenue;
         ledger.render = loaded.render;
         if !ledger.is_consistent() {
             return Err(SnapshotError::Inconsistent);

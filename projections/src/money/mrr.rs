@@ -28,7 +28,7 @@ type CurrencyIndex = u32;
 
 /// MRR per currency after one snapshot, minor units, sorted by currency; one currency (the
 /// usual case) is held inline.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum CompactMrr {
     One((CurrencyIndex, i64)),
     Many(Box<[(CurrencyIndex, i64)]>),
@@ -45,7 +45,7 @@ impl CompactMrr {
 
 /// A snapshot's place among its subscription's: Stripe's `created`, then the same-second
 /// tie-break of [`crate::ledger::Version`] (type, lifecycle stage, period end, event ID).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 struct OrderKey {
     created: i64,
     type_rank: u8,
@@ -54,7 +54,7 @@ struct OrderKey {
     event_id: Box<str>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct Snapshot {
     key: OrderKey,
     mrr: CompactMrr,
@@ -64,7 +64,7 @@ struct Snapshot {
 }
 
 /// Every subscription's MRR history, and a hash of each tenant's last rendered movements.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct MrrHistory {
     currencies: Vec<String>,
     currency_index: HashMap<String, CurrencyIndex>,

@@ -340,3 +340,63 @@ proptest! {
         }
     }
 }
+
+/// A ledger resumed from a snapshot renders the same revenue movements as the one that wrote
+/// it: the MRR history is part of the snapshot (a leader elected from one once started with
+/// none, and its revenue rows then differed from a rebuild's).
+#[test]
+fn a_snapshot_carries_the_mrr_history() {
+    use crate::Ledger;
+    let before = [
+        sub(
+            "evt_r1",
+            JAN,
+            "sub_r",
+            "active",
+            json!([item(10_000, "month", 1, 1)]),
+            json!({}),
+        ),
+        sub(
+            "evt_r2",
+            JAN + DAY,
+            "sub_q",
+            "active",
+            json!([item(5_000, "month", 1, 2)]),
+            json!({}),
+        ),
+    ];
+    let after = [
+        sub(
+            "evt_r3",
+            JAN + 3 * DAY,
+            "sub_r",
+            "active",
+            json!([item(10_000, "month", 1, 3)]),
+            json!({}),
+        ),
+        sub(
+            "evt_r4",
+            JAN + 4 * DAY,
+            "sub_q",
+            "canceled",
+            json!([item(5_000, "month", 1, 2)]),
+            json!({}),
+        ),
+    ];
+    let mut original = Ledger::new(false);
+    for e in &before {
+        original.apply(e).unwrap();
+    }
+    original.take_changes();
+    let mut resumed = Ledger::from_snapshot(&original.to_snapshot()).unwrap();
+    for e in &after {
+        original.apply(e).unwrap();
+        resumed.apply(e).unwrap();
+    }
+    let (expected, got) = (original.take_changes(), resumed.take_changes());
+    assert!(
+        format!("{expected:?}").contains("evt_r3"),
+        "the movements name their events: {expected:?}"
+    );
+    assert_eq!(got, expected);
+}
