@@ -219,6 +219,25 @@ async fn claim(pool: &Pool, owner: &str) -> anyhow::Result<i32> {
             &[&PROJECTION_NAME, &owner],
         )
         .await?;
+    // Only the leader runs queued rebuilds (and previews), so one still `running` when a
+    // leader is elected was left by a leader that died: queue it again, or it would block
+    // every later request (409) for good.
+    let requeued = client
+        .execute(
+            "UPDATE rebuilds SET status = $1, started_at = NULL, position_done = 0
+             WHERE status = $2 AND NOT by_command",
+            &[
+                &status::RebuildStatus::Pending.as_str(),
+                &status::RebuildStatus::Running.as_str(),
+            ],
+        )
+        .await?;
+    if requeued > 0 {
+        tracing::warn!(
+            projection.name = PROJECTION_NAME,
+            "a rebuild left running by a stopped projector is queued again"
+        );
+    }
     Ok(row.get(0))
 }
 

@@ -461,3 +461,39 @@ async fn a_preview_left_running_by_a_killed_command_does_not_block_the_queue() {
         "{old}"
     );
 }
+
+/// A rebuild a leader left `running` when it died (found by the adversarial pass: every later
+/// request then answered 409 for good) is queued again by the next leader and runs.
+#[tokio::test]
+async fn a_rebuild_left_running_by_a_dead_leader_runs_again_under_the_next() {
+    let db = crate::support::TestDb::new().await;
+    let orphan = uuid::Uuid::new_v4();
+    db.client()
+        .await
+        .execute(
+            "INSERT INTO rebuilds (rebuild_id, projection, status, started_at, position_done)
+             VALUES ($1, 'billing', 'running', now(), 3000)",
+            &[&orphan],
+        )
+        .await
+        .unwrap();
+    let config = crate::support::test_config(&db.url);
+    let app = TestApp::start_with(db, config).await;
+    let path = format!("/api/billing/admin/rebuilds/{orphan}");
+    let mut state = serde_json::Value::Null;
+    for _ in 0..200 {
+        state = app.get(&path, ADMIN_TOKEN).await.json().await.unwrap();
+        if state["status"] == "done" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(state["status"], "done", "{state}");
+    let again = reqwest::Client::new()
+        .post(app.url("/api/billing/admin/projections/rebuild"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 202, "nothing blocks the next request");
+}
