@@ -180,6 +180,14 @@ pub const READ_MODELS: &[ReadModel] = &[
         name: "credit_notes",
         key: &["id"],
     },
+    ReadModel {
+        name: "revenue_streams",
+        key: &["tenant_id", "currency"],
+    },
+    ReadModel {
+        name: "revenue_movements",
+        key: &["tenant_id", "currency", "at"],
+    },
 ];
 
 /// Tables estimated to hold more rows than this are counted from the planner's estimate

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 /// Every read model the status route must list, in its order.
-const READ_MODELS: [&str; 11] = [
+const READ_MODELS: [&str; 13] = [
     "tenant_pricing",
     "checkout_sessions",
     "customers",
@@ -24,6 +24,8 @@ const READ_MODELS: [&str; 11] = [
     "refunds",
     "disputes",
     "credit_notes",
+    "revenue_streams",
+    "revenue_movements",
 ];
 
 /// Three tenants' events, projected.
