@@ -54,8 +54,9 @@ pub const PROJECTION_NAME: &str = "billing";
 /// paid invoice infers `active` after `incomplete`, `past_due` or `unpaid`. Version 4: money
 /// (invoices, payments, refunds, disputes, credit notes) and money events' tenants.
 /// Version 5: `tenant_pricing.product_id`, the product of the price. Version 6: the revenue
-/// read model (`revenue_streams`, `revenue_movements`).
-pub const PROJECTION_VERSION: i32 = 6;
+/// read model (`revenue_streams`, `revenue_movements`). Version 7: the tenant Stripe names on
+/// an object itself outranks an admin link.
+pub const PROJECTION_VERSION: i32 = 7;
 /// Events read and folded per transaction.
 pub const FOLD_BATCH_EVENTS: i64 = 1_000;
 /// Batches a rebuild reads ahead of its fold.

@@ -880,7 +880,8 @@ fn an_admin_link_outranks_stripes_links_in_every_order() {
         ),
         admin_link("evt_ledger_s", T + 5, "sub_9", "t9"),
     ]);
-    // The earliest admin link of cus_1 wins over the session's client_reference_id.
+    // The earliest admin link of cus_1 wins over the link learned from the session's
+    // client_reference_id; the session itself keeps the tenant it names.
     let pricing = &models.tenant_pricing["t3"];
     assert_eq!(pricing.stripe_subscription_id, "sub_1");
     assert_eq!(pricing.resolved_by, crate::model::ResolvedBy::AdminLink);
@@ -888,11 +889,41 @@ fn an_admin_link_outranks_stripes_links_in_every_order() {
     assert!(!models.tenant_pricing.contains_key("t2"));
     assert_eq!(
         models.checkout_sessions["cs_1"].tenant_id.as_deref(),
-        Some("t3")
+        Some("t1")
     );
     assert_eq!(models.customers["cus_1"].tenant_id.as_deref(), Some("t3"));
     assert_eq!(models.tenant_pricing["t9"].stripe_subscription_id, "sub_9");
     assert!(models.unresolved.is_empty());
+}
+
+/// An admin link corrects what Stripe left unnamed; it never overrides the tenant Stripe names
+/// on the object itself (DESIGN: the tenant comes from the event itself where Stripe carries
+/// it). Found by the adversarial pass: a link used to move a paying tenant's row.
+#[test]
+fn a_tenant_stripe_names_on_the_object_outranks_an_admin_link_in_every_order() {
+    let named = event(
+        "evt_named",
+        "customer.subscription.updated",
+        T,
+        json!({
+            "id": "sub_named", "object": "subscription", "customer": "cus_named",
+            "status": "active", "current_period_end": T + MONTH, "cancel_at_period_end": false,
+            "created": T, "items": {"data": [{"price": {"id": "p1"}, "quantity": 1}]},
+            "metadata": {"tenant_id": "t-stripe"},
+        }),
+    );
+    let models = in_every_order(&[
+        named,
+        admin_link("evt_ledger_x", T + 5, "sub_named", "t-admin"),
+        admin_link("evt_ledger_y", T + 6, "cus_named", "t-admin"),
+    ]);
+    let pricing = &models.tenant_pricing["t-stripe"];
+    assert_eq!(pricing.stripe_subscription_id, "sub_named");
+    assert_eq!(
+        pricing.resolved_by,
+        crate::model::ResolvedBy::SubscriptionMetadata
+    );
+    assert!(!models.tenant_pricing.contains_key("t-admin"));
 }
 
 proptest! {

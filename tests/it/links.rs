@@ -132,7 +132,7 @@ async fn an_admin_link_resolves_unresolved_events_live_and_after_a_rebuild() {
 }
 
 #[tokio::test]
-async fn an_admin_link_outranks_stripes_and_bad_input_is_refused() {
+async fn an_admin_link_never_moves_a_tenant_stripe_names_and_bad_input_is_refused() {
     let app = TestApp::start().await;
     let mut sub = subscription(
         "evt_m1",
@@ -190,12 +190,14 @@ async fn an_admin_link_outranks_stripes_and_bad_input_is_refused() {
     let (status, _) = link(&app, ADMIN_TOKEN, body).await;
     assert_eq!(status, 201);
     app.wait_projected().await;
+    // The link is in the log, but the tenant Stripe names on the subscription itself stands:
+    // a link corrects only what Stripe left unnamed.
     let pricing = app
-        .get_json("/api/billing/tenants/tenant-admin/pricing")
+        .get_json("/api/billing/tenants/tenant-stripe/pricing")
         .await;
-    assert_eq!(pricing["resolved_by"], "admin_link");
+    assert_eq!(pricing["resolved_by"], "subscription_metadata");
     let response = app
-        .get("/api/billing/tenants/tenant-stripe/pricing", FINANCE_TOKEN)
+        .get("/api/billing/tenants/tenant-admin/pricing", FINANCE_TOKEN)
         .await;
     assert_eq!(response.status(), 404);
     let live = snapshot(&app.db).await;
