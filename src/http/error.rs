@@ -211,6 +211,10 @@ pub fn parameter_message(name: &str, reason: &str) -> String {
     if name == "cursor" {
         return super::views::CURSOR_MALFORMED.to_owned();
     }
+    // The revenue routes' `from` and `to` are months: their validator's pattern says so.
+    if matches!(name, "from" | "to" | "month") && reason.contains("(0[1-9]|1[0-2])") {
+        return format!("`{name}` must be a month, YYYY-MM, from 1970-01 to 9999-12");
+    }
     let form = match name {
         "from" | "to" | "as_of" => "an RFC 3339 time such as 2025-01-31T00:00:00Z",
         "limit" => "a whole number from 1 to 1000",

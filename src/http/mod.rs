@@ -172,6 +172,7 @@ pub fn app(state: Arc<AppState>) -> impl poem::Endpoint {
         .nest("/", api)
         .data(tokens)
         .data(webhook::BodyLimit(state.config.max_body_bytes))
+        .around(limit_bodies)
         .around(read_headers)
         .around(request_span)
 }
@@ -233,6 +234,55 @@ async fn request_span<E: poem::Endpoint>(
         response.headers_mut().insert("x-request-id", value);
     }
     Ok(response)
+}
+
+/// Longest request body of any route but the webhook (which has its own limit,
+/// `LEDGER_MAX_BODY_BYTES`, and answers 408 and 413 itself): the console's forms and the admin
+/// API's JSON bodies are a few KB. Bytes.
+pub const REQUEST_BODY_BYTES_MAX: u64 = 1024 * 1024;
+
+/// Middleware: a body over [`REQUEST_BODY_BYTES_MAX`] is refused before any handler reads it:
+/// 413 when its `Content-Length` says so; a body without one (chunked) is cut after the limit,
+/// so its handler sees a truncated form or JSON document and answers 400. Unauthenticated
+/// requests (the console's sign-in form) can therefore never make the service buffer more.
+async fn limit_bodies<E: poem::Endpoint>(
+    next: E,
+    mut request: poem::Request,
+) -> poem::Result<poem::Response> {
+    use poem::IntoResponse;
+    use tokio::io::AsyncReadExt;
+    if request.uri().path() == webhook::WEBHOOK_PATH {
+        return Ok(next.call(request).await?.into_response());
+    }
+    let declared = request
+        .headers()
+        .get(poem::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(length) if length > REQUEST_BODY_BYTES_MAX => {
+            let mut answer = poem_openapi::payload::Json(error::ErrorBody {
+                error: format!(
+                    "the request body is larger than this route accepts ({REQUEST_BODY_BYTES_MAX} bytes)"
+                ),
+            })
+            .into_response();
+            answer.set_status(poem::http::StatusCode::PAYLOAD_TOO_LARGE);
+            answer.headers_mut().insert(
+                poem::http::header::CONNECTION,
+                poem::http::HeaderValue::from_static("close"),
+            );
+            return Ok(answer);
+        }
+        Some(_) => {}
+        None => {
+            let body = request.take_body().into_async_read();
+            request.set_body(poem::Body::from_async_read(
+                body.take(REQUEST_BODY_BYTES_MAX),
+            ));
+        }
+    }
+    Ok(next.call(request).await?.into_response())
 }
 
 /// Middleware: gives each request an empty [`ReadSlot`] and, when a read route filled it,

@@ -137,6 +137,9 @@ pub enum WebhookResponse {
     Unavailable(Json<ErrorBody>),
 }
 
+/// The webhook's path (Stripe is given `https://<host>` + this).
+pub const WEBHOOK_PATH: &str = "/api/billing/webhook";
+
 pub struct WebhookApi {
     pub state: Arc<AppState>,
 }
