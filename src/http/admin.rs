@@ -201,6 +201,10 @@ impl AdminApi {
     pub async fn rebuild_state(
         &self,
         auth: TokenAuth,
+        /// The rebuild's ID, a UUID as `POST /api/billing/admin/projections/rebuild` gave it.
+        #[oai(validator(
+            pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+        ))]
         rebuild_id: Path<String>,
     ) -> Result<Json<RebuildDetail>, ApiError> {
         auth.require_admin()?;

@@ -147,14 +147,20 @@ pub async fn json_errors<E: Endpoint>(next: E, request: Request) -> poem::Result
             (error.into_response(), Some(message))
         }
     };
-    let status = response.status();
+    let mut status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return Ok(response);
+    }
+    // A body of another media type than the route's (or none at all) is a malformed request
+    // like any other: 400, as every route documents, not the framework's 415.
+    let unsupported = status == StatusCode::UNSUPPORTED_MEDIA_TYPE;
+    if unsupported {
+        status = StatusCode::BAD_REQUEST;
     }
     let is_json = response
         .content_type()
         .is_some_and(|c| c.starts_with("application/json"));
-    if is_json {
+    if is_json && !unsupported {
         return Ok(response);
     }
     let allowed = match status {
@@ -168,6 +174,9 @@ pub async fn json_errors<E: Endpoint>(next: E, request: Request) -> poem::Result
         }
         (StatusCode::NOT_FOUND, _, _) => format!("no such route: {method} {path}"),
         (StatusCode::INTERNAL_SERVER_ERROR, _, _) => "internal error".to_owned(),
+        (StatusCode::BAD_REQUEST, _, _) if unsupported => {
+            "the request body must be JSON, sent with Content-Type: application/json".to_owned()
+        }
         (_, Some(m), _) if !m.is_empty() => m,
         _ => status.canonical_reason().unwrap_or("error").to_lowercase(),
     };
@@ -219,6 +228,7 @@ pub fn parameter_message(name: &str, reason: &str) -> String {
         "from" | "to" | "as_of" => "an RFC 3339 time such as 2025-01-31T00:00:00Z",
         "limit" => "a whole number from 1 to 1000",
         "as_of_position" => "a log position: a whole number, 0 or more",
+        "rebuild_id" => "a UUID such as 67e55044-10b1-426f-9247-bb680e5fe0c8",
         "livemode" => "true or false",
         "order" => "asc or desc",
         _ => return format!("`{name}` is malformed"),

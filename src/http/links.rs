@@ -37,9 +37,8 @@ pub struct LinksApi {
     pub state: Arc<AppState>,
 }
 
-/// A tenant link to make. Unknown fields are refused (400): a link is permanent.
+/// A tenant link to make.
 #[derive(Debug, Object)]
-#[oai(deny_unknown_fields)]
 pub struct CreateTenantLink {
     /// The Stripe customer (`cus_...`) or subscription (`sub_...`) to link.
     pub object_id: String,

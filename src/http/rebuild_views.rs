@@ -13,13 +13,13 @@ use poem_openapi::types::ParseFromJSON;
 use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions, Object};
 use uuid::Uuid;
 
-/// What to rebuild. Unknown fields are refused (400): a misspelt option must not start a
-/// full rebuild.
+/// What to rebuild.
 #[derive(Debug, Clone, Default, Object)]
-#[oai(deny_unknown_fields)]
 pub struct RebuildRequest {
     /// `true`: fold the whole log and report what a rebuild would change, without swapping
-    /// anything (follow it at `GET /api/billing/admin/rebuilds/{rebuild_id}`). Default `false`.
+    /// anything (follow it at `GET /api/billing/admin/rebuilds/{rebuild_id}`). Default (absent
+    /// or null) `false`.
+    #[oai(nullable)]
     pub preview: Option<bool>,
 }
 

@@ -261,3 +261,26 @@ async fn the_operations_page_links_an_unresolved_events_customer_to_a_tenant() {
     let (_, html) = page(&app, "/console/operations", Some(&cookie)).await;
     assert!(!html.contains("evt_console_link"), "resolved: {html}");
 }
+
+/// A link request without a JSON body type is a 400 like any malformed request (the
+/// framework's 415 was not in the spec; found by schemathesis).
+#[tokio::test]
+async fn a_link_request_without_json_is_a_400() {
+    let app = TestApp::start().await;
+    for content_type in [None, Some("text/plain")] {
+        let mut request = reqwest::Client::new()
+            .post(app.url("/api/billing/admin/tenant-links"))
+            .bearer_auth(ADMIN_TOKEN)
+            .body("object_id=cus_1");
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 400, "{content_type:?}");
+        let body: Value = response.json().await.unwrap();
+        assert!(
+            body["error"].as_str().unwrap().contains("must be JSON"),
+            "{body}"
+        );
+    }
+}
