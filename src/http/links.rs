@@ -40,11 +40,20 @@ pub struct LinksApi {
 /// A tenant link to make.
 #[derive(Debug, Object)]
 pub struct CreateTenantLink {
-    /// The Stripe customer (`cus_...`) or subscription (`sub_...`) to link.
+    /// The Stripe customer (`cus_...`) or subscription (`sub_...`) to link: the prefix, then
+    /// letters, digits and underscores.
+    #[oai(validator(pattern = r"^(cus|sub)_[A-Za-z0-9_]+$", max_length = 255))]
     pub object_id: String,
-    /// The tenant its events belong to (1 to 255 bytes, no control characters).
+    /// The tenant its events belong to: 1 to 63 characters (at most 255 bytes), no control
+    /// characters, no surrounding spaces.
+    #[oai(validator(
+        pattern = r"^[^\s\u0000-\u001f\u007f-\u009f](?:[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f])?$",
+        max_length = 63
+    ))]
     pub tenant_id: String,
-    /// Why, for the record (1 to 1,000 bytes); kept in the event's body.
+    /// Why, for the record: 1 to 250 characters (at most 1,000 bytes), not only spaces, no
+    /// NUL; kept in the event's body.
+    #[oai(validator(pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$", max_length = 250))]
     pub reason: String,
 }
 
