@@ -175,9 +175,9 @@ async fn append_link(
     viewer.require_admin()?;
     viewer.check_csrf(console, &form.csrf)?;
     let body = crate::http::links::CreateTenantLink {
-        object_id: form.object_id,
-        tenant_id: form.tenant_id,
-        reason: form.reason,
+        object_id: crate::http::links::JsonText(form.object_id),
+        tenant_id: crate::http::links::JsonText(form.tenant_id),
+        reason: crate::http::links::JsonText(form.reason),
     };
     console
         .links_api()

@@ -37,24 +37,85 @@ pub struct LinksApi {
     pub state: Arc<AppState>,
 }
 
+/// A JSON string and only a string: poem-openapi's `String` also takes a number or a boolean
+/// and turns it into text, and a link is permanent, so `"tenant_id": 123` must be refused (400)
+/// rather than recorded as tenant `"123"`. Documented and validated as a string.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
+pub struct JsonText(pub String);
+
+impl std::ops::Deref for JsonText {
+    type Target = String;
+    fn deref(&self) -> &String {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for JsonText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl poem_openapi::types::Type for JsonText {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = String;
+    type RawElementValueType = String;
+
+    fn name() -> std::borrow::Cow<'static, str> {
+        String::name()
+    }
+
+    fn schema_ref() -> poem_openapi::registry::MetaSchemaRef {
+        String::schema_ref()
+    }
+
+    fn as_raw_value(&self) -> Option<&String> {
+        Some(&self.0)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a String> + 'a> {
+        Box::new(std::iter::once(&self.0))
+    }
+}
+
+impl poem_openapi::types::ParseFromJSON for JsonText {
+    fn parse_from_json(
+        value: Option<serde_json::Value>,
+    ) -> poem_openapi::types::ParseResult<JsonText> {
+        match value {
+            Some(serde_json::Value::String(text)) => Ok(JsonText(text)),
+            other => Err(poem_openapi::types::ParseError::expected_type(
+                other.unwrap_or_default(),
+            )),
+        }
+    }
+}
+
+impl poem_openapi::types::ToJSON for JsonText {
+    fn to_json(&self) -> Option<serde_json::Value> {
+        Some(serde_json::Value::String(self.0.clone()))
+    }
+}
+
 /// A tenant link to make.
 #[derive(Debug, Object)]
 pub struct CreateTenantLink {
     /// The Stripe customer (`cus_...`) or subscription (`sub_...`) to link: the prefix, then
     /// letters, digits and underscores.
     #[oai(validator(pattern = r"^(cus|sub)_[A-Za-z0-9_]+$", max_length = 255))]
-    pub object_id: String,
+    pub object_id: JsonText,
     /// The tenant its events belong to: 1 to 63 characters (at most 255 bytes), no control
     /// characters, no surrounding spaces.
     #[oai(validator(
         pattern = r"^[^\s\u0000-\u001f\u007f-\u009f](?:[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f])?$",
         max_length = 63
     ))]
-    pub tenant_id: String,
+    pub tenant_id: JsonText,
     /// Why, for the record: 1 to 250 characters (at most 1,000 bytes), not only spaces, no
     /// NUL; kept in the event's body.
     #[oai(validator(pattern = r"^[^\u0000]*[^\s\u0000][^\u0000]*$", max_length = 250))]
-    pub reason: String,
+    pub reason: JsonText,
 }
 
 /// The event that records a link.
@@ -196,13 +257,13 @@ impl LinksApi {
         let view = |event_id, position| TenantLinkView {
             event_id,
             position,
-            object_id: body.object_id.clone(),
-            tenant_id: body.tenant_id.clone(),
+            object_id: body.object_id.0.clone(),
+            tenant_id: body.tenant_id.0.clone(),
         };
         if let Some((event_id, position, tenant_id)) =
             existing_link(client, &body.object_id).await?
         {
-            if tenant_id != body.tenant_id {
+            if tenant_id != *body.tenant_id {
                 return Err(ApiError::Conflict(super::error::body(format!(
                     "{} is already linked to another tenant by {event_id}",
                     body.object_id

@@ -284,3 +284,25 @@ async fn a_link_request_without_json_is_a_400() {
         );
     }
 }
+
+/// A number or a boolean where the link takes text is refused, not turned into text (a link is
+/// permanent: `"tenant_id": 123` became tenant "123"; found by the adversarial pass).
+#[tokio::test]
+async fn a_link_field_of_another_json_type_is_a_400() {
+    let app = TestApp::start().await;
+    for body in [
+        json!({"object_id": "cus_typed", "tenant_id": 123, "reason": "r"}),
+        json!({"object_id": "cus_typed", "tenant_id": "t", "reason": false}),
+        json!({"object_id": 7, "tenant_id": "t", "reason": "r"}),
+    ] {
+        let response = reqwest::Client::new()
+            .post(app.url("/api/billing/admin/tenant-links"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{body}");
+    }
+    assert_eq!(app.db.count("SELECT count(*) FROM events").await, 0);
+}
