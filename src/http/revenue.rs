@@ -123,7 +123,11 @@ impl RevenueApi {
         #[oai(validator(pattern = r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])$"))] to: Query<
             String,
         >,
+        /// One currency, ISO 4217 (three letters, any case).
+        #[oai(validator(pattern = r"^[A-Za-z]{3}$"))]
         currency: Query<Option<String>>,
+        /// One tenant (no NUL).
+        #[oai(validator(pattern = r"^[^\u0000]+$"))]
         tenant_id: Query<Option<String>>,
     ) -> Result<Json<RevenueList>, ApiError> {
         let (first, last) = (month(&from.0, "from")?, month(&to.0, "to")?);
@@ -161,7 +165,11 @@ impl RevenueApi {
             validator(pattern = r"^(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])$")
         )]
         month_text: Query<String>,
+        /// One currency, ISO 4217 (three letters, any case).
+        #[oai(validator(pattern = r"^[A-Za-z]{3}$"))]
         currency: Query<Option<String>>,
+        /// One tenant (no NUL).
+        #[oai(validator(pattern = r"^[^\u0000]+$"))]
         tenant_id: Query<Option<String>>,
     ) -> Result<Json<MovementList>, ApiError> {
         let which = month(&month_text.0, "month")?;
