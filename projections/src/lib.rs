@@ -6,12 +6,14 @@
 //! comes from each event's `created`, order from [`ledger::Version`]. `src/` stores the log and
 //! writes the rows this crate renders.
 
+pub mod domain;
 pub mod envelope;
 pub mod facts;
 pub mod ledger;
 pub mod model;
 pub mod money;
 
+pub use domain::{Currency, EventId, LogPosition, Money, TenantId};
 pub use envelope::{EnvelopeError, Event};
 pub use facts::{BillingReason, FoldError};
 pub use ledger::snapshot::{SnapshotError, SNAPSHOT_FORMAT};

@@ -2,20 +2,8 @@
 //! it (`$49.00`, `¥4,900`, `KWD 1.250`). Integer arithmetic only, never floats; one amount, one
 //! currency (nothing here adds amounts).
 //!
-//! The exponent (digits after the decimal point) is ISO 4217's as Stripe applies it to API
-//! amounts (<https://docs.stripe.com/currencies#zero-decimal>): zero-decimal currencies count
-//! whole units, the three-decimal ones thousandths, every other currency hundredths. Where
-//! Stripe departs from ISO 4217 we follow Stripe, since the amounts are Stripe's: ISK is
-//! zero-decimal in ISO 4217 but Stripe counts it in hundredths, MGA the other way round.
-
-/// Currencies whose Stripe amounts count whole units (exponent 0).
-const ZERO_DECIMAL: [&str; 16] = [
-    "bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv",
-    "xaf", "xof", "xpf",
-];
-
-/// Currencies whose amounts count thousandths (exponent 3).
-const THREE_DECIMAL: [&str; 7] = ["bhd", "iqd", "jod", "kwd", "lyd", "omr", "tnd"];
+//! The exponent (digits after the decimal point) is Stripe's, kept with the currency type
+//! ([`projections::Currency::exponent`]).
 
 /// Symbols written before the amount; any other currency is written as its upper-case code
 /// and a space (`KWD 1.250`), which no reader can mistake.
@@ -27,16 +15,10 @@ const SYMBOLS: [(&str, &str); 5] = [
     ("inr", "₹"),
 ];
 
-/// Digits after the decimal point for `currency` (ISO code, any case).
+/// Digits after the decimal point for `currency` (ISO code, any case; see
+/// [`projections::Currency::exponent`]); 2 for a code that is not three letters.
 pub fn exponent(currency: &str) -> u32 {
-    let code = currency.to_ascii_lowercase();
-    if ZERO_DECIMAL.contains(&code.as_str()) {
-        0
-    } else if THREE_DECIMAL.contains(&code.as_str()) {
-        3
-    } else {
-        2
-    }
+    projections::Currency::parse(currency).map_or(2, |c| c.exponent())
 }
 
 /// `amount_minor` of `currency` for a person: sign, symbol or code, thousands separated by
