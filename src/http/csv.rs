@@ -64,7 +64,20 @@ impl ApiResponse for EventsResponse {
 }
 
 /// One field, quoted when it holds a comma, quote or line break (RFC 4180 section 2).
+///
+/// Text that a spreadsheet would run as a formula (starting with `=`, `+`, `-`, `@`, a tab or a
+/// carriage return, and not a number) is written with a leading `'`, as OWASP's "CSV
+/// Injection" advice says: a tenant ID or a metadata value comes from whoever could edit a
+/// Stripe object, and finance opens these files in a spreadsheet. Numbers, negative amounts
+/// included, are written as they are.
 pub fn field(out: &mut String, value: &str) {
+    let neutralized;
+    let value = if runs_as_formula(value) {
+        neutralized = format!("'{value}");
+        neutralized.as_str()
+    } else {
+        value
+    };
     if value.contains([',', '"', '\r', '\n']) {
         out.push('"');
         out.push_str(&value.replace('"', "\"\""));
@@ -72,6 +85,11 @@ pub fn field(out: &mut String, value: &str) {
     } else {
         out.push_str(value);
     }
+}
+
+/// Whether a spreadsheet would take `value` for a formula (see [`field`]).
+fn runs_as_formula(value: &str) -> bool {
+    value.starts_with(['=', '+', '-', '@', '\t', '\r']) && value.parse::<i64>().is_err()
 }
 
 /// One event as a CSV record, CRLF-terminated.
@@ -176,4 +194,26 @@ pub async fn fetch(
     let statement = client.prepare_cached(&sql).await?;
     let rows = client.query(&statement, &refs).await?;
     Ok(rows.iter().map(EventSummary::from_row).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::field;
+
+    fn written(value: &str) -> String {
+        let mut out = String::new();
+        field(&mut out, value);
+        out
+    }
+
+    #[test]
+    fn formulas_are_neutralized_and_numbers_kept() {
+        assert_eq!(written("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(written("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(written("+1+2"), "'+1+2");
+        assert_eq!(written("-4900"), "-4900");
+        assert_eq!(written("+4900"), "+4900");
+        assert_eq!(written("tenant-acme"), "tenant-acme");
+        assert_eq!(written("a,b"), "\"a,b\"");
+    }
 }
