@@ -105,6 +105,10 @@ pub struct ServeArgs {
     #[arg(long, env = "LEDGER_SNAPSHOT_EVERY_EVENTS",
         default_value_t = crate::projector::SNAPSHOT_EVERY_EVENTS.to_string())]
     pub snapshot_every_events: String,
+    /// Whether a follower keeps a warm standby of the fold state (true or false): elected, it
+    /// goes live after folding the last second's events instead of loading a snapshot.
+    #[arg(long, env = "LEDGER_PROJECTOR_STANDBY", default_value = "true")]
+    pub projector_standby: String,
     /// Log format: text or json.
     #[arg(long, env = "LEDGER_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -353,6 +357,8 @@ pub struct Config {
     pub rebuild_stale: bool,
     /// `LEDGER_SNAPSHOT_EVERY_EVENTS`.
     pub snapshot_every_events: i64,
+    /// `LEDGER_PROJECTOR_STANDBY`: followers keep a warm standby of the fold state.
+    pub projector_standby: bool,
     /// `LEDGER_READ_DATABASE_URL`: the read API's replica, if any.
     pub read_database_url: Option<String>,
     /// `LEDGER_READ_FALLBACK`.
@@ -385,6 +391,7 @@ impl Config {
             instance_id: uuid::Uuid::new_v4().to_string(),
             rebuild_stale: false,
             snapshot_every_events: crate::projector::SNAPSHOT_EVERY_EVENTS,
+            projector_standby: true,
             read_database_url: None,
             read_fallback: ReadFallback::Primary,
             reconcile: None,
@@ -547,16 +554,8 @@ impl Config {
                 setting: "LEDGER_LISTEN",
                 problem: "must be an address and port such as 127.0.0.1:3000",
             })?;
-        let livemode = match args.livemode.trim() {
-            "true" | "1" => true,
-            "false" | "0" => false,
-            _ => {
-                return Err(ConfigError {
-                    setting: "LEDGER_LIVEMODE",
-                    problem: "must be true or false",
-                })
-            }
-        };
+        let livemode = flag(&args.livemode, "LEDGER_LIVEMODE")?;
+        let projector_standby = flag(&args.projector_standby, "LEDGER_PROJECTOR_STANDBY")?;
         let console_session_key = match args.console_session_key.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(key) if key.len() >= crate::console::session::SESSION_KEY_BYTES_MIN => {
@@ -584,6 +583,7 @@ impl Config {
             instance_id: uuid::Uuid::new_v4().to_string(),
             rebuild_stale: args.rebuild_stale,
             snapshot_every_events,
+            projector_standby,
             reconcile: reconcile_settings(args)?,
             connections: connection_limits(args)?,
             console_session_key,
@@ -693,6 +693,18 @@ fn read_settings(args: &ServeArgs) -> Result<(Option<String>, ReadFallback), Con
         }
     };
     Ok((url.map(str::to_owned), fallback))
+}
+
+/// A true/false setting (`true`/`1`, `false`/`0`).
+fn flag(value: &str, setting: &'static str) -> Result<bool, ConfigError> {
+    match value.trim() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(ConfigError {
+            setting,
+            problem: "must be true or false",
+        }),
+    }
 }
 
 fn split_list(raw: &str) -> impl Iterator<Item = &str> {

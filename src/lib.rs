@@ -91,6 +91,7 @@ pub async fn run(
         instance_id: config.instance_id.clone(),
         rebuild_stale: config.rebuild_stale,
         snapshot_every_events: config.snapshot_every_events,
+        standby: config.projector_standby,
     };
     let projector = tokio::spawn(projector::run(
         pool.clone(),

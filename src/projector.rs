@@ -2,7 +2,10 @@
 //!
 //! Election: a session-level advisory lock taken on a dedicated connection (never a pooled one,
 //! whose session outlives its borrower); PostgreSQL releases it when that connection ends, so a
-//! dead leader's lock frees itself and another instance takes over within [`ELECTION_RETRY`].
+//! dead leader's lock frees itself and a waiting follower is granted it at once.
+//!
+//! While it waits, a follower keeps a warm standby ([`standby`]): the fold state at the
+//! leader's checkpoint, so that once elected it folds only the last second's events.
 //!
 //! On election the leader loads the latest fold-state snapshot ([`snapshot`]) and folds only
 //! the events between it and the stored checkpoint (without a usable snapshot, the whole log up
@@ -30,6 +33,7 @@ pub use rebuild::{
 pub use status::{lag, Lag};
 
 mod snapshot;
+mod standby;
 
 pub use snapshot::SNAPSHOT_EVERY_EVENTS;
 
@@ -65,7 +69,7 @@ pub const READ_AHEAD_BATCHES: usize = 4;
 pub const LINGER: Duration = Duration::from_millis(5);
 /// How often an idle projector looks for new events when no wake-up arrives.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
-/// How often a follower retries the projector lock.
+/// How long a projector that stopped on an error waits before competing for the lock again.
 pub const ELECTION_RETRY: Duration = Duration::from_secs(1);
 /// Advisory lock key of the projector ("billproj").
 pub const PROJECTOR_LOCK_KEY: i64 = 0x6269_6c6c_7072_6f6a;
@@ -86,6 +90,8 @@ pub struct Settings {
     /// Events folded between two snapshots of the fold state (default
     /// [`SNAPSHOT_EVERY_EVENTS`]).
     pub snapshot_every_events: i64,
+    /// Keep a warm standby of the fold state while following ([`standby`]).
+    pub standby: bool,
 }
 
 /// Runs until `shutdown`: competes for the lock, projects while holding it, and competes again
@@ -114,9 +120,15 @@ pub async fn run(pool: Pool, settings: Settings, wake: Arc<Notify>, shutdown: Ca
 }
 
 /// Takes the lock on a fresh listening connection, waiting for it; returns the connection
-/// holding it and its append notifications.
+/// holding it and its append notifications. While it waits, the follower keeps `standby` at
+/// the leader's checkpoint every [`standby::STANDBY_INTERVAL`].
+///
+/// The wait is PostgreSQL's own (`pg_advisory_lock` blocks until the holder's session ends),
+/// so a follower is granted the lock the moment a dead leader's connection closes.
 async fn acquire_lock(
+    pool: &Pool,
     settings: &Settings,
+    standby: &mut Option<standby::Standby>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<(tokio_postgres::Client, tokio::sync::mpsc::Receiver<()>)> {
     let (client, notifications) =
@@ -125,15 +137,33 @@ async fn acquire_lock(
     client
         .execute("SELECT set_config('application_name', $1, false)", &[&name])
         .await?;
-    loop {
-        if try_lock(&client).await? {
-            return Ok((client, notifications));
-        }
-        tokio::select! {
-            () = tokio::time::sleep(ELECTION_RETRY) => {}
-            () = shutdown.cancelled() => anyhow::bail!("shutting down"),
+    if try_lock(&client).await? {
+        return Ok((client, notifications));
+    }
+    // The connection's own (never pooled), so its limits can go: the wait lasts as long as the
+    // leader does, and `lock_timeout` applies to advisory locks too.
+    client
+        .batch_execute("SET statement_timeout = 0; SET lock_timeout = 0")
+        .await?;
+    {
+        let locked = client.execute("SELECT pg_advisory_lock($1)", &[&PROJECTOR_LOCK_KEY]);
+        let mut locked = std::pin::pin!(locked);
+        loop {
+            // Polled first, so the lock request is queued while the standby folds.
+            tokio::select! {
+                result = &mut locked => {
+                    result?;
+                    break;
+                }
+                () = tokio::time::sleep(standby::STANDBY_INTERVAL) => {}
+                () = shutdown.cancelled() => anyhow::bail!("shutting down"),
+            }
+            if settings.standby {
+                standby::tend(standby, pool, settings.livemode, &settings.instance_id).await;
+            }
         }
     }
+    Ok((client, notifications))
 }
 
 /// One non-blocking attempt at the projector lock.
@@ -150,7 +180,8 @@ async fn lead(
     wake: &Notify,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let (lock, mut appended) = acquire_lock(settings, shutdown).await?;
+    let mut standby = None;
+    let (lock, mut appended) = acquire_lock(pool, settings, &mut standby, shutdown).await?;
     tracing::info!(projection.name = PROJECTION_NAME, instance.id = %settings.instance_id, "projector elected");
     let owner = settings.instance_id.as_str();
     let stored_version = claim(pool, owner).await?;
@@ -159,7 +190,14 @@ async fn lead(
             tracing::info!(rebuild.id = %rebuild_id, stored_version, "stale projection: rebuild queued");
         }
     }
-    let mut live = Live::resume(pool, settings.livemode, owner).await?;
+    let warm = match standby {
+        Some(standby) => standby.into_live(pool, owner).await?,
+        None => None,
+    };
+    let mut live = match warm {
+        Some(live) => live,
+        None => Live::resume(pool, settings.livemode, owner).await?,
+    };
     live.snapshots.every_events = settings.snapshot_every_events;
     let mut last_expiry = std::time::Instant::now();
     loop {
@@ -278,6 +316,7 @@ impl Live {
             checkpoint,
             events_folded: checkpoint - after,
             duration: started.elapsed(),
+            standby_position: None,
         };
         log_resumed(&election);
         if let Err(error) = snapshot::record(pool, &election).await {

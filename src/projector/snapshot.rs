@@ -235,6 +235,9 @@ pub(super) struct Election<'a> {
     pub checkpoint: i64,
     pub events_folded: i64,
     pub duration: Duration,
+    /// Where the follower's warm standby was when the lock was granted; `None` for a cold
+    /// resume.
+    pub standby_position: Option<i64>,
 }
 
 /// Records an election (best effort for the caller: it is bookkeeping, not state).
@@ -247,8 +250,8 @@ pub(super) async fn record(pool: &Pool, election: &Election<'_>) -> anyhow::Resu
     client
         .execute(
             "INSERT INTO projector_elections (projection, instance_id, snapshot_position,
-                 fallback_reason, checkpoint, events_folded, duration_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                 fallback_reason, checkpoint, events_folded, duration_ms, standby_position)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             &[
                 &PROJECTION_NAME,
                 &election.instance_id,
@@ -257,6 +260,7 @@ pub(super) async fn record(pool: &Pool, election: &Election<'_>) -> anyhow::Resu
                 &election.checkpoint,
                 &election.events_folded,
                 &(election.duration.as_millis() as i64),
+                &election.standby_position,
             ],
         )
         .await?;

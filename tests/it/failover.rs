@@ -57,9 +57,12 @@ fn event(prefix: &str, n: usize) -> Value {
     }
 }
 
+/// These instances resume cold (snapshot plus tail), the path every election took before warm
+/// standbys and the one a follower still takes when it has none; `standby.rs` tests the warm one.
 fn config(db: &TestDb) -> billing_ledger::config::Config {
     billing_ledger::config::Config {
         snapshot_every_events: EVERY_EVENTS,
+        projector_standby: false,
         ..test_config(&db.url)
     }
 }
@@ -299,4 +302,107 @@ async fn a_corrupt_or_other_version_snapshot_falls_back_to_a_full_fold() {
     let live = snapshot(&db).await;
     rebuild_and_wait(&app).await;
     assert_eq!(snapshot(&db).await, live);
+}
+
+/// A follower keeps a warm standby of the fold state at the leader's checkpoint: killed, the
+/// leader is replaced by a follower that starts from where its standby stood (not from a
+/// snapshot, not from the log's start), and the rows it goes on writing equal a rebuild's.
+#[tokio::test]
+async fn a_follower_with_a_warm_standby_takes_over_from_where_it_stood_and_equals_a_rebuild() {
+    let db = TestDb::new().await;
+    let leader = ServeProcess::start(&db.url, &[]).await;
+    let client = db.client().await;
+    for _ in 0..400 {
+        let owner: Option<String> = client
+            .query_opt("SELECT owner FROM projections", &[])
+            .await
+            .unwrap()
+            .and_then(|r| r.get(0));
+        if owner.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let follower = TestApp::start_with(
+        same(&db),
+        billing_ledger::config::Config {
+            projector_standby: true,
+            ..test_config(&db.url)
+        },
+    )
+    .await;
+    let http = reqwest::Client::new();
+    for n in 0..120 {
+        let body = event("w", n).to_string();
+        assert_eq!(
+            post_to(&http, &leader.url("/api/billing/webhook"), body).await,
+            200
+        );
+    }
+    // The leader folds them all; the follower's standby follows within a second or so.
+    for _ in 0..400 {
+        let caught_up: bool = client
+            .query_one("SELECT position = 120 FROM projections", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if caught_up {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let mut standing = None;
+    for _ in 0..400 {
+        standing = client
+            .query_opt(
+                "SELECT position FROM projector_standbys WHERE instance_id = $1",
+                &[&follower.instance_id],
+            )
+            .await
+            .unwrap()
+            .map(|r| r.get::<_, i64>(0));
+        if standing == Some(120) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        standing,
+        Some(120),
+        "the follower's standby follows the leader"
+    );
+    leader.kill(); // SIGKILL
+    deliver(&follower, "after", 0..12).await;
+    wait_led_by(&follower, &follower.instance_id).await;
+    let row = client
+        .query_one(
+            "SELECT standby_position, checkpoint FROM projector_elections WHERE instance_id = $1",
+            &[&follower.instance_id],
+        )
+        .await
+        .unwrap();
+    let (standby, checkpoint): (Option<i64>, i64) = (row.get(0), row.get(1));
+    assert_eq!(
+        standby,
+        Some(120),
+        "the standby stood at the leader's last checkpoint"
+    );
+    assert!(checkpoint >= 120, "resumed at {checkpoint}");
+    let left: i64 = client
+        .query_one(
+            "SELECT count(*) FROM projector_standbys WHERE instance_id = $1",
+            &[&follower.instance_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "a leader has no standby row");
+    follower.wait_projected().await;
+    let live = snapshot(&db).await;
+    rebuild_and_wait(&follower).await;
+    assert_eq!(
+        snapshot(&db).await,
+        live,
+        "standby plus tail equals a fold of the whole log"
+    );
 }
