@@ -1,5 +1,5 @@
 //! Money figures several console pages share: the revenue fold of every tenant (computed with
-//! [`crate::revenue::revenue`], the function behind `GET /api/billing/revenue`, and shared
+//! [`crate::store::revenue::revenue`], the function behind `GET /api/billing/revenue`, and shared
 //! between requests, see [`RevenueCache`]), each tenant's MRR now, and each tenant's
 //! outstanding balance.
 //!
@@ -104,7 +104,7 @@ impl RevenueCache {
         if let Some(fold) = self.last().filter(|f| fresh(f)) {
             return Ok(fold); // folded while this request waited
         }
-        let revenue = crate::revenue::revenue(&pool, None, state.config.livemode).await?;
+        let revenue = crate::store::revenue::revenue(&pool, None, state.config.livemode).await?;
         let fold = Arc::new(RevenueNow {
             mrr: mrr_now(&revenue),
             revenue,

@@ -6,7 +6,10 @@
 use super::layout::encode;
 use super::{Console, PageError};
 use crate::http::views::{cursor_or, encode_cursor};
-use crate::money_store::{self, After, Filters, Table};
+use crate::store::{
+    self,
+    money::{After, Filters, Table},
+};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use maud::{html as markup, Markup};
 use serde::de::DeserializeOwned;
@@ -131,7 +134,7 @@ pub async fn page_of<V: DeserializeOwned>(
     after: Option<&After>,
 ) -> Result<(Vec<V>, Option<String>), PageError> {
     let client = console.state.read_pool().await?.get().await?;
-    let mut rows = money_store::list(&client, table, filters, after, LIST_PAGE_ROWS + 1).await?;
+    let mut rows = store::money::list(&client, table, filters, after, LIST_PAGE_ROWS + 1).await?;
     let next = if rows.len() as i64 > LIST_PAGE_ROWS {
         rows.truncate(LIST_PAGE_ROWS as usize);
         rows.last()
@@ -147,7 +150,7 @@ pub async fn page_of<V: DeserializeOwned>(
     Ok((views, next))
 }
 
-/// The keyset position of a row from `money_store::list`, as the API's cursor holds it.
+/// The keyset position of a row from `store::money::list`, as the API's cursor holds it.
 fn after_key(row: &Value) -> Option<After> {
     let created_at = row.get("created_at")?.as_str()?.parse().ok()?;
     Some((created_at, row.get("id")?.as_str()?.to_owned()))

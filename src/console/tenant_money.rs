@@ -11,7 +11,10 @@ use super::layout::{self, encode, Source};
 use super::tenant::Point;
 use super::{Console, PageError};
 use crate::http::money_views::{CreditNoteView, InvoiceView, PaymentView, RefundView};
-use crate::money_store::{self, Filters, Table};
+use crate::store::{
+    self,
+    money::{Filters, Table},
+};
 use crate::timeline::{self, Bound};
 use chrono::{DateTime, Utc};
 use maud::{html as markup, Markup};
@@ -74,11 +77,11 @@ pub async fn load(
     };
     let lists = async {
         let client = pool.get().await?;
-        let invoices = shown(&client, &money_store::INVOICES, &filters).await?;
-        let payments = shown(&client, &money_store::PAYMENTS, &filters).await?;
-        let refunds = shown(&client, &money_store::REFUNDS, &filters).await?;
-        let disputes = shown(&client, &money_store::DISPUTES, &filters).await?;
-        let credit_notes = shown(&client, &money_store::CREDIT_NOTES, &filters).await?;
+        let invoices = shown(&client, &store::money::INVOICES, &filters).await?;
+        let payments = shown(&client, &store::money::PAYMENTS, &filters).await?;
+        let refunds = shown(&client, &store::money::REFUNDS, &filters).await?;
+        let disputes = shown(&client, &store::money::DISPUTES, &filters).await?;
+        let credit_notes = shown(&client, &store::money::CREDIT_NOTES, &filters).await?;
         let entitlement = entitlement(&client, tenant_id).await?;
         Ok::<_, PageError>((
             entitlement,
@@ -109,7 +112,7 @@ async fn shown<V: DeserializeOwned>(
     filters: &Filters,
 ) -> Result<Shown<V>, PageError> {
     let mut rows =
-        money_store::list(client, table, filters, None, MONEY_ROWS_SHOWN_MAX + 1).await?;
+        store::money::list(client, table, filters, None, MONEY_ROWS_SHOWN_MAX + 1).await?;
     let cut = rows.len() as i64 > MONEY_ROWS_SHOWN_MAX;
     rows.truncate(MONEY_ROWS_SHOWN_MAX as usize);
     let rows = rows

@@ -4,7 +4,7 @@
 use super::auth::TokenAuth;
 use super::error::ApiError;
 use super::AppState;
-use crate::revenue::Scope;
+use crate::store::revenue::Scope;
 use chrono::{DateTime, Utc};
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
@@ -144,7 +144,7 @@ impl RevenueApi {
             tenant_id: tenant_id.0.as_deref(),
         };
         let pool = self.state.read_pool().await?;
-        let rows = crate::revenue::months(&pool, first, last, scope).await?;
+        let rows = crate::store::revenue::months(&pool, first, last, scope).await?;
         Ok(Json(RevenueList {
             revenue: rows.into_iter().map(Into::into).collect(),
         }))
@@ -180,7 +180,7 @@ impl RevenueApi {
             tenant_id: tenant_id.0.as_deref(),
         };
         let pool = self.state.read_pool().await?;
-        let movements = crate::revenue::movements(&pool, start, end, scope).await?;
+        let movements = crate::store::revenue::movements(&pool, start, end, scope).await?;
         let movements = movements.iter().map(MovementView::from).collect();
         Ok(Json(MovementList {
             month: month_text.0,

@@ -214,7 +214,7 @@ async fn upsert<T: serde::Serialize + std::fmt::Debug + Sync>(
 }
 
 /// Applies the fold's money changes: upserts every changed row and deletes deleted drafts;
-/// the revenue movements go to [`crate::revenue::write`].
+/// the revenue movements go to [`crate::store::revenue::write`].
 pub async fn write(tx: &Transaction<'_>, changes: &MoneyChanges) -> anyhow::Result<()> {
     let deleted: Vec<&str> = changes
         .invoices
@@ -234,7 +234,7 @@ pub async fn write(tx: &Transaction<'_>, changes: &MoneyChanges) -> anyhow::Resu
     upsert(tx, &REFUNDS, &changes.refunds).await?;
     upsert(tx, &DISPUTES, &changes.disputes).await?;
     upsert(tx, &CREDIT_NOTES, &changes.credit_notes).await?;
-    crate::revenue::write(tx, &changes.revenue).await?;
+    crate::store::revenue::write(tx, &changes.revenue).await?;
     Ok(())
 }
 
@@ -259,14 +259,14 @@ pub async fn clear(tx: &Transaction<'_>) -> anyhow::Result<()> {
         tx.batch_execute(&format!("DELETE FROM {}", table.name))
             .await?;
     }
-    crate::revenue::clear(tx).await?;
+    crate::store::revenue::clear(tx).await?;
     Ok(())
 }
 
 /// `ANALYZE` of every money table and the revenue tables, after a rebuild reloaded them.
 pub fn analyze_sql() -> String {
     let mut names: Vec<&str> = TABLES.iter().map(|t| t.name).collect();
-    names.extend(crate::revenue::TABLES);
+    names.extend(crate::store::revenue::TABLES);
     format!("ANALYZE {};", names.join(", "))
 }
 
