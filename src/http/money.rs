@@ -419,13 +419,9 @@ impl MoneyApi {
         use crate::timeline::{self, Bound};
         let bound = as_of.0.map_or(Bound::All, Bound::CreatedAtOrBefore);
         let livemode = self.state.config.livemode;
-        let (balances, events) = timeline::balances(
-            &self.state.read_pool().await?,
-            &tenant_id.0,
-            livemode,
-            bound,
-        )
-        .await?;
+        let tenant = projections::TenantId::parse(&tenant_id.0)?;
+        let (balances, events) =
+            timeline::balances(&self.state.read_pool().await?, &tenant, livemode, bound).await?;
         if events == 0 && as_of.0.is_none() {
             return Err(ApiError::not_found("tenant"));
         }

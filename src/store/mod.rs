@@ -16,7 +16,7 @@
 //!   other.
 
 pub mod error;
-// pub mod event_reads;
+pub mod event_reads;
 pub mod money;
 pub mod projection_errors;
 pub mod read_models;
