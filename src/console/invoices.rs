@@ -38,8 +38,8 @@ async fn render(
             .await?;
     let aging = super::aging::load(
         console,
-        filters.tenant_id.as_deref(),
-        filters.currency.as_deref(),
+        filters.tenant_id.as_ref(),
+        filters.currency,
         chrono::Utc::now(),
     )
     .await?;

@@ -12,6 +12,7 @@ use crate::store::{
 };
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use maud::{html as markup, Markup};
+use projections::{Currency, TenantId};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -77,9 +78,13 @@ impl ListFilters {
     /// The store's filters and where the page starts; 400 for a malformed date or cursor.
     pub fn parse(&self) -> Result<(Filters, Option<After>), PageError> {
         let filters = Filters {
-            tenant_id: nonempty(&self.tenant_id),
+            tenant_id: nonempty(&self.tenant_id)
+                .map(|t| TenantId::parse(&t))
+                .transpose()?,
             status: nonempty(&self.status),
-            currency: nonempty(&self.currency).map(|c| c.to_ascii_lowercase()),
+            currency: nonempty(&self.currency)
+                .map(|c| Currency::parse(&c))
+                .transpose()?,
             from: bound(&self.from, "from", false)?,
             to: bound(&self.to, "to", true)?,
             ..Filters::default()
@@ -92,9 +97,12 @@ impl ListFilters {
     pub fn api_query(filters: &Filters) -> String {
         let mut pairs = Vec::new();
         let texts = [
-            ("tenant_id", &filters.tenant_id),
-            ("status", &filters.status),
-            ("currency", &filters.currency),
+            (
+                "tenant_id",
+                filters.tenant_id.as_ref().map(TenantId::as_str),
+            ),
+            ("status", filters.status.as_deref()),
+            ("currency", filters.currency.as_ref().map(Currency::as_str)),
         ];
         for (name, value) in texts {
             if let Some(value) = value {

@@ -62,7 +62,7 @@ pub async fn load(
         Point::Position(p) => Bound::PositionAtOrBefore(p),
     };
     let filters = Filters {
-        tenant_id: Some(tenant_id.to_string()),
+        tenant_id: Some(tenant_id.clone()),
         to: match point {
             Point::Instant(t) => Some(t),
             _ => None,

@@ -24,6 +24,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::registry::{MetaParamIn, MetaSchemaRef, Registry};
 use poem_openapi::types::Type;
 use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions, Object, OpenApi};
+use projections::{Currency, TenantId};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::sync::Arc;
@@ -117,13 +118,13 @@ impl MoneyQuery {
             }
         }
         Ok(Filters {
-            tenant_id: self.tenant_id.clone(),
+            tenant_id: self.tenant_id.as_deref().map(TenantId::parse).transpose()?,
             customer_id: self.customer_id.clone(),
             subscription_id: self.subscription_id.clone(),
             invoice_id: self.invoice_id.clone(),
             payment_id: self.payment_id.clone(),
             status: self.status.clone(),
-            currency: self.currency.as_ref().map(|c| c.to_ascii_lowercase()),
+            currency: self.currency.as_deref().map(Currency::parse).transpose()?,
             from: self.from,
             to: self.to,
         })

@@ -11,7 +11,7 @@
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use projections::money::MoneyChanges;
-use projections::Ledger;
+use projections::{Currency, Ledger, TenantId};
 use serde_json::Value;
 use tokio_postgres::types::ToSql;
 
@@ -36,6 +36,8 @@ pub struct Table {
 }
 
 use Column::{Int, Text, TextList, Time};
+
+pub mod receivables;
 
 pub const INVOICES: Table = Table {
     name: "invoices",
@@ -273,13 +275,13 @@ pub fn analyze_sql() -> String {
 /// The filters of a money list; each applies only to tables that have the column.
 #[derive(Debug, Clone, Default)]
 pub struct Filters {
-    pub tenant_id: Option<String>,
+    pub tenant_id: Option<TenantId>,
     pub customer_id: Option<String>,
     pub subscription_id: Option<String>,
     pub invoice_id: Option<String>,
     pub payment_id: Option<String>,
     pub status: Option<String>,
-    pub currency: Option<String>,
+    pub currency: Option<Currency>,
     /// `created_at` at or after.
     pub from: Option<DateTime<Utc>>,
     /// `created_at` at or before.
@@ -305,16 +307,19 @@ pub async fn list(
     );
     let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
     let has = |column: &str| table.columns.iter().any(|(name, _)| *name == column);
-    let text_filters = [
-        ("tenant_id", &filters.tenant_id),
-        ("customer_id", &filters.customer_id),
-        ("subscription_id", &filters.subscription_id),
-        ("invoice_id", &filters.invoice_id),
-        ("payment_id", &filters.payment_id),
-        ("status", &filters.status),
-        ("currency", &filters.currency),
+    let text_filters: [(&str, Option<&str>); 7] = [
+        (
+            "tenant_id",
+            filters.tenant_id.as_ref().map(TenantId::as_str),
+        ),
+        ("customer_id", filters.customer_id.as_deref()),
+        ("subscription_id", filters.subscription_id.as_deref()),
+        ("invoice_id", filters.invoice_id.as_deref()),
+        ("payment_id", filters.payment_id.as_deref()),
+        ("status", filters.status.as_deref()),
+        ("currency", filters.currency.as_ref().map(Currency::as_str)),
     ];
-    for (column, value) in text_filters {
+    for (column, value) in &text_filters {
         if let (true, Some(value)) = (has(column), value) {
             params.push(value);
             sql.push_str(&format!(" AND {column} = ${}", params.len()));
