@@ -11,7 +11,7 @@ use super::layout::{self, encode, Source};
 use super::tenant::Point;
 use super::{Console, PageError};
 use crate::http::money_views::{CreditNoteView, InvoiceView, PaymentView, RefundView};
-use crate::store::read_models::queries;
+use crate::store::read_models::entitlements;
 use crate::store::{
     self,
     money::{Filters, Table},
@@ -27,7 +27,7 @@ use serde::de::DeserializeOwned;
 pub const MONEY_ROWS_SHOWN_MAX: i64 = 100;
 
 /// What the tenant may use (the `entitlements` read model; only with a plans file).
-pub use crate::store::read_models::queries::EntitlementRow;
+pub use crate::store::read_models::entitlements::StoredEntitlement as EntitlementRow;
 
 /// A list and whether it had more rows than shown.
 pub struct Shown<V> {
@@ -76,7 +76,7 @@ pub async fn load(
         let refunds = shown(&client, &store::money::REFUNDS, &filters).await?;
         let disputes = shown(&client, &store::money::DISPUTES, &filters).await?;
         let credit_notes = shown(&client, &store::money::CREDIT_NOTES, &filters).await?;
-        let entitlement = queries::entitlement(&client, tenant_id).await?;
+        let entitlement = entitlements::entitlement(&client, tenant_id).await?;
         Ok::<_, PageError>((
             entitlement,
             invoices,

@@ -1,12 +1,13 @@
 //! The read models' tables (`tenant_pricing`, `checkout_sessions`, `customers`,
-//! `unresolved_events`, `event_tenants`; and `entitlements`): the only SQL on
-//! them. This module writes the rows the fold renders; [`queries`] reads them for
-//! the read API and the console.
+//! `unresolved_events`, `event_tenants`; `entitlements` and `plans` in [`entitlements`]): the only
+//! SQL on them. This module writes the rows the fold renders; [`queries`] reads them for the
+//! read API, the platform routes and the console.
 //!
 //! Writes are called only by the projector, inside the transaction that also advances its checkpoint, so
 //! rows and checkpoint are always consistent. Rows are upserted in bulk with `unnest`, one
 //! statement per table.
 
+pub mod entitlements;
 pub mod queries;
 
 use crate::event_log::unix;

@@ -227,38 +227,69 @@ pub async fn unresolved(
     Ok(rows.iter().map(UnresolvedView::from_row).collect())
 }
 
-/// What a tenant may use (the `entitlements` read model; only with a plans file).
-#[derive(Debug, Clone)]
-pub struct EntitlementRow {
+/// The filters of the platform's tenant list; each applies when given.
+#[derive(Debug, Clone, Default)]
+pub struct PricedTenantFilters {
+    /// Stripe's subscription status, exactly.
+    pub status: Option<String>,
+    pub price_id: Option<String>,
+    /// The plan the plans file maps the price to.
     pub plan: Option<String>,
-    pub features: Vec<String>,
-    pub access: String,
-    pub reason: String,
-    pub grace_until: Option<DateTime<Utc>>,
-    pub last_event_id: String,
+    /// `updated_at` at or after.
+    pub updated_since: Option<DateTime<Utc>>,
 }
 
-/// The tenant's `entitlements` row; `None` when it has none.
-pub async fn entitlement(
-    client: &deadpool_postgres::Client,
-    tenant_id: &TenantId,
-) -> anyhow::Result<Option<EntitlementRow>> {
+/// A tenant's pricing with its plan and access (`entitlements`; null without a plans file).
+#[derive(Debug)]
+pub struct PricedTenantRow {
+    pub pricing: TenantPricingView,
+    pub plan: Option<String>,
+    pub access: Option<String>,
+}
+
+/// The tenants with a tenant ID after `after` matching `filters`, by tenant ID, at most
+/// `limit`.
+pub async fn priced_tenants(
+    pool: &Pool,
+    filters: &PricedTenantFilters,
+    after: &str,
+    limit: i64,
+) -> anyhow::Result<Vec<PricedTenantRow>> {
+    let client = pool.get().await?;
     let statement = client
         .prepare_cached(
-            "SELECT plan, features, access, reason, grace_until, last_event_id
-             FROM entitlements WHERE tenant_id = $1",
+            "SELECT p.tenant_id, p.status, p.stripe_customer_id, p.stripe_subscription_id,
+                    p.price_id, p.quantity, p.current_period_end, p.cancel_at_period_end,
+                    p.canceled_at, p.last_payment_failed_at, p.last_paid_at, p.last_event_id,
+                    p.updated_at, p.resolved_by, p.product_id, e.plan, e.access
+             FROM tenant_pricing p LEFT JOIN entitlements e USING (tenant_id)
+             WHERE p.tenant_id > $1
+                 AND ($2::text IS NULL OR p.status = $2)
+                 AND ($3::text IS NULL OR p.price_id = $3)
+                 AND ($4::text IS NULL OR e.plan = $4)
+                 AND ($5::timestamptz IS NULL OR p.updated_at >= $5)
+             ORDER BY p.tenant_id LIMIT $6",
         )
         .await?;
-    let row = client.query_opt(&statement, &[&tenant_id.as_str()]).await?;
-    Ok(row.map(|row| {
-        let features: serde_json::Value = row.get(1);
-        EntitlementRow {
-            plan: row.get(0),
-            features: serde_json::from_value(features).unwrap_or_default(),
-            access: row.get(2),
-            reason: row.get(3),
-            grace_until: row.get(4),
-            last_event_id: row.get(5),
-        }
-    }))
+    let rows = client
+        .query(
+            &statement,
+            &[
+                &after,
+                &filters.status,
+                &filters.price_id,
+                &filters.plan,
+                &filters.updated_since,
+                &limit,
+            ],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| PricedTenantRow {
+            pricing: TenantPricingView::from_row(row),
+            plan: row.get(15),
+            access: row.get(16),
+        })
+        .collect())
 }
