@@ -2,12 +2,13 @@
 //! tables, and the shared [`error`]: what a failed storage call means for the caller
 //! (unavailable, refused input, conflict, or our own fault).
 //!
-//! - [`read_models`]: `tenant_pricing`, `checkout_sessions`, `customers`, `unresolved_events`,
-//!   `event_tenants` and `entitlements`: the projector's writes and the read API's and
-//!   console's queries.
+//! - [`read_models`]: `tenant_pricing`, `checkout_sessions`, `customers`, `unresolved_events`
+//!   and `event_tenants` (the projector's writes; [`read_models::queries`] for the read API,
+//!   the platform routes and the console), `entitlements` and `plans`
+//!   ([`read_models::entitlements`]).
 //! - [`money`]: `invoices`, `payments`, `refunds`, `disputes`, `credit_notes` (writes, lists,
-//!   the outstanding balances and aging the console shows); [`revenue`]: `revenue_streams`
-//!   and `revenue_movements`.
+//!   CSV; [`money::receivables`] for outstanding balances and aging); [`revenue`]:
+//!   `revenue_streams` and `revenue_movements`.
 //! - [`event_reads`]: the read API's, history's and console's reads of the log (`events`,
 //!   `deliveries`) and of the projector's checkpoint and errors; kept here until they join the
 //!   log's own store module.
