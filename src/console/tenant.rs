@@ -187,7 +187,8 @@ pub async fn load(
     let money = money?;
     if state.is_none() && history.is_none() {
         return Err(PageError::NotFound(format!(
-            "no tenant {tenant_id:?} in the ledger"
+            "no tenant {:?} in the ledger",
+            tenant_id.as_str()
         )));
     }
     let (timeline, timeline_cut) = history.map_or((Vec::new(), false), |h| {
