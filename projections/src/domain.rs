@@ -86,9 +86,7 @@ impl TenantId {
     /// alike), and no surrounding spaces.
     pub fn parse_typed(raw: &str) -> Result<TenantId, Invalid> {
         let id = TenantId::parse(raw)?;
-        let hidden = raw
-            .chars()
-            .any(|c| c.is_control() || is_format_character(c));
+        let hidden = raw.chars().any(|c| c.is_control() || is_format_character(c));
         if hidden || raw.trim() != raw {
             return Err(Invalid(format!(
                 "tenant_id must be 1 to {ID_BYTES_MAX} bytes without control or invisible \
@@ -376,10 +374,7 @@ mod tests {
             Some(Money::new(5000, usd))
         );
         assert_eq!(Money::new(4900, usd).checked_add(Money::new(1, jpy)), None);
-        assert_eq!(
-            Money::new(i64::MAX, usd).checked_add(Money::new(1, usd)),
-            None
-        );
+        assert_eq!(Money::new(i64::MAX, usd).checked_add(Money::new(1, usd)), None);
         assert_eq!(Money::new(4900, usd).to_string(), "49.00 usd");
         assert_eq!(Money::new(4900, jpy).decimal(), "4900");
         let kwd = Currency::parse("kwd").unwrap();
