@@ -4,7 +4,8 @@
 //! - [`signature`]: Stripe's signature scheme, over raw bytes.
 //! - [`event_log`]: appending events once by ID, recording every delivery.
 //! - [`projector`]: electing one projector, tailing the log, rebuilding.
-//! - [`read_models`]: writing the rows the pure fold (`projections/`) renders.
+//! - [`store`]: the storage layer, one module per group of tables and the only SQL on them
+//!   ([`store::read_models`], [`store::money`], [`store::revenue`]).
 //! - [`feed`]: reading the change feed the database records at each read-model commit;
 //!   [`entitlements`]: the plans file and what each tenant may use.
 //! - [`outbox`]: outgoing webhooks (Standard Webhooks) driven from the feed.
@@ -26,13 +27,10 @@ pub mod feed;
 pub mod http;
 pub mod logging;
 pub mod metrics;
-pub mod money_store;
 pub mod outbox;
 pub mod projector;
-pub mod read_models;
 pub mod reads;
 pub mod reconcile;
-pub mod revenue;
 pub mod signature;
 pub mod store;
 pub mod stripe;

@@ -37,7 +37,7 @@ mod standby;
 
 pub use snapshot::SNAPSHOT_EVERY_EVENTS;
 
-use crate::read_models;
+use crate::store::read_models;
 use deadpool_postgres::Pool;
 use futures_util::{StreamExt, TryStreamExt};
 use projections::{Event, FoldError, Ledger, ReadEvent};
@@ -347,7 +347,7 @@ impl Live {
         read_models::write(&tx, &changes).await?;
         let tenants = changes.tenant_pricing.keys().map(String::as_str).collect();
         crate::entitlements::refresh(&tx, crate::entitlements::Scope::Tenants(tenants)).await?;
-        read_models::record_errors(&tx, &errors).await?;
+        crate::store::projection_errors::record_errors(&tx, &errors).await?;
         let advance = tx
             .prepare_cached(
                 "UPDATE projections SET position = $3, updated_at = now(), last_failure = NULL,

@@ -11,9 +11,12 @@
 //! ([`HistoryCursor`]), so the next page reads and folds only its own events, and a page costs
 //! about the same at the hundredth event as at the hundred-thousandth.
 
+//! The SQL is [`crate::store::event_reads`]'s; this module folds what it reads.
+
+use crate::store::event_reads;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
-use projections::{Event, Ledger, Outcome, TenantPricing};
+use projections::{Event, Ledger, LogPosition, Outcome, TenantId, TenantPricing};
 use serde::{Deserialize, Serialize};
 
 /// Which of the tenant's events to fold.
@@ -24,12 +27,12 @@ pub enum Bound {
     /// Events Stripe created at or before this instant.
     CreatedAtOrBefore(DateTime<Utc>),
     /// Events at or before this log position.
-    PositionAtOrBefore(i64),
+    PositionAtOrBefore(LogPosition),
 }
 
 /// An event of the tenant's, as stored.
 pub struct TenantEvent {
-    pub position: i64,
+    pub position: LogPosition,
     pub received_at: DateTime<Utc>,
     pub event: Event,
 }
@@ -106,9 +109,6 @@ pub struct HistoryPage {
     pub next: Option<HistoryCursor>,
 }
 
-/// Events an `as_of` answer fetches from the database at a time.
-pub const AS_OF_FETCH_ROWS: i32 = 1_000;
-
 /// Stripe's `created` before any event (the first page starts after it).
 const CREATED_BEFORE_ALL: i64 = -1;
 
@@ -117,7 +117,7 @@ const CREATED_BEFORE_ALL: i64 = -1;
 /// event at all.
 pub async fn history_page(
     pool: &Pool,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     livemode: bool,
     cursor: Option<HistoryCursor>,
     limit: usize,
@@ -128,46 +128,32 @@ pub async fn history_page(
         position: 0,
         ledger: Ledger::new(livemode),
     });
-    let client = pool.get().await?;
-    // Walks the log in Stripe order from the cursor, keeping the tenant's events: with
-    // `LIMIT`, PostgreSQL stops after the page (or, for a tenant with few events, reads just
-    // those and sorts them).
-    let statement = client
-        .prepare_cached(
-            "SELECT e.position, e.received_at, e.body FROM events e
-             WHERE (e.created, e.position) > ($2, $3)
-               AND EXISTS (SELECT 1 FROM event_tenants t
-                           WHERE t.tenant_id = $1 AND t.event_id = e.event_id)
-             ORDER BY e.created, e.position LIMIT $4",
-        )
-        .await?;
-    let after = crate::event_log::unix(cursor.created);
-    let rows = client
-        .query(
-            &statement,
-            &[&tenant_id, &after, &cursor.position, &(limit as i64 + 1)],
-        )
-        .await?;
+    let after = (
+        crate::event_log::unix(cursor.created),
+        // Positions start at 1, so a (hand-made) negative one bounds nothing more than 0 does.
+        LogPosition::new(cursor.position.max(0))?,
+    );
+    let rows = event_reads::tenant_events_after(pool, tenant_id, after, limit as i64 + 1).await?;
     if first_page && rows.is_empty() {
         return Ok(None);
     }
     let more = rows.len() > limit;
-    let events = rows.iter().take(limit).filter_map(|row| {
-        let event = parse_stored(row.get(2))?;
+    let events = rows.into_iter().take(limit).filter_map(|row| {
+        let event = parse_stored(&row.body)?;
         Some(TenantEvent {
-            position: row.get(0),
-            received_at: row.get(1),
+            position: row.position,
+            received_at: row.received_at,
             event,
         })
     });
     let mut ledger = cursor.ledger;
     let steps: Vec<Step> = events
-        .map(|event| step(&mut ledger, tenant_id, event))
+        .map(|event| step(&mut ledger, tenant_id.as_str(), event))
         .collect();
     let next = match steps.last() {
         Some(last) if more => Some(HistoryCursor {
             created: last.event.event.created,
-            position: last.event.position,
+            position: last.event.position.get(),
             ledger,
         }),
         _ => None,
@@ -272,7 +258,7 @@ fn unchanged_note(event_type: &str) -> String {
 /// subscription.
 pub async fn state_at(
     pool: &Pool,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     livemode: bool,
     bound: Bound,
 ) -> anyhow::Result<Option<TenantPricing>> {
@@ -281,7 +267,7 @@ pub async fn state_at(
         let _ = ledger.apply(event);
     })
     .await?;
-    Ok(ledger.tenant_pricing(tenant_id))
+    Ok(ledger.tenant_pricing(tenant_id.as_str()))
 }
 
 /// Calls `visit` with every one of the tenant's events within `bound`, streamed from the
@@ -290,47 +276,21 @@ pub async fn state_at(
 /// them).
 pub async fn for_each_event(
     pool: &Pool,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     bound: Bound,
     mut visit: impl FnMut(&Event),
 ) -> anyhow::Result<usize> {
-    let client = pool.get().await?;
     let (created, position) = match bound {
         Bound::All => (None, None),
         Bound::CreatedAtOrBefore(t) => (Some(t), None),
         Bound::PositionAtOrBefore(p) => (None, Some(p)),
     };
-    let statement = client
-        .prepare_cached(
-            "SELECT e.body FROM event_tenants t
-             JOIN events e ON e.event_id = t.event_id
-             WHERE t.tenant_id = $1
-               AND ($2::timestamptz IS NULL OR e.created <= $2)
-               AND ($3::int8 IS NULL OR e.position <= $3)",
-        )
-        .await?;
-    // A portal read in pages: each fetch is its own statement for `statement_timeout`, so a
-    // long fold is not cut off by the limit meant for one query.
-    let mut client = client;
-    let tx = client.build_transaction().read_only(true).start().await?;
-    let portal = tx
-        .bind(&statement, &[&tenant_id, &created, &position])
-        .await?;
-    let mut count = 0;
-    loop {
-        let rows = tx.query_portal(&portal, AS_OF_FETCH_ROWS).await?;
-        count += rows.len();
-        for row in &rows {
-            if let Some(event) = parse_stored(row.get(0)) {
-                visit(&event);
-            }
+    event_reads::for_each_tenant_body(pool, tenant_id, created, position, |body| {
+        if let Some(event) = parse_stored(body) {
+            visit(&event);
         }
-        if rows.len() < AS_OF_FETCH_ROWS as usize {
-            break;
-        }
-    }
-    tx.commit().await?;
-    Ok(count)
+    })
+    .await
 }
 
 /// What the projection made of one stored event, for the event detail: `pending` (not folded
@@ -387,7 +347,7 @@ pub fn event_effect(
 /// [`projections::money::balances`]), and how many events there were.
 pub async fn balances(
     pool: &Pool,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     livemode: bool,
     bound: Bound,
 ) -> anyhow::Result<(Vec<projections::money::Balance>, usize)> {
@@ -396,6 +356,6 @@ pub async fn balances(
         let _ = ledger.apply(event);
     })
     .await?;
-    let balances = projections::money::balances(&ledger.read_models().money, tenant_id);
+    let balances = projections::money::balances(&ledger.read_models().money, tenant_id.as_str());
     Ok((balances, count))
 }

@@ -9,8 +9,10 @@
 
 use super::layout;
 use super::{Console, PageError};
+use crate::store::money::receivables;
 use chrono::{DateTime, Utc};
 use maud::{html as markup, Markup};
+use projections::{Currency, TenantId};
 use std::collections::BTreeMap;
 
 /// The buckets' labels, by index: not yet due, then days past due.
@@ -46,52 +48,20 @@ pub type Aging = BTreeMap<String, CurrencyAging>;
 /// The aging of open invoices, optionally of one tenant and one currency, as of `now`.
 pub async fn load(
     console: &Console,
-    tenant_id: Option<&str>,
-    currency: Option<&str>,
+    tenant_id: Option<&TenantId>,
+    currency: Option<Currency>,
     now: DateTime<Utc>,
 ) -> Result<Aging, PageError> {
-    let client = console.state.read_pool().await?.get().await?;
-    let statement = client
-        .prepare_cached(
-            "SELECT currency,
-                    CASE WHEN due_at > $3 THEN 0
-                         WHEN $3 - due_at < interval '31 days' THEN 1
-                         WHEN $3 - due_at < interval '61 days' THEN 2
-                         WHEN $3 - due_at < interval '91 days' THEN 3
-                         ELSE 4 END,
-                    count(*)::int8, sum(remaining)::int8,
-                    count(*) FILTER (WHERE by_due_date)::int8
-             FROM (
-                 SELECT i.currency, coalesce(i.amount_remaining, 0) AS remaining,
-                        coalesce(d.due_at, i.finalized_at, i.created_at) AS due_at,
-                        d.due_at IS NOT NULL AS by_due_date
-                 FROM invoices i
-                 LEFT JOIN events e ON e.event_id = i.last_event_id
-                 LEFT JOIN LATERAL (
-                     SELECT CASE WHEN o ->> 'object' = 'invoice'
-                                  AND json_typeof(o -> 'due_date') = 'number'
-                                 THEN to_timestamp((o ->> 'due_date')::float8) END AS due_at
-                     FROM (SELECT convert_from(e.body, 'UTF8')::json -> 'data' -> 'object' AS o) j
-                 ) d ON true
-                 WHERE i.status = 'open' AND i.currency IS NOT NULL
-                   AND ($1::text IS NULL OR i.tenant_id = $1)
-                   AND ($2::text IS NULL OR i.currency = $2)
-             ) open
-             GROUP BY 1, 2",
-        )
-        .await?;
-    let rows = client
-        .query(&statement, &[&tenant_id, &currency, &now])
-        .await?;
+    let pool = console.state.read_pool().await?;
+    let cells = receivables::aging(&pool, tenant_id, currency, now).await?;
     let mut aging = Aging::new();
-    for row in rows {
-        let entry = aging.entry(row.get(0)).or_default();
-        let index: i32 = row.get(1);
-        entry.buckets[index as usize] = Bucket {
-            invoices: row.get(2),
-            remaining: row.get(3),
+    for cell in cells {
+        let entry = aging.entry(cell.currency).or_default();
+        entry.buckets[cell.bucket] = Bucket {
+            invoices: cell.invoices,
+            remaining: cell.remaining,
         };
-        entry.by_due_date += row.get::<_, i64>(4);
+        entry.by_due_date += cell.by_due_date;
     }
     Ok(aging)
 }

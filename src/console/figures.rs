@@ -1,5 +1,5 @@
 //! Money figures several console pages share: the revenue fold of every tenant (computed with
-//! [`crate::revenue::revenue`], the function behind `GET /api/billing/revenue`, and shared
+//! [`crate::store::revenue::revenue`], the function behind `GET /api/billing/revenue`, and shared
 //! between requests, see [`RevenueCache`]), each tenant's MRR now, and each tenant's
 //! outstanding balance.
 //!
@@ -8,13 +8,14 @@
 
 use super::PageError;
 use crate::http::AppState;
+use crate::store::money::receivables;
 use projections::money::revenue::{MonthRow, Revenue};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Per tenant, an amount per currency (minor units), currencies in code order.
-pub type PerTenant = HashMap<String, BTreeMap<String, i64>>;
+pub use receivables::PerTenant;
 
 /// How long a fold of every tenant's revenue is shown after the log moved on: pages that need
 /// it reuse it this long, then the next request folds again (and the others keep showing the
@@ -82,12 +83,7 @@ impl RevenueCache {
     /// older. 503 when the database is unavailable.
     pub async fn get(&self, state: &AppState) -> Result<Arc<RevenueNow>, PageError> {
         let pool = state.read_pool().await?;
-        let head: i64 = pool
-            .get()
-            .await?
-            .query_one("SELECT position FROM log_head", &[])
-            .await?
-            .get(0);
+        let head = crate::store::event_reads::log_head(&pool).await?.get();
         let max_age = Duration::from_secs(REVENUE_FOLD_MAX_AGE_SECS);
         let fresh = |fold: &RevenueNow| fold.head == head || fold.folded_at.elapsed() < max_age;
         if let Some(fold) = self.last().filter(|f| fresh(f)) {
@@ -104,7 +100,7 @@ impl RevenueCache {
         if let Some(fold) = self.last().filter(|f| fresh(f)) {
             return Ok(fold); // folded while this request waited
         }
-        let revenue = crate::revenue::revenue(&pool, None, state.config.livemode).await?;
+        let revenue = crate::store::revenue::revenue(&pool, None, state.config.livemode).await?;
         let fold = Arc::new(RevenueNow {
             mrr: mrr_now(&revenue),
             revenue,
@@ -136,22 +132,6 @@ pub async fn outstanding(
     state: &AppState,
     tenants: Option<&[String]>,
 ) -> Result<PerTenant, PageError> {
-    let client = state.read_pool().await?.get().await?;
-    let statement = client
-        .prepare_cached(
-            "SELECT tenant_id, currency, sum(amount_remaining)::int8 FROM invoices
-             WHERE status = 'open' AND tenant_id IS NOT NULL AND currency IS NOT NULL
-               AND amount_remaining IS NOT NULL
-               AND ($1::text[] IS NULL OR tenant_id = ANY($1))
-             GROUP BY tenant_id, currency",
-        )
-        .await?;
-    let rows = client.query(&statement, &[&tenants]).await?;
-    let mut out = PerTenant::new();
-    for row in rows {
-        out.entry(row.get(0))
-            .or_default()
-            .insert(row.get(1), row.get(2));
-    }
-    Ok(out)
+    let pool = state.read_pool().await?;
+    Ok(receivables::outstanding(&pool, tenants).await?)
 }

@@ -6,7 +6,7 @@ use super::layout::{self, Source};
 use super::lists::{self, ListFilters};
 use super::{html, respond, viewer, Console, PageError};
 use crate::http::money_views::InvoiceView;
-use crate::money_store;
+use crate::store;
 use maud::html as markup;
 use poem::http::StatusCode;
 use poem::web::{Data, Query};
@@ -34,12 +34,12 @@ async fn render(
     let viewer = viewer(request, console)?;
     let (filters, after) = typed.parse()?;
     let (invoices, next) =
-        lists::page_of::<InvoiceView>(console, &money_store::INVOICES, &filters, after.as_ref())
+        lists::page_of::<InvoiceView>(console, &store::money::INVOICES, &filters, after.as_ref())
             .await?;
     let aging = super::aging::load(
         console,
-        filters.tenant_id.as_deref(),
-        filters.currency.as_deref(),
+        filters.tenant_id.as_ref(),
+        filters.currency,
         chrono::Utc::now(),
     )
     .await?;
@@ -53,7 +53,7 @@ async fn render(
         }
     };
     let query = ListFilters::api_query(&filters);
-    let mut open = money_store::Filters {
+    let mut open = store::money::Filters {
         status: Some("open".into()),
         ..filters.clone()
     };

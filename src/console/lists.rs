@@ -6,9 +6,13 @@
 use super::layout::encode;
 use super::{Console, PageError};
 use crate::http::views::{cursor_or, encode_cursor};
-use crate::money_store::{self, After, Filters, Table};
+use crate::store::{
+    self,
+    money::{After, Filters, Table},
+};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use maud::{html as markup, Markup};
+use projections::{Currency, TenantId};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -74,9 +78,13 @@ impl ListFilters {
     /// The store's filters and where the page starts; 400 for a malformed date or cursor.
     pub fn parse(&self) -> Result<(Filters, Option<After>), PageError> {
         let filters = Filters {
-            tenant_id: nonempty(&self.tenant_id),
+            tenant_id: nonempty(&self.tenant_id)
+                .map(|t| TenantId::parse(&t))
+                .transpose()?,
             status: nonempty(&self.status),
-            currency: nonempty(&self.currency).map(|c| c.to_ascii_lowercase()),
+            currency: nonempty(&self.currency)
+                .map(|c| Currency::parse(&c))
+                .transpose()?,
             from: bound(&self.from, "from", false)?,
             to: bound(&self.to, "to", true)?,
             ..Filters::default()
@@ -89,9 +97,12 @@ impl ListFilters {
     pub fn api_query(filters: &Filters) -> String {
         let mut pairs = Vec::new();
         let texts = [
-            ("tenant_id", &filters.tenant_id),
-            ("status", &filters.status),
-            ("currency", &filters.currency),
+            (
+                "tenant_id",
+                filters.tenant_id.as_ref().map(TenantId::as_str),
+            ),
+            ("status", filters.status.as_deref()),
+            ("currency", filters.currency.as_ref().map(Currency::as_str)),
         ];
         for (name, value) in texts {
             if let Some(value) = value {
@@ -131,7 +142,7 @@ pub async fn page_of<V: DeserializeOwned>(
     after: Option<&After>,
 ) -> Result<(Vec<V>, Option<String>), PageError> {
     let client = console.state.read_pool().await?.get().await?;
-    let mut rows = money_store::list(&client, table, filters, after, LIST_PAGE_ROWS + 1).await?;
+    let mut rows = store::money::list(&client, table, filters, after, LIST_PAGE_ROWS + 1).await?;
     let next = if rows.len() as i64 > LIST_PAGE_ROWS {
         rows.truncate(LIST_PAGE_ROWS as usize);
         rows.last()
@@ -147,7 +158,7 @@ pub async fn page_of<V: DeserializeOwned>(
     Ok((views, next))
 }
 
-/// The keyset position of a row from `money_store::list`, as the API's cursor holds it.
+/// The keyset position of a row from `store::money::list`, as the API's cursor holds it.
 fn after_key(row: &Value) -> Option<After> {
     let created_at = row.get("created_at")?.as_str()?.parse().ok()?;
     Some((created_at, row.get("id")?.as_str()?.to_owned()))

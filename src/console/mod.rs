@@ -139,6 +139,13 @@ impl From<anyhow::Error> for PageError {
     }
 }
 
+/// A raw value that is not a domain value: 400 with the rule it breaks.
+impl From<projections::domain::Invalid> for PageError {
+    fn from(error: projections::domain::Invalid) -> PageError {
+        PageError::BadRequest(error.0)
+    }
+}
+
 impl From<deadpool_postgres::PoolError> for PageError {
     fn from(error: deadpool_postgres::PoolError) -> PageError {
         PageError::from(ApiError::from(error))

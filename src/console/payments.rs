@@ -5,7 +5,7 @@ use super::layout::{self, Source};
 use super::lists::{self, ListFilters};
 use super::{html, respond, viewer, Console, PageError};
 use crate::http::money_views::PaymentView;
-use crate::money_store;
+use crate::store;
 use maud::html as markup;
 use poem::http::StatusCode;
 use poem::web::{Data, Query};
@@ -30,7 +30,7 @@ async fn render(
     let viewer = viewer(request, console)?;
     let (filters, after) = typed.parse()?;
     let (payments, next) =
-        lists::page_of::<PaymentView>(console, &money_store::PAYMENTS, &filters, after.as_ref())
+        lists::page_of::<PaymentView>(console, &store::money::PAYMENTS, &filters, after.as_ref())
             .await?;
     let body = markup! {
         (lists::form("/console/payments", &typed, None))

@@ -4,7 +4,7 @@
 //! moved them; `/console/revenue.csv` downloads the table.
 //!
 //! The figures are `GET /api/billing/revenue`'s and `/revenue/movements`'s: the same fold
-//! ([`crate::revenue::revenue`]) and the same rows. Every tenant's fold is shared with the
+//! ([`crate::store::revenue::revenue`]) and the same rows. Every tenant's fold is shared with the
 //! tenants page until the log moves ([`super::figures::RevenueCache`]); one tenant's is
 //! folded from its own events per request.
 
@@ -173,7 +173,7 @@ pub async fn load(console: &Console, selection: &Selection) -> Result<Figures, P
             let state = &console.state;
             let pool = state.read_pool().await?;
             let revenue =
-                crate::revenue::revenue(&pool, Some(tenant), state.config.livemode).await?;
+                crate::store::revenue::revenue(&pool, Some(tenant), state.config.livemode).await?;
             let currency = selection.currency.as_deref();
             let rows = revenue.months(selection.first, selection.last, currency, Some(tenant));
             Ok(figures(&revenue, selection, rows))

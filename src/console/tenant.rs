@@ -11,12 +11,14 @@ use super::layout::{self, encode, Source};
 use super::{html, respond, viewer, Console, PageError, Viewer};
 use crate::http::error::ApiError;
 use crate::http::views::{CheckoutSessionView, HistoryEntry, TenantPricingView};
+use crate::store::read_models::queries;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use maud::{html as markup, Markup};
 use poem::http::StatusCode;
 use poem::web::{Data, Path, Query};
 use poem::{handler, Request, Response};
 use poem_openapi::param::{Path as ApiPath, Query as ApiQuery};
+use projections::{LogPosition, TenantId};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -41,7 +43,7 @@ pub struct AsOf {
 pub enum Point {
     Now,
     Instant(DateTime<Utc>),
-    Position(i64),
+    Position(LogPosition),
 }
 
 impl AsOf {
@@ -63,7 +65,7 @@ impl AsOf {
             (true, false) => position
                 .parse::<i64>()
                 .ok()
-                .filter(|p| *p >= 0)
+                .and_then(|p| LogPosition::new(p).ok())
                 .map(Point::Position)
                 .ok_or_else(|| {
                     PageError::BadRequest("as_of_position must be a whole number, 0 or more".into())
@@ -85,17 +87,11 @@ fn parse_instant(text: &str) -> Option<DateTime<Utc>> {
 }
 
 /// A customer of the tenant.
-pub struct CustomerRow {
-    pub id: String,
-    pub email: Option<String>,
-    pub name: Option<String>,
-    pub deleted: bool,
-    pub last_event_id: String,
-}
+pub use crate::store::read_models::queries::CustomerRow;
 
 /// Everything the sections render.
 pub struct TenantData {
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub point: Point,
     /// The state at `point`; `None` when no subscription was known then.
     pub state: Option<TenantPricingView>,
@@ -127,13 +123,14 @@ async fn render(
 ) -> Result<Response, PageError> {
     let viewer = viewer(request, console)?;
     let point = as_of.point()?;
+    let tenant_id = TenantId::parse(&tenant_id)?;
     let data = load(console, &viewer, tenant_id, point).await?;
     let body = markup! {
         (as_of_form(&data, &as_of))
         (state_section(&data))
         (customers_section(&data))
         (sessions_section(&data))
-        (super::tenant_money::sections(&data.money, &data.tenant_id, data.point))
+        (super::tenant_money::sections(&data.money, data.tenant_id.as_str(), data.point))
         (timeline_section(&data))
     };
     let title = format!("Tenant {}", data.tenant_id);
@@ -147,14 +144,14 @@ async fn render(
 pub async fn load(
     console: &Console,
     viewer: &Viewer,
-    tenant_id: String,
+    tenant_id: TenantId,
     point: Point,
 ) -> Result<TenantData, PageError> {
     let api = console.read_api();
     let (instant, position) = match point {
         Point::Now => (None, None),
         Point::Instant(t) => (Some(t), None),
-        Point::Position(p) => (None, Some(p)),
+        Point::Position(p) => (None, Some(p.get())),
     };
     // The read routes choose the replica or the primary through a slot (its headers unused).
     let read_slot = std::sync::Arc::new(crate::http::ReadSlot::default());
@@ -163,21 +160,21 @@ pub async fn load(
         api.tenant_pricing(
             viewer.auth(),
             Data(&read_slot),
-            ApiPath(tenant_id.clone()),
+            ApiPath(tenant_id.to_string()),
             ApiQuery(instant),
             ApiQuery(position),
         ),
         api.tenant_history(
             viewer.auth(),
             Data(&read_slot),
-            ApiPath(tenant_id.clone()),
+            ApiPath(tenant_id.to_string()),
             ApiQuery(Some(TIMELINE_ENTRIES_MAX)),
             ApiQuery(None),
         ),
         api.checkout_sessions(
             viewer.auth(),
             Data(&read_slot),
-            ApiQuery(tenant_id.clone()),
+            ApiQuery(tenant_id.to_string()),
             ApiQuery(Some(SESSIONS_SHOWN_MAX)),
             ApiQuery(None),
         ),
@@ -190,7 +187,8 @@ pub async fn load(
     let money = money?;
     if state.is_none() && history.is_none() {
         return Err(PageError::NotFound(format!(
-            "no tenant {tenant_id:?} in the ledger"
+            "no tenant {:?} in the ledger",
+            tenant_id.as_str()
         )));
     }
     let (timeline, timeline_cut) = history.map_or((Vec::new(), false), |h| {
@@ -198,7 +196,7 @@ pub async fn load(
         let shown = h.history.into_iter().filter(|entry| match point {
             Point::Now => true,
             Point::Instant(t) => entry.created <= t,
-            Point::Position(p) => entry.position <= p,
+            Point::Position(p) => entry.position <= p.get(),
         });
         (shown.collect(), cut)
     });
@@ -226,31 +224,12 @@ fn found<T>(
 }
 
 /// The tenant's customers (no API route lists them yet).
-async fn customers(console: &Console, tenant_id: &str) -> Result<Vec<CustomerRow>, PageError> {
-    let client = console.state.pool.get().await?;
-    let statement = client
-        .prepare_cached(
-            "SELECT id, email, name, deleted, last_event_id FROM customers
-             WHERE tenant_id = $1 ORDER BY id LIMIT $2",
-        )
-        .await?;
-    let rows = client
-        .query(&statement, &[&tenant_id, &CUSTOMERS_SHOWN_MAX])
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|row| CustomerRow {
-            id: row.get(0),
-            email: row.get(1),
-            name: row.get(2),
-            deleted: row.get(3),
-            last_event_id: row.get(4),
-        })
-        .collect())
+async fn customers(console: &Console, tenant_id: &TenantId) -> Result<Vec<CustomerRow>, PageError> {
+    Ok(queries::customers_of(&console.state.pool, tenant_id, CUSTOMERS_SHOWN_MAX).await?)
 }
 
 fn sources(data: &TenantData) -> Vec<Source> {
-    let id = encode(&data.tenant_id);
+    let id = encode(data.tenant_id.as_str());
     let pricing = match data.point {
         Point::Now => format!("/api/billing/tenants/{id}/pricing"),
         Point::Instant(t) => format!(
@@ -274,12 +253,15 @@ fn sources(data: &TenantData) -> Vec<Source> {
             format!("/api/billing/events?tenant_id={id}"),
         ),
     ];
-    sources.extend(super::tenant_money::sources(&data.tenant_id, data.point));
+    sources.extend(super::tenant_money::sources(
+        data.tenant_id.as_str(),
+        data.point,
+    ));
     sources
 }
 
 fn as_of_form(data: &TenantData, typed: &AsOf) -> Markup {
-    let here = format!("/console/tenants/{}", encode(&data.tenant_id));
+    let here = format!("/console/tenants/{}", encode(data.tenant_id.as_str()));
     markup! {
         section aria-labelledby="as-of-heading" {
             h2 #as-of-heading { "As of" }
@@ -416,7 +398,7 @@ fn value(v: &Value) -> Markup {
 
 fn timeline_section(data: &TenantData) -> Markup {
     let changes = changes(&data.timeline);
-    let here = format!("/console/tenants/{}", encode(&data.tenant_id));
+    let here = format!("/console/tenants/{}", encode(data.tenant_id.as_str()));
     markup! {
         section aria-labelledby="timeline-heading" {
             h2 #timeline-heading { "Timeline" }

@@ -11,11 +11,15 @@ use super::layout::{self, encode, Source};
 use super::tenant::Point;
 use super::{Console, PageError};
 use crate::http::money_views::{CreditNoteView, InvoiceView, PaymentView, RefundView};
-use crate::money_store::{self, Filters, Table};
+use crate::store::read_models::entitlements;
+use crate::store::{
+    self,
+    money::{Filters, Table},
+};
 use crate::timeline::{self, Bound};
-use chrono::{DateTime, Utc};
 use maud::{html as markup, Markup};
 use projections::money::Balance;
+use projections::TenantId;
 use serde::de::DeserializeOwned;
 
 /// Rows shown per money list on a tenant's page (oldest first, as the API lists them); the
@@ -23,14 +27,7 @@ use serde::de::DeserializeOwned;
 pub const MONEY_ROWS_SHOWN_MAX: i64 = 100;
 
 /// What the tenant may use (the `entitlements` read model; only with a plans file).
-pub struct EntitlementRow {
-    pub plan: Option<String>,
-    pub features: Vec<String>,
-    pub access: String,
-    pub reason: String,
-    pub grace_until: Option<DateTime<Utc>>,
-    pub last_event_id: String,
-}
+pub use crate::store::read_models::entitlements::StoredEntitlement as EntitlementRow;
 
 /// A list and whether it had more rows than shown.
 pub struct Shown<V> {
@@ -54,7 +51,7 @@ pub struct TenantMoney {
 /// the entitlement from the read models (on one pooled connection), at once.
 pub async fn load(
     console: &Console,
-    tenant_id: &str,
+    tenant_id: &TenantId,
     point: Point,
 ) -> Result<TenantMoney, PageError> {
     let state = &console.state;
@@ -65,7 +62,7 @@ pub async fn load(
         Point::Position(p) => Bound::PositionAtOrBefore(p),
     };
     let filters = Filters {
-        tenant_id: Some(tenant_id.to_owned()),
+        tenant_id: Some(tenant_id.clone()),
         to: match point {
             Point::Instant(t) => Some(t),
             _ => None,
@@ -74,12 +71,12 @@ pub async fn load(
     };
     let lists = async {
         let client = pool.get().await?;
-        let invoices = shown(&client, &money_store::INVOICES, &filters).await?;
-        let payments = shown(&client, &money_store::PAYMENTS, &filters).await?;
-        let refunds = shown(&client, &money_store::REFUNDS, &filters).await?;
-        let disputes = shown(&client, &money_store::DISPUTES, &filters).await?;
-        let credit_notes = shown(&client, &money_store::CREDIT_NOTES, &filters).await?;
-        let entitlement = entitlement(&client, tenant_id).await?;
+        let invoices = shown(&client, &store::money::INVOICES, &filters).await?;
+        let payments = shown(&client, &store::money::PAYMENTS, &filters).await?;
+        let refunds = shown(&client, &store::money::REFUNDS, &filters).await?;
+        let disputes = shown(&client, &store::money::DISPUTES, &filters).await?;
+        let credit_notes = shown(&client, &store::money::CREDIT_NOTES, &filters).await?;
+        let entitlement = entitlements::entitlement(&client, tenant_id).await?;
         Ok::<_, PageError>((
             entitlement,
             invoices,
@@ -109,7 +106,7 @@ async fn shown<V: DeserializeOwned>(
     filters: &Filters,
 ) -> Result<Shown<V>, PageError> {
     let mut rows =
-        money_store::list(client, table, filters, None, MONEY_ROWS_SHOWN_MAX + 1).await?;
+        store::money::list(client, table, filters, None, MONEY_ROWS_SHOWN_MAX + 1).await?;
     let cut = rows.len() as i64 > MONEY_ROWS_SHOWN_MAX;
     rows.truncate(MONEY_ROWS_SHOWN_MAX as usize);
     let rows = rows
@@ -117,30 +114,6 @@ async fn shown<V: DeserializeOwned>(
         .map(|row| serde_json::from_value(row).map_err(anyhow::Error::from))
         .collect::<Result<Vec<V>, _>>()?;
     Ok(Shown { rows, cut })
-}
-
-async fn entitlement(
-    client: &deadpool_postgres::Client,
-    tenant_id: &str,
-) -> Result<Option<EntitlementRow>, PageError> {
-    let statement = client
-        .prepare_cached(
-            "SELECT plan, features, access, reason, grace_until, last_event_id
-             FROM entitlements WHERE tenant_id = $1",
-        )
-        .await?;
-    let row = client.query_opt(&statement, &[&tenant_id]).await?;
-    Ok(row.map(|row| {
-        let features: serde_json::Value = row.get(1);
-        EntitlementRow {
-            plan: row.get(0),
-            features: serde_json::from_value(features).unwrap_or_default(),
-            access: row.get(2),
-            reason: row.get(3),
-            grace_until: row.get(4),
-            last_event_id: row.get(5),
-        }
-    }))
 }
 
 /// The API routes the money sections come from.

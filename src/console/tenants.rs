@@ -12,6 +12,7 @@
 
 use super::layout::{self, encode, Source};
 use super::{html, respond, viewer, Console, PageError};
+use crate::store::read_models::queries::{self, TenantOrder, TenantSearch};
 use maud::{html as markup, Markup};
 use poem::http::StatusCode;
 use poem::web::{Data, Query};
@@ -36,15 +37,16 @@ const STATUSES: [&str; 8] = [
     "paused",
 ];
 
-/// The sortable columns: the query parameter's value, its header, and the SQL it selects
-/// (`mrr` and `balance` sort in memory by one currency's amount; SQL then orders by ID).
-const SORTS: [(&str, &str, &str); 6] = [
-    ("tenant_id", "Tenant", "tenant_id"),
-    ("status", "Status", "status"),
-    ("period_end", "Period end", "current_period_end"),
-    ("mrr", "MRR", "tenant_id"),
-    ("balance", "Balance", "tenant_id"),
-    ("updated", "Last change", "updated_at"),
+/// The sortable columns: the query parameter's value, its header, and the stored order it
+/// asks for (`mrr` and `balance` sort in memory by one currency's amount; the store then
+/// orders by ID).
+const SORTS: [(&str, &str, TenantOrder); 6] = [
+    ("tenant_id", "Tenant", TenantOrder::TenantId),
+    ("status", "Status", TenantOrder::Status),
+    ("period_end", "Period end", TenantOrder::CurrentPeriodEnd),
+    ("mrr", "MRR", TenantOrder::TenantId),
+    ("balance", "Balance", TenantOrder::TenantId),
+    ("updated", "Last change", TenantOrder::UpdatedAt),
 ];
 
 /// The page's query parameters.
@@ -84,12 +86,12 @@ pub struct TenantRow {
 }
 
 impl Filters {
-    fn sort(&self) -> (&'static str, &'static str) {
-        let (name, _, column) = SORTS
+    fn sort(&self) -> (&'static str, TenantOrder) {
+        let (name, _, order) = SORTS
             .iter()
             .find(|(name, _, _)| *name == self.sort)
             .unwrap_or(&SORTS[0]);
-        (name, column)
+        (name, *order)
     }
 
     fn descending(&self) -> bool {
@@ -162,40 +164,25 @@ async fn select(
     filters: &Filters,
     limit: i64,
 ) -> Result<Vec<TenantRow>, PageError> {
-    let (_, column) = filters.sort();
-    let direction = if filters.descending() { "DESC" } else { "ASC" };
-    let sql = format!(
-        "SELECT tenant_id, status, price_id, quantity, current_period_end, updated_at,
-                last_event_id
-         FROM tenant_pricing
-         WHERE ($1::text IS NULL OR strpos(lower(tenant_id), lower($1)) > 0)
-           AND ($2::text IS NULL OR status = $2)
-           AND ($3::text IS NULL OR price_id = $3)
-         ORDER BY {column} {direction} NULLS LAST, tenant_id LIMIT $4"
-    );
-    let client = console.state.pool.get().await?;
-    let statement = client.prepare_cached(&sql).await?;
-    let rows = client
-        .query(
-            &statement,
-            &[
-                &Filters::nonempty(&filters.q),
-                &Filters::nonempty(&filters.status),
-                &Filters::nonempty(&filters.plan),
-                &limit,
-            ],
-        )
-        .await?;
+    let search = TenantSearch {
+        contains: Filters::nonempty(&filters.q),
+        status: Filters::nonempty(&filters.status),
+        price_id: Filters::nonempty(&filters.plan),
+        order: filters.sort().1,
+        descending: filters.descending(),
+        limit,
+    };
+    let rows = queries::tenants(&console.state.pool, &search).await?;
     Ok(rows
-        .iter()
+        .into_iter()
         .map(|row| TenantRow {
-            tenant_id: row.get(0),
-            status: row.get(1),
-            price_id: row.get(2),
-            quantity: row.get(3),
-            current_period_end: row.get(4),
-            updated_at: row.get(5),
-            last_event_id: row.get(6),
+            tenant_id: row.tenant_id,
+            status: row.status,
+            price_id: row.price_id,
+            quantity: row.quantity,
+            current_period_end: row.current_period_end,
+            updated_at: row.updated_at,
+            last_event_id: row.last_event_id,
             mrr: BTreeMap::new(),
             balance: BTreeMap::new(),
         })

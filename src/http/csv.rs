@@ -2,6 +2,7 @@
 //! streamed page by page from the database so an export of any size is never held in memory.
 
 use super::views::{EventList, EventSummary};
+use crate::store::event_reads::{events_page, EventFilters};
 use bytes::Bytes;
 use deadpool_postgres::Pool;
 use poem::{Body, IntoResponse, Response};
@@ -123,10 +124,7 @@ pub fn record(out: &mut String, e: &EventSummary) {
     out.push_str("\r\n");
 }
 
-/// A query that returns events after a position, at most some rows: `(after, limit)`.
-pub type PageQuery = Box<dyn Fn(i64, i64) -> (String, super::read::Params) + Send + Sync>;
-
-/// Streams every row `page` yields, from `after` on, up to `total` rows when given.
+/// Streams every event matching `filters`, from `after` on, up to `total` rows when given.
 ///
 /// The first page is read before answering, so a query PostgreSQL refuses (a bad parameter, an
 /// outage) gets its status line (400, 503) like the JSON answer. A later page that fails ends
@@ -134,12 +132,12 @@ pub type PageQuery = Box<dyn Fn(i64, i64) -> (String, super::read::Params) + Sen
 /// complete one.
 pub async fn stream(
     pool: Pool,
-    page: PageQuery,
+    filters: EventFilters,
     after: i64,
     total: Option<i64>,
 ) -> Result<Body, super::error::ApiError> {
     let mut remaining = total.unwrap_or(i64::MAX);
-    let first = fetch(&pool, &page, after, CSV_PAGE_ROWS.min(remaining)).await?;
+    let first = events_page(&pool, &filters, after, CSV_PAGE_ROWS.min(remaining)).await?;
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::spawn(async move {
         let _ = sender.send(Ok(Bytes::from_static(HEADER.as_bytes()))).await;
@@ -161,7 +159,7 @@ pub async fn stream(
             if remaining == 0 {
                 return;
             }
-            rows = match fetch(&pool, &page, after, CSV_PAGE_ROWS.min(remaining)).await {
+            rows = match events_page(&pool, &filters, after, CSV_PAGE_ROWS.min(remaining)).await {
                 Ok(rows) => rows,
                 Err(error) => {
                     tracing::error!(error = format!("{error:#}"), "CSV export failed mid-stream");
@@ -177,23 +175,6 @@ pub async fn stream(
         receiver,
         |mut receiver| async move { receiver.recv().await.map(|item| (item, receiver)) },
     )))
-}
-
-/// One page of events after `after`, at most `limit` (the JSON answer's page too). Errors
-/// keep PostgreSQL's cause, so a refused parameter still maps to 400.
-pub async fn fetch(
-    pool: &Pool,
-    page: &PageQuery,
-    after: i64,
-    limit: i64,
-) -> anyhow::Result<Vec<EventSummary>> {
-    let (sql, params) = page(after, limit);
-    let client = pool.get().await?;
-    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-        params.iter().map(|p| p.as_ref() as _).collect();
-    let statement = client.prepare_cached(&sql).await?;
-    let rows = client.query(&statement, &refs).await?;
-    Ok(rows.iter().map(EventSummary::from_row).collect())
 }
 
 #[cfg(test)]

@@ -109,6 +109,14 @@ impl From<anyhow::Error> for ApiError {
     }
 }
 
+/// A raw value that is not a domain value (a tenant ID, an event ID, a currency): 400 with
+/// the rule it breaks.
+impl From<projections::domain::Invalid> for ApiError {
+    fn from(error: projections::domain::Invalid) -> ApiError {
+        ApiError::bad_request(error.0)
+    }
+}
+
 impl From<deadpool_postgres::PoolError> for ApiError {
     fn from(error: deadpool_postgres::PoolError) -> ApiError {
         ApiError::from(anyhow::Error::from(error))

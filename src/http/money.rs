@@ -1,7 +1,7 @@
 //! The finance routes over money (finance or admin token): invoices, payments, refunds,
 //! disputes, credit notes and a tenant's balances. Lists page by keyset on
 //! `(created_at, id)` with an opaque cursor; `Accept: text/csv` streams every match as CSV.
-//! SQL stays in `money_store`; this module parses parameters and shapes answers.
+//! SQL stays in `store::money`; this module parses parameters and shapes answers.
 
 use super::auth::TokenAuth;
 use super::error::ApiError;
@@ -11,7 +11,10 @@ use super::money_views::{
 };
 use super::views::{cursor_or, encode_cursor};
 use super::AppState;
-use crate::money_store::{self, After, Filters, Table};
+use crate::store::{
+    self,
+    money::{After, Filters, Table},
+};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
@@ -21,6 +24,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::registry::{MetaParamIn, MetaSchemaRef, Registry};
 use poem_openapi::types::Type;
 use poem_openapi::{ApiExtractor, ApiExtractorType, ExtractParamOptions, Object, OpenApi};
+use projections::{Currency, TenantId};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::sync::Arc;
@@ -114,13 +118,13 @@ impl MoneyQuery {
             }
         }
         Ok(Filters {
-            tenant_id: self.tenant_id.clone(),
+            tenant_id: self.tenant_id.as_deref().map(TenantId::parse).transpose()?,
             customer_id: self.customer_id.clone(),
             subscription_id: self.subscription_id.clone(),
             invoice_id: self.invoice_id.clone(),
             payment_id: self.payment_id.clone(),
             status: self.status.clone(),
-            currency: self.currency.as_ref().map(|c| c.to_ascii_lowercase()),
+            currency: self.currency.as_deref().map(Currency::parse).transpose()?,
             from: self.from,
             to: self.to,
         })
@@ -131,13 +135,13 @@ pub struct MoneyApi {
     pub state: Arc<AppState>,
 }
 
-/// The keyset position of a row returned by `money_store`.
+/// The keyset position of a row returned by `store::money`.
 fn after_key(row: &Value) -> Option<After> {
     let created_at = row.get("created_at")?.as_str()?.parse().ok()?;
     Some((created_at, row.get("id")?.as_str()?.to_owned()))
 }
 
-/// Rows read back from `money_store` as views; a row that does not fit is a bug (500).
+/// Rows read back from `store::money` as views; a row that does not fit is a bug (500).
 fn views<V: DeserializeOwned>(rows: Vec<Value>) -> Result<Vec<V>, ApiError> {
     rows.into_iter()
         .map(|row| serde_json::from_value(row).map_err(|e| anyhow::Error::from(e).into()))
@@ -171,7 +175,7 @@ impl MoneyApi {
         let limit = i64::from(query.limit.unwrap_or(PAGE_SIZE_DEFAULT));
         let client = self.state.read_pool().await?.get().await?;
         let mut rows =
-            money_store::list(&client, &table, &filters, after.as_ref(), limit + 1).await?;
+            store::money::list(&client, &table, &filters, after.as_ref(), limit + 1).await?;
         let next_cursor = if rows.len() as i64 > limit {
             rows.truncate(limit as usize);
             rows.last()
@@ -199,19 +203,19 @@ async fn stream_csv(
         let (pool, filters) = (pool.clone(), filters.clone());
         async move {
             let client = pool.get().await?;
-            money_store::list(&client, &table, &filters, after.as_ref(), limit).await
+            store::money::list(&client, &table, &filters, after.as_ref(), limit).await
         }
     };
     let first = page(after, CSV_PAGE_ROWS.min(remaining)).await?;
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::spawn(async move {
-        let header = money_store::csv_header(&table);
+        let header = store::money::csv_header(&table);
         let _ = sender.send(Ok(Bytes::from(header))).await;
         let mut rows = first;
         loop {
             let mut chunk = String::new();
             for row in &rows {
-                money_store::csv_record(&mut chunk, &table, row);
+                store::money::csv_record(&mut chunk, &table, row);
             }
             if !chunk.is_empty() && sender.send(Ok(Bytes::from(chunk))).await.is_err() {
                 return; // the client went away
@@ -272,7 +276,7 @@ impl MoneyApi {
         _auth: TokenAuth,
         query: ListQuery,
     ) -> Result<ListOrCsv<InvoiceList>, ApiError> {
-        let listed = self.list(request, money_store::INVOICES, query.0).await?;
+        let listed = self.list(request, store::money::INVOICES, query.0).await?;
         Ok(answer(listed, |invoices, next_cursor| InvoiceList {
             invoices,
             next_cursor,
@@ -291,17 +295,17 @@ impl MoneyApi {
         id: Path<String>,
     ) -> Result<Json<InvoiceDetail>, ApiError> {
         let client = self.state.read_pool().await?.get().await?;
-        let invoice = money_store::get(&client, &money_store::INVOICES, &id.0)
+        let invoice = store::money::get(&client, &store::money::INVOICES, &id.0)
             .await?
             .ok_or_else(|| ApiError::not_found("invoice"))?;
         let by_invoice = Filters {
             invoice_id: Some(id.0.clone()),
             ..Filters::default()
         };
-        let rows = |table| money_store::list(&client, table, &by_invoice, None, i64::MAX);
-        let payments = rows(&money_store::PAYMENTS).await?;
-        let credit_notes = rows(&money_store::CREDIT_NOTES).await?;
-        let refunds = money_store::refunds_of_invoice(&client, &id.0).await?;
+        let rows = |table| store::money::list(&client, table, &by_invoice, None, i64::MAX);
+        let payments = rows(&store::money::PAYMENTS).await?;
+        let credit_notes = rows(&store::money::CREDIT_NOTES).await?;
+        let refunds = store::money::refunds_of_invoice(&client, &id.0).await?;
         Ok(Json(InvoiceDetail {
             invoice: serde_json::from_value::<InvoiceView>(invoice).map_err(anyhow::Error::from)?,
             payments: views(payments)?,
@@ -324,7 +328,7 @@ impl MoneyApi {
         _auth: TokenAuth,
         query: ListQuery,
     ) -> Result<ListOrCsv<PaymentList>, ApiError> {
-        let listed = self.list::<PaymentView>(request, money_store::PAYMENTS, query.0);
+        let listed = self.list::<PaymentView>(request, store::money::PAYMENTS, query.0);
         Ok(answer(listed.await?, |payments, next_cursor| PaymentList {
             payments,
             next_cursor,
@@ -345,7 +349,7 @@ impl MoneyApi {
         _auth: TokenAuth,
         query: ListQuery,
     ) -> Result<ListOrCsv<RefundList>, ApiError> {
-        let listed = self.list::<RefundView>(request, money_store::REFUNDS, query.0);
+        let listed = self.list::<RefundView>(request, store::money::REFUNDS, query.0);
         Ok(answer(listed.await?, |refunds, next_cursor| RefundList {
             refunds,
             next_cursor,
@@ -366,7 +370,7 @@ impl MoneyApi {
         _auth: TokenAuth,
         query: ListQuery,
     ) -> Result<ListOrCsv<DisputeList>, ApiError> {
-        let listed = self.list::<RefundView>(request, money_store::DISPUTES, query.0);
+        let listed = self.list::<RefundView>(request, store::money::DISPUTES, query.0);
         Ok(answer(listed.await?, |disputes, next_cursor| DisputeList {
             disputes,
             next_cursor,
@@ -387,7 +391,7 @@ impl MoneyApi {
         _auth: TokenAuth,
         query: ListQuery,
     ) -> Result<ListOrCsv<CreditNoteList>, ApiError> {
-        let listed = self.list::<CreditNoteView>(request, money_store::CREDIT_NOTES, query.0);
+        let listed = self.list::<CreditNoteView>(request, store::money::CREDIT_NOTES, query.0);
         Ok(answer(listed.await?, |credit_notes, next_cursor| {
             CreditNoteList {
                 credit_notes,
@@ -416,13 +420,9 @@ impl MoneyApi {
         use crate::timeline::{self, Bound};
         let bound = as_of.0.map_or(Bound::All, Bound::CreatedAtOrBefore);
         let livemode = self.state.config.livemode;
-        let (balances, events) = timeline::balances(
-            &self.state.read_pool().await?,
-            &tenant_id.0,
-            livemode,
-            bound,
-        )
-        .await?;
+        let tenant = projections::TenantId::parse(&tenant_id.0)?;
+        let (balances, events) =
+            timeline::balances(&self.state.read_pool().await?, &tenant, livemode, bound).await?;
         if events == 0 && as_of.0.is_none() {
             return Err(ApiError::not_found("tenant"));
         }

@@ -1,5 +1,5 @@
 //! The JSON shapes of the money routes (DESIGN.md "Money"), read from the objects
-//! `money_store` returns. Amounts are integer minor units beside a lowercase ISO currency;
+//! `store::money` returns. Amounts are integer minor units beside a lowercase ISO currency;
 //! times RFC 3339 UTC.
 
 use chrono::{DateTime, Utc};

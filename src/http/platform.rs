@@ -6,6 +6,8 @@ use super::error::ApiError;
 use super::views::{cursor_or, page, TenantPricingView};
 use super::AppState;
 use crate::entitlements::ReloadError;
+use crate::store::read_models::entitlements;
+use crate::store::read_models::queries::{self, PricedTenantFilters};
 use chrono::{DateTime, Utc};
 use poem::{Body, IntoResponse, Response};
 use poem_openapi::param::{Path, Query};
@@ -14,6 +16,7 @@ use poem_openapi::registry::{
     MetaMediaType, MetaResponse, MetaResponses, MetaSchema, MetaSchemaRef, Registry,
 };
 use poem_openapi::{ApiResponse, Object, OpenApi};
+use projections::TenantId;
 use std::sync::Arc;
 
 /// Largest page of tenants.
@@ -157,55 +160,20 @@ fn tenants_csv(tenants: &[TenantView]) -> String {
     out
 }
 
-/// The filters of `GET /api/billing/tenants`.
-struct TenantFilters {
-    status: Option<String>,
-    price_id: Option<String>,
-    plan: Option<String>,
-    updated_since: Option<DateTime<Utc>>,
-}
-
 async fn tenant_page(
     state: &AppState,
-    filters: &TenantFilters,
+    filters: &PricedTenantFilters,
     after: &str,
     limit: i64,
 ) -> Result<Vec<TenantView>, ApiError> {
-    let client = state.read_pool().await?.get().await?;
-    let statement = client
-        .prepare_cached(
-            "SELECT p.tenant_id, p.status, p.stripe_customer_id, p.stripe_subscription_id,
-                    p.price_id, p.quantity, p.current_period_end, p.cancel_at_period_end,
-                    p.canceled_at, p.last_payment_failed_at, p.last_paid_at, p.last_event_id,
-                    p.updated_at, p.resolved_by, p.product_id, e.plan, e.access
-             FROM tenant_pricing p LEFT JOIN entitlements e USING (tenant_id)
-             WHERE p.tenant_id > $1
-                 AND ($2::text IS NULL OR p.status = $2)
-                 AND ($3::text IS NULL OR p.price_id = $3)
-                 AND ($4::text IS NULL OR e.plan = $4)
-                 AND ($5::timestamptz IS NULL OR p.updated_at >= $5)
-             ORDER BY p.tenant_id LIMIT $6",
-        )
-        .await?;
-    let rows = client
-        .query(
-            &statement,
-            &[
-                &after,
-                &filters.status,
-                &filters.price_id,
-                &filters.plan,
-                &filters.updated_since,
-                &limit,
-            ],
-        )
-        .await?;
+    let pool = state.read_pool().await?;
+    let rows = queries::priced_tenants(&pool, filters, after, limit).await?;
     Ok(rows
-        .iter()
+        .into_iter()
         .map(|row| TenantView {
-            pricing: TenantPricingView::from_row(row),
-            plan: row.get(15),
-            access: row.get(16),
+            pricing: row.pricing,
+            plan: row.plan,
+            access: row.access,
         })
         .collect())
 }
@@ -237,7 +205,7 @@ impl PlatformApi {
     ) -> Result<TenantsResponse, ApiError> {
         let after: String = cursor_or(cursor.0.as_deref(), String::new())?;
         let limit = limit.0.map_or(TENANT_PAGE_SIZE_DEFAULT, i64::from);
-        let filters = TenantFilters {
+        let filters = PricedTenantFilters {
             status: status.0,
             price_id: price_id.0,
             plan: plan.0,
@@ -270,20 +238,10 @@ impl PlatformApi {
         _auth: PlatformAuth,
         tenant_id: Path<String>,
     ) -> Result<Json<EntitlementView>, ApiError> {
+        let tenant_id = TenantId::parse(&tenant_id.0)?;
         let client = self.state.read_pool().await?.get().await?;
-        let statement = client
-            .prepare_cached(
-                "SELECT tenant_id, plan, features, access, reason, grace_until, price_id, status,
-                        last_event_id
-                 FROM entitlements WHERE tenant_id = $1",
-            )
-            .await?;
-        let Some(row) = client.query_opt(&statement, &[&tenant_id.0]).await? else {
-            let loaded = client
-                .query_opt("SELECT 1 FROM plans", &[])
-                .await?
-                .is_some();
-            return Err(if loaded {
+        let Some(row) = entitlements::entitlement(&client, &tenant_id).await? else {
+            return Err(if entitlements::plans_loaded(&client).await? {
                 ApiError::not_found("tenant")
             } else {
                 ApiError::NotFound(super::error::body(
@@ -291,17 +249,16 @@ impl PlatformApi {
                 ))
             });
         };
-        let features: serde_json::Value = row.get(2);
         Ok(Json(EntitlementView {
-            tenant_id: row.get(0),
-            plan: row.get(1),
-            features: serde_json::from_value(features).unwrap_or_default(),
-            access: row.get(3),
-            reason: row.get(4),
-            grace_until: row.get(5),
-            price_id: row.get(6),
-            status: row.get(7),
-            last_event_id: row.get(8),
+            tenant_id: row.tenant_id,
+            plan: row.plan,
+            features: row.features,
+            access: row.access,
+            reason: row.reason,
+            grace_until: row.grace_until,
+            price_id: row.price_id,
+            status: row.status,
+            last_event_id: row.last_event_id,
         }))
     }
 

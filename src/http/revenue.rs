@@ -4,12 +4,13 @@
 use super::auth::TokenAuth;
 use super::error::ApiError;
 use super::AppState;
-use crate::revenue::Scope;
+use crate::store::revenue::Scope;
 use chrono::{DateTime, Utc};
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 use projections::money::revenue::{month_start, next_month, parse_month, MonthRow, Movement};
+use projections::{Currency, TenantId};
 use std::sync::Arc;
 
 /// Most months one `GET /revenue` covers.
@@ -138,13 +139,13 @@ impl RevenueApi {
         if months as usize > REVENUE_MONTHS_MAX {
             return Err(ApiError::bad_request("at most 120 months at once"));
         }
-        let currency = currency.0.map(|c| c.to_ascii_lowercase());
+        let tenant_id = tenant_id.0.as_deref().map(TenantId::parse).transpose()?;
         let scope = Scope {
-            currency: currency.as_deref(),
-            tenant_id: tenant_id.0.as_deref(),
+            currency: currency.0.as_deref().map(Currency::parse).transpose()?,
+            tenant_id: tenant_id.as_ref(),
         };
         let pool = self.state.read_pool().await?;
-        let rows = crate::revenue::months(&pool, first, last, scope).await?;
+        let rows = crate::store::revenue::months(&pool, first, last, scope).await?;
         Ok(Json(RevenueList {
             revenue: rows.into_iter().map(Into::into).collect(),
         }))
@@ -174,13 +175,13 @@ impl RevenueApi {
     ) -> Result<Json<MovementList>, ApiError> {
         let which = month(&month_text.0, "month")?;
         let (start, end) = (month_start(which), month_start(next_month(which)));
-        let currency = currency.0.map(|c| c.to_ascii_lowercase());
+        let tenant_id = tenant_id.0.as_deref().map(TenantId::parse).transpose()?;
         let scope = Scope {
-            currency: currency.as_deref(),
-            tenant_id: tenant_id.0.as_deref(),
+            currency: currency.0.as_deref().map(Currency::parse).transpose()?,
+            tenant_id: tenant_id.as_ref(),
         };
         let pool = self.state.read_pool().await?;
-        let movements = crate::revenue::movements(&pool, start, end, scope).await?;
+        let movements = crate::store::revenue::movements(&pool, start, end, scope).await?;
         let movements = movements.iter().map(MovementView::from).collect();
         Ok(Json(MovementList {
             month: month_text.0,

@@ -441,7 +441,7 @@ impl HistoryEntry {
         let changes = FieldChange::between(before.as_ref(), state.as_ref());
         let event = step.event.event;
         HistoryEntry {
-            position: step.event.position,
+            position: step.event.position.get(),
             created: crate::event_log::unix(event.created),
             event_id: event.id,
             event_type: event.event_type,
@@ -497,10 +497,7 @@ pub struct CheckoutSessionView {
 }
 
 impl CheckoutSessionView {
-    pub const SELECT: &'static str = "SELECT id, tenant_id, resolved_by, status, payment_status,
-        mode, customer_id, subscription_id, amount_total, currency, created_at, completed_at,
-        expired_at, last_event_id FROM checkout_sessions";
-
+    /// From the columns [`crate::store::read_models::queries`] selects, in the table's order.
     pub fn from_row(row: &Row) -> CheckoutSessionView {
         CheckoutSessionView {
             id: row.get(0),

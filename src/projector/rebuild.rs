@@ -1,15 +1,15 @@
 //! The rebuild queue and the rebuild itself: fold the whole log, then swap every read-model row
 //! and the checkpoint in one transaction, or (a preview) compare and roll back.
 //!
-//! Control flow only; the rows are written by [`crate::read_models`] and
-//! [`crate::money_store`], the comparison is [`super::preview`]'s. The caller holds the
+//! Control flow only; the rows are written by [`crate::store::read_models`] and
+//! [`crate::store::money`], the comparison is [`super::preview`]'s. The caller holds the
 //! projector lock, so nothing else writes the read models meanwhile.
 
 use super::preview::{self, Diff};
 use super::status::{RebuildStatus, READ_MODELS};
 use super::{fold, stream_log, Live, RecordedError, FOLD_BATCH_EVENTS, READ_AHEAD_BATCHES};
 use super::{PROJECTION_NAME, PROJECTION_VERSION};
-use crate::read_models;
+use crate::store::read_models;
 use deadpool_postgres::{Pool, Transaction};
 use projections::{Changes, Ledger};
 use uuid::Uuid;
@@ -348,9 +348,9 @@ async fn write_rows(
          DELETE FROM unresolved_events;",
     )
     .await?;
-    crate::money_store::clear(tx).await?;
+    crate::store::money::clear(tx).await?;
     read_models::write(tx, &rebuilt.changes).await?;
-    crate::money_store::write_deferred(tx, &mut rebuilt.ledger).await?;
+    crate::store::money::write_deferred(tx, &mut rebuilt.ledger).await?;
     crate::entitlements::refresh(tx, crate::entitlements::Scope::All).await?;
     if !is_preview {
         tx.batch_execute("SELECT capture_resume()").await?;
@@ -373,7 +373,7 @@ async fn finish_swap(
         &[&PROJECTION_NAME],
     )
     .await?;
-    read_models::record_errors(tx, errors).await?;
+    crate::store::projection_errors::record_errors(tx, errors).await?;
     super::snapshot::invalidate(tx).await?;
     tx.execute(
         "INSERT INTO projections (name, version, position, owner) VALUES ($1, $3, $2, $4)
@@ -439,7 +439,7 @@ async fn analyze(client: &deadpool_postgres::Client) -> anyhow::Result<()> {
         .batch_execute("ANALYZE tenant_pricing, checkout_sessions, customers, unresolved_events;")
         .await?;
     client
-        .batch_execute(&crate::money_store::analyze_sql())
+        .batch_execute(&crate::store::money::analyze_sql())
         .await?;
     Ok(())
 }

@@ -548,7 +548,7 @@ async fn rows_from_another_fold_version_are_stale_until_rebuilt() {
 /// batch) keeps its least rule, as the live projector does (below).
 #[tokio::test]
 async fn staged_attributions_keep_the_least_rule_of_each_pair() {
-    use billing_ledger::read_models::{copy_event_tenants, index_staged_event_tenants};
+    use billing_ledger::store::read_models::{copy_event_tenants, index_staged_event_tenants};
     use projections::ResolvedBy::{CheckoutMetadata, CustomerLink, SubscriptionMetadata};
     let db = TestDb::new().await;
     let pool = billing_ledger::db::pool(&db.url).unwrap();
@@ -639,7 +639,7 @@ async fn live_attributions_keep_the_least_rule_across_batches() {
             ..Default::default()
         };
         let tx = client.transaction().await.unwrap();
-        billing_ledger::read_models::write(&tx, &changes)
+        billing_ledger::store::read_models::write(&tx, &changes)
             .await
             .unwrap();
         tx.commit().await.unwrap();

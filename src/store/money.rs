@@ -11,7 +11,7 @@
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use projections::money::MoneyChanges;
-use projections::Ledger;
+use projections::{Currency, Ledger, TenantId};
 use serde_json::Value;
 use tokio_postgres::types::ToSql;
 
@@ -36,6 +36,8 @@ pub struct Table {
 }
 
 use Column::{Int, Text, TextList, Time};
+
+pub mod receivables;
 
 pub const INVOICES: Table = Table {
     name: "invoices",
@@ -214,7 +216,7 @@ async fn upsert<T: serde::Serialize + std::fmt::Debug + Sync>(
 }
 
 /// Applies the fold's money changes: upserts every changed row and deletes deleted drafts;
-/// the revenue movements go to [`crate::revenue::write`].
+/// the revenue movements go to [`crate::store::revenue::write`].
 pub async fn write(tx: &Transaction<'_>, changes: &MoneyChanges) -> anyhow::Result<()> {
     let deleted: Vec<&str> = changes
         .invoices
@@ -234,7 +236,7 @@ pub async fn write(tx: &Transaction<'_>, changes: &MoneyChanges) -> anyhow::Resu
     upsert(tx, &REFUNDS, &changes.refunds).await?;
     upsert(tx, &DISPUTES, &changes.disputes).await?;
     upsert(tx, &CREDIT_NOTES, &changes.credit_notes).await?;
-    crate::revenue::write(tx, &changes.revenue).await?;
+    crate::store::revenue::write(tx, &changes.revenue).await?;
     Ok(())
 }
 
@@ -259,27 +261,27 @@ pub async fn clear(tx: &Transaction<'_>) -> anyhow::Result<()> {
         tx.batch_execute(&format!("DELETE FROM {}", table.name))
             .await?;
     }
-    crate::revenue::clear(tx).await?;
+    crate::store::revenue::clear(tx).await?;
     Ok(())
 }
 
 /// `ANALYZE` of every money table and the revenue tables, after a rebuild reloaded them.
 pub fn analyze_sql() -> String {
     let mut names: Vec<&str> = TABLES.iter().map(|t| t.name).collect();
-    names.extend(crate::revenue::TABLES);
+    names.extend(crate::store::revenue::TABLES);
     format!("ANALYZE {};", names.join(", "))
 }
 
 /// The filters of a money list; each applies only to tables that have the column.
 #[derive(Debug, Clone, Default)]
 pub struct Filters {
-    pub tenant_id: Option<String>,
+    pub tenant_id: Option<TenantId>,
     pub customer_id: Option<String>,
     pub subscription_id: Option<String>,
     pub invoice_id: Option<String>,
     pub payment_id: Option<String>,
     pub status: Option<String>,
-    pub currency: Option<String>,
+    pub currency: Option<Currency>,
     /// `created_at` at or after.
     pub from: Option<DateTime<Utc>>,
     /// `created_at` at or before.
@@ -305,16 +307,19 @@ pub async fn list(
     );
     let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
     let has = |column: &str| table.columns.iter().any(|(name, _)| *name == column);
-    let text_filters = [
-        ("tenant_id", &filters.tenant_id),
-        ("customer_id", &filters.customer_id),
-        ("subscription_id", &filters.subscription_id),
-        ("invoice_id", &filters.invoice_id),
-        ("payment_id", &filters.payment_id),
-        ("status", &filters.status),
-        ("currency", &filters.currency),
+    let text_filters: [(&str, Option<&str>); 7] = [
+        (
+            "tenant_id",
+            filters.tenant_id.as_ref().map(TenantId::as_str),
+        ),
+        ("customer_id", filters.customer_id.as_deref()),
+        ("subscription_id", filters.subscription_id.as_deref()),
+        ("invoice_id", filters.invoice_id.as_deref()),
+        ("payment_id", filters.payment_id.as_deref()),
+        ("status", filters.status.as_deref()),
+        ("currency", filters.currency.as_ref().map(Currency::as_str)),
     ];
-    for (column, value) in text_filters {
+    for (column, value) in &text_filters {
         if let (true, Some(value)) = (has(column), value) {
             params.push(value);
             sql.push_str(&format!(" AND {column} = ${}", params.len()));
@@ -372,7 +377,8 @@ pub async fn refunds_of_invoice(
 }
 
 /// One row (a JSON object from [`list`]) as a CSV record in `table`'s column order,
-/// CRLF-terminated (RFC 4180): null is empty, a list is its JSON text.
+/// CRLF-terminated (RFC 4180, with text a spreadsheet would run as a formula neutralized, see
+/// [`crate::http::csv::field`]): null is empty, a list is its JSON text.
 pub fn csv_record(out: &mut String, table: &Table, row: &Value) {
     for (i, (name, _)) in table.columns.iter().enumerate() {
         if i > 0 {
@@ -383,13 +389,7 @@ pub fn csv_record(out: &mut String, table: &Table, row: &Value) {
             Some(Value::String(s)) => s.clone(),
             Some(other) => other.to_string(),
         };
-        if text.contains([',', '"', '\r', '\n']) {
-            out.push('"');
-            out.push_str(&text.replace('"', "\"\""));
-            out.push('"');
-        } else {
-            out.push_str(&text);
-        }
+        crate::http::csv::field(out, &text);
     }
     out.push_str("\r\n");
 }

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{Pool, Transaction};
 use projections::money::revenue::{month_start, next_month, MonthRow, Movement, Revenue};
 use projections::money::TenantRevenue;
+use projections::{Currency, TenantId};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -110,11 +111,21 @@ pub async fn clear(tx: &Transaction<'_>) -> anyhow::Result<()> {
 /// The revenue tables, for `ANALYZE` after a rebuild.
 pub const TABLES: [&str; 2] = ["revenue_streams", "revenue_movements"];
 
-/// Which movements a revenue query covers: one currency (lowercase) and one tenant, or all.
+/// Which movements a revenue query covers: one currency and one tenant, or all.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Scope<'a> {
-    pub currency: Option<&'a str>,
-    pub tenant_id: Option<&'a str>,
+    pub currency: Option<Currency>,
+    pub tenant_id: Option<&'a TenantId>,
+}
+
+impl Scope<'_> {
+    /// The scope as SQL parameters: `(currency, tenant_id)`, NULL for all.
+    fn params(&self) -> (Option<&str>, Option<&str>) {
+        (
+            self.currency.as_ref().map(Currency::as_str),
+            self.tenant_id.map(TenantId::as_str),
+        )
+    }
 }
 
 fn utc(seconds: i64) -> DateTime<Utc> {
@@ -138,6 +149,7 @@ pub async fn months(
     scope: Scope<'_>,
 ) -> anyhow::Result<Vec<MonthRow>> {
     let client = pool.get().await?;
+    let (currency, tenant_id) = scope.params();
     let currencies = client
         .prepare_cached(
             "SELECT DISTINCT currency FROM revenue_streams
@@ -145,7 +157,7 @@ pub async fn months(
         )
         .await?;
     let mut currencies: Vec<String> = client
-        .query(&currencies, &[&scope.currency, &scope.tenant_id])
+        .query(&currencies, &[&currency, &tenant_id])
         .await?
         .iter()
         .map(|row| row.get(0))
@@ -165,9 +177,7 @@ pub async fn months(
         )
         .await?;
     let end = utc(month_start(next_month(to)));
-    let rows = client
-        .query(&sums, &[&end, &scope.currency, &scope.tenant_id])
-        .await?;
+    let rows = client.query(&sums, &[&end, &currency, &tenant_id]).await?;
     // currency -> month -> kind -> (sum of mrr_after - mrr_before, count)
     let mut by_month: BTreeMap<(String, i64), [(i64, i64); 5]> = BTreeMap::new();
     for row in &rows {
@@ -228,6 +238,7 @@ pub async fn movements(
     scope: Scope<'_>,
 ) -> anyhow::Result<Vec<Movement>> {
     let client = pool.get().await?;
+    let (currency, tenant_id) = scope.params();
     let statement = client
         .prepare_cached(
             "SELECT tenant_id, currency, kind, mrr_before, mrr_after,
@@ -239,10 +250,7 @@ pub async fn movements(
         )
         .await?;
     let rows = client
-        .query(
-            &statement,
-            &[&utc(start), &utc(end), &scope.currency, &scope.tenant_id],
-        )
+        .query(&statement, &[&utc(start), &utc(end), &currency, &tenant_id])
         .await?;
     rows.iter().map(movement).collect()
 }

@@ -1,25 +1,30 @@
-//! Writing the rows the fold renders into the read-model tables.
+//! The read models' tables (`tenant_pricing`, `checkout_sessions`, `customers`,
+//! `unresolved_events`, `event_tenants`; `entitlements` and `plans` in [`entitlements`]): the only
+//! SQL on them. This module writes the rows the fold renders; [`queries`] reads them for the
+//! read API, the platform routes and the console.
 //!
-//! Called only by the projector, inside the transaction that also advances its checkpoint, so
+//! Writes are called only by the projector, inside the transaction that also advances its checkpoint, so
 //! rows and checkpoint are always consistent. Rows are upserted in bulk with `unnest`, one
 //! statement per table.
 
+pub mod entitlements;
+pub mod queries;
+
 use crate::event_log::unix;
-use crate::projector::{RecordedError, PROJECTION_NAME};
 use deadpool_postgres::{Pool, Transaction};
 use projections::{Changes, ResolvedBy};
 use tokio_postgres::error::SqlState;
 
 /// Applies `changes`: upserts and deletes `tenant_pricing`, upserts `checkout_sessions` and
 /// `customers`, replaces each object's unresolved events, records event-tenant attributions,
-/// and writes the money tables (through [`crate::money_store`], their one writer).
+/// and writes the money tables (through [`crate::store::money`], their one writer).
 pub async fn write(tx: &Transaction<'_>, changes: &Changes) -> anyhow::Result<()> {
     write_tenant_pricing(tx, changes).await?;
     write_checkout_sessions(tx, changes).await?;
     write_customers(tx, changes).await?;
     write_unresolved(tx, changes).await?;
     write_event_tenants(tx, &changes.event_tenants).await?;
-    crate::money_store::write(tx, &changes.money).await?;
+    crate::store::money::write(tx, &changes.money).await?;
     Ok(())
 }
 
@@ -360,26 +365,5 @@ async fn write_unresolved(tx: &Transaction<'_>, changes: &Changes) -> anyhow::Re
         &[&event_id, &object_id, &event_type, &created],
     )
     .await?;
-    Ok(())
-}
-
-/// Records fold failures; an event's error is kept once (a rebuild re-records the same one).
-pub async fn record_errors(tx: &Transaction<'_>, errors: &[RecordedError]) -> anyhow::Result<()> {
-    for recorded in errors {
-        tx.execute(
-            &tx.prepare_cached(
-                "INSERT INTO projection_errors (projection, event_id, position, error)
-             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-            )
-            .await?,
-            &[
-                &PROJECTION_NAME,
-                &recorded.error.event_id,
-                &recorded.position,
-                &recorded.error.message,
-            ],
-        )
-        .await?;
-    }
     Ok(())
 }
