@@ -34,16 +34,14 @@ mod snapshot;
 pub use snapshot::SNAPSHOT_EVERY_EVENTS;
 
 use crate::read_models;
+use crate::store;
 use deadpool_postgres::Pool;
-use futures_util::{StreamExt, TryStreamExt};
-use projections::{Event, FoldError, Ledger, ReadEvent};
+use futures_util::StreamExt;
+use projections::{Event, FoldError, Ledger, LogPosition, ReadEvent};
 use rebuild::pending_rebuild;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
-use tokio_postgres::binary_copy::{BinaryCopyOutRow, BinaryCopyOutStream};
-use tokio_postgres::types::Type;
-use tokio_postgres::Row;
 use tokio_util::sync::CancellationToken;
 
 /// The projection's name: one fold renders `tenant_pricing`, `checkout_sessions` and
@@ -339,25 +337,14 @@ pub struct Stored {
 
 /// Reads up to `limit` events after `after`, in log order.
 pub async fn read_events(pool: &Pool, after: i64, limit: i64) -> anyhow::Result<Vec<Stored>> {
-    Ok(parse_batch(read_raw(pool, after, limit).await?))
-}
-
-/// Up to `limit` rows `(position, body)` after `after`, in log order, unparsed.
-async fn read_raw(pool: &Pool, after: i64, limit: i64) -> anyhow::Result<Vec<Row>> {
-    let client = pool.get().await?;
-    let statement = client
-        .prepare_cached(
-            "SELECT position, body FROM events WHERE position > $1 ORDER BY position LIMIT $2",
-        )
-        .await?;
-    Ok(client.query(&statement, &[&after, &limit]).await?)
+    let rows = store::log::read_after(pool, store::log::position(after), limit).await?;
+    Ok(parse_batch(rows.iter()))
 }
 
 /// Parses and reads each body where it lies in the row buffer: everything about an event that
 /// does not need the ledger. The parsed JSON is dropped here, so the fold holds only facts.
-fn parse_batch(rows: Vec<Row>) -> Vec<Stored> {
-    rows.iter()
-        .map(|row| stored(row.get(0), row.get(1)))
+fn parse_batch<'a>(rows: impl Iterator<Item = (LogPosition, &'a [u8])>) -> Vec<Stored> {
+    rows.map(|(position, body)| stored(position.get(), body))
         .collect()
 }
 
@@ -478,10 +465,11 @@ async fn fold_log(
 fn stream_log(pool: Pool, up_to: i64) -> tokio::sync::mpsc::Receiver<anyhow::Result<Vec<Stored>>> {
     let (sender, receiver) = tokio::sync::mpsc::channel(READ_AHEAD_BATCHES);
     tokio::spawn(async move {
-        let parsed = copy_log(pool, up_to)
+        let up_to = store::log::position(up_to);
+        let parsed = store::log::copy_through(pool, up_to, FOLD_BATCH_EVENTS as usize)
             .map(|raw| async move {
                 let rows = raw?;
-                Ok(tokio::task::spawn_blocking(move || parse_copied(rows)).await?)
+                Ok(tokio::task::spawn_blocking(move || parse_batch(rows.iter())).await?)
             })
             .buffered(PARSERS);
         let mut parsed = std::pin::pin!(parsed);
@@ -498,41 +486,3 @@ fn stream_log(pool: Pool, up_to: i64) -> tokio::sync::mpsc::Receiver<anyhow::Res
 /// Threads parsing a rebuild's batches at once.
 const PARSERS: usize = 2;
 
-/// The rows of the log through `up_to` in batches of [`FOLD_BATCH_EVENTS`], unparsed, from one
-/// binary `COPY` on a [`crate::db::bulk_connection`] (with planner settings of its own),
-/// closed when the stream is dropped.
-fn copy_log(
-    pool: Pool,
-    up_to: i64,
-) -> impl futures_util::Stream<Item = anyhow::Result<Vec<BinaryCopyOutRow>>> {
-    futures_util::stream::once(async move {
-        let client = crate::db::bulk_connection(&pool).await?;
-        // Walk the primary key: rows stream out at once in position order. Left to itself the
-        // planner sorts the whole log first (a parallel scan and a sort of every body).
-        client
-            .batch_execute("SET enable_seqscan = off; SET enable_sort = off; SET jit = off;")
-            .await?;
-        let copy = client
-            .copy_out(&format!(
-                "COPY (SELECT position, body FROM events WHERE position <= {up_to}
-                       ORDER BY position) TO STDOUT (FORMAT binary)"
-            ))
-            .await?;
-        let rows = BinaryCopyOutStream::new(copy, &[Type::INT8, Type::BYTEA])
-            .map(move |row| {
-                let _connection = &client;
-                row.map_err(anyhow::Error::from)
-            })
-            .chunks(FOLD_BATCH_EVENTS as usize)
-            .map(|chunk| chunk.into_iter().collect());
-        anyhow::Ok(rows)
-    })
-    .try_flatten()
-}
-
-/// [`parse_batch`] for rows read by [`copy_log`].
-fn parse_copied(rows: Vec<BinaryCopyOutRow>) -> Vec<Stored> {
-    rows.iter()
-        .map(|row| stored(row.get(0), row.get(1)))
-        .collect()
-}
