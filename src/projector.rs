@@ -24,7 +24,7 @@ pub mod rebuild;
 pub mod status;
 
 pub use rebuild::{
-    active_rebuild, claim_preview, rebuild, request_preview, request_rebuild, try_preview_lock,
+    active_rebuild, claim_preview, rebuild, request_preview, request_rebuild,
     Progress,
 };
 pub use status::{lag, Lag};
@@ -44,9 +44,9 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-/// The projection's name: one fold renders `tenant_pricing`, `checkout_sessions` and
-/// `customers` together, because they share the tenant links learned from each other.
-pub const PROJECTION_NAME: &str = "billing";
+pub use crate::store::projector::{
+    try_preview_lock, RecordedError, PROJECTION_NAME, PROJECTOR_LOCK_KEY,
+};
 /// Bump when the fold's logic changes; the status then reports the stored rows as stale.
 /// Version 3: a failed payment infers `incomplete` until the subscription has been live, and a
 /// paid invoice infers `active` after `incomplete`, `past_due` or `unpaid`. Version 4: money
@@ -65,8 +65,6 @@ pub const LINGER: Duration = Duration::from_millis(5);
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// How often a follower retries the projector lock.
 pub const ELECTION_RETRY: Duration = Duration::from_secs(1);
-/// Advisory lock key of the projector ("billproj").
-pub const PROJECTOR_LOCK_KEY: i64 = 0x6269_6c6c_7072_6f6a;
 
 /// PostgreSQL NOTIFY channel every append signals (payload: the new head position).
 pub const APPEND_CHANNEL: &str = "ledger_events";
@@ -120,9 +118,7 @@ async fn acquire_lock(
     let (client, notifications) =
         crate::db::connect_listening(&settings.database_url, APPEND_CHANNEL).await?;
     let name = format!("billing-ledger projector {}", settings.instance_id);
-    client
-        .execute("SELECT set_config('application_name', $1, false)", &[&name])
-        .await?;
+    store::projector::name_session(&client, &name).await?;
     loop {
         if try_lock(&client).await? {
             return Ok((client, notifications));
@@ -136,10 +132,7 @@ async fn acquire_lock(
 
 /// One non-blocking attempt at the projector lock.
 pub async fn try_lock(client: &tokio_postgres::Client) -> anyhow::Result<bool> {
-    let row = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&PROJECTOR_LOCK_KEY])
-        .await?;
-    Ok(row.get(0))
+    store::projector::try_projector_lock(client).await
 }
 
 async fn lead(
@@ -193,51 +186,22 @@ async fn lead(
 /// Makes a projector failure visible in the status (best effort: the database may be the
 /// cause).
 async fn record_failure(pool: &Pool, error: &str) {
-    if let Ok(client) = pool.get().await {
-        let _ = client
-            .execute(
-                "UPDATE projections SET last_failure = $2, last_failure_at = now() WHERE name = $1",
-                &[&PROJECTION_NAME, &error],
-            )
-            .await;
-    }
+    let _ = store::projector::record_failure(pool, error).await;
 }
 
 /// Records this instance as the projection's owner; returns the stored fold version.
 async fn claim(pool: &Pool, owner: &str) -> anyhow::Result<i32> {
-    let client = pool.get().await?;
-    client
-        .execute(
-            "INSERT INTO projections (name, version) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            &[&PROJECTION_NAME, &PROJECTION_VERSION],
-        )
-        .await?;
-    let row = client
-        .query_one(
-            "UPDATE projections SET owner = $2 WHERE name = $1 RETURNING version",
-            &[&PROJECTION_NAME, &owner],
-        )
-        .await?;
+    let version = store::projector::claim(pool, owner, PROJECTION_VERSION).await?;
     // Only the leader runs queued rebuilds (and previews), so one still `running` when a
     // leader is elected was left by a leader that died: queue it again, or it would block
     // every later request (409) for good.
-    let requeued = client
-        .execute(
-            "UPDATE rebuilds SET status = $1, started_at = NULL, position_done = 0
-             WHERE status = $2 AND NOT by_command",
-            &[
-                &status::RebuildStatus::Pending.as_str(),
-                &status::RebuildStatus::Running.as_str(),
-            ],
-        )
-        .await?;
-    if requeued > 0 {
+    if store::projector::rebuilds::requeue_orphaned(pool).await? > 0 {
         tracing::warn!(
             projection.name = PROJECTION_NAME,
             "a rebuild left running by a stopped projector is queued again"
         );
     }
-    Ok(row.get(0))
+    Ok(version)
 }
 
 /// The leader's in-memory fold and the checkpoint its rows are at.
@@ -254,15 +218,7 @@ impl Live {
     /// (`projector_elections`) and logs how it resumed.
     async fn resume(pool: &Pool, livemode: bool, owner: &str) -> anyhow::Result<Live> {
         let started = std::time::Instant::now();
-        let client = pool.get().await?;
-        let checkpoint: i64 = client
-            .query_one(
-                "SELECT position FROM projections WHERE name = $1",
-                &[&PROJECTION_NAME],
-            )
-            .await?
-            .get(0);
-        drop(client);
+        let checkpoint = store::projector::checkpoint(pool).await?.get();
         let (mut ledger, from) = match snapshot::load(pool, livemode, checkpoint).await? {
             Ok(loaded) => (loaded.ledger, Ok(loaded.position)),
             Err(reason) => (Ledger::new(livemode), Err(reason)),
@@ -307,20 +263,9 @@ impl Live {
         let tenants = changes.tenant_pricing.keys().map(String::as_str).collect();
         crate::entitlements::refresh(&tx, crate::entitlements::Scope::Tenants(tenants)).await?;
         read_models::record_errors(&tx, &errors).await?;
-        let advance = tx
-            .prepare_cached(
-                "UPDATE projections SET position = $3, updated_at = now(), last_failure = NULL,
-                     last_failure_at = NULL
-                 WHERE name = $1 AND position = $2 AND owner = $4",
-            )
-            .await?;
-        let advanced = tx
-            .execute(
-                &advance,
-                &[&PROJECTION_NAME, &self.checkpoint, &last, &self.owner],
-            )
-            .await?;
-        anyhow::ensure!(advanced == 1, "checkpoint moved under this projector");
+        let (from, to) = (store::log::position(self.checkpoint), store::log::position(last));
+        let advanced = store::projector::advance(&tx, &self.owner, from, to).await?;
+        anyhow::ensure!(advanced, "checkpoint moved under this projector");
         tx.commit().await?;
         assert!(last > self.checkpoint, "positions only move forward");
         self.checkpoint = last;
@@ -355,12 +300,6 @@ fn stored(position: i64, body: &[u8]) -> Stored {
             .map(|event| ReadEvent::read(&event))
             .map_err(|e| e.to_string()),
     }
-}
-
-/// A fold failure with the position of its event.
-pub struct RecordedError {
-    pub position: i64,
-    pub error: FoldError,
 }
 
 /// Folds a batch; returns the events the fold could not read (they stay in the log). Each

@@ -5,7 +5,7 @@
 //! statement per table.
 
 use crate::event_log::unix;
-use crate::projector::{RecordedError, PROJECTION_NAME};
+use crate::store::projector::{RecordedError, PROJECTION_NAME};
 use deadpool_postgres::{Pool, Transaction};
 use projections::{Changes, ResolvedBy};
 use tokio_postgres::error::SqlState;

@@ -3,6 +3,8 @@
 //!
 //! - [`log`]: the log's readers (`events`, `log_head`, `verifications`); its writer is
 //!   [`crate::event_log`].
+//! - [`projector`]: the projector's bookkeeping (checkpoint, owner, failures, the rebuild
+//!   queue, read-model versions, snapshots, elections) and the advisory lock keys.
 //! - [`error`]: what a failed storage call means for the caller (unavailable, refused input,
 //!   conflict, or our own fault).
 //!
@@ -11,5 +13,6 @@
 
 pub mod error;
 pub mod log;
+pub mod projector;
 
 pub use error::{DeadlinePassed, StoreError};
