@@ -82,7 +82,12 @@ pub fn copy_through(
                 row.map_err(anyhow::Error::from)
             })
             .chunks(batch_events)
-            .map(|chunk| chunk.into_iter().collect::<Result<Vec<_>, _>>().map(CopiedBatch));
+            .map(|chunk| {
+                chunk
+                    .into_iter()
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(CopiedBatch)
+            });
         anyhow::Ok(rows)
     })
     .try_flatten()
