@@ -1,13 +1,15 @@
 //! The projector's bookkeeping: the only code issuing SQL on `projections` (checkpoint, owner,
-//! failure), `projection_errors` (read), `rebuilds` ([`rebuilds`]), `read_model_versions`,
-//! `projection_snapshots` and `projector_elections` ([`snapshots`]), and the statements a
-//! rebuild's swap runs on the read-model tables as a whole ([`swap`]). The advisory lock keys
-//! are here, once.
+//! failure), `projection_errors` (reads and the swap's reset; the live inserts are still in
+//! [`crate::read_models`]), `rebuilds` ([`rebuilds`]), `read_model_versions` ([`swap`],
+//! [`status`]), `projection_snapshots` and `projector_elections` ([`snapshots`]); also the
+//! statements a rebuild's swap runs on the read-model tables as a whole ([`swap`]) and a
+//! preview's comparison of them ([`diff`]). The advisory lock keys are here, once.
 //!
 //! It decides nothing: which version is stale, when to snapshot, when to rebuild is the
 //! projector's ([`crate::projector`]); it passes the fold version it runs where a row records
 //! one.
 
+pub mod diff;
 pub mod rebuilds;
 pub mod snapshots;
 pub mod status;
