@@ -67,36 +67,10 @@ pub async fn verify(pool: &Pool) -> anyhow::Result<Verdict> {
             break;
         }
         for stored in batch.iter() {
-            let position = stored.position.get();
-            let broken = |problem: String| Verdict::Broken {
-                position,
-                event_id: Some(stored.event_id.to_owned()),
-                problem,
-                events_verified: expected_position - 1,
+            previous = match check(&stored, expected_position, &previous) {
+                Ok(chained) => chained,
+                Err(broken) => return Ok(broken),
             };
-            if position != expected_position {
-                return Ok(Verdict::Broken {
-                    position: expected_position,
-                    event_id: None,
-                    problem: format!(
-                        "position {expected_position} is missing (next stored is {position})"
-                    ),
-                    events_verified: expected_position - 1,
-                });
-            }
-            let digest = Sha256::digest(stored.body).to_vec();
-            if digest != stored.body_sha256 {
-                return Ok(broken(
-                    "stored body does not match its recorded SHA-256".into(),
-                ));
-            }
-            let chained = link(&previous, position, stored.event_id, &digest);
-            if chained != stored.chain_hash {
-                return Ok(broken(
-                    "chain hash does not match the recomputed chain".into(),
-                ));
-            }
-            previous = chained;
             expected_position += 1;
         }
     }
@@ -115,6 +89,39 @@ pub async fn verify(pool: &Pool) -> anyhow::Result<Verdict> {
         events,
         head_hash: hex::encode(previous),
     })
+}
+
+/// Checks one stored event against the chain so far (`previous`, the chain hash at
+/// `expected_position - 1`): returns its chain hash, or the verdict naming what is wrong.
+fn check(
+    stored: &log::ChainLink<'_>,
+    expected_position: i64,
+    previous: &[u8],
+) -> Result<Vec<u8>, Verdict> {
+    let position = stored.position.get();
+    let broken = |problem: &str| Verdict::Broken {
+        position,
+        event_id: Some(stored.event_id.to_owned()),
+        problem: problem.to_owned(),
+        events_verified: expected_position - 1,
+    };
+    if position != expected_position {
+        return Err(Verdict::Broken {
+            position: expected_position,
+            event_id: None,
+            problem: format!("position {expected_position} is missing (next stored is {position})"),
+            events_verified: expected_position - 1,
+        });
+    }
+    let digest = Sha256::digest(stored.body).to_vec();
+    if digest != stored.body_sha256 {
+        return Err(broken("stored body does not match its recorded SHA-256"));
+    }
+    let chained = link(previous, position, stored.event_id, &digest);
+    if chained != stored.chain_hash {
+        return Err(broken("chain hash does not match the recomputed chain"));
+    }
+    Ok(chained)
 }
 
 /// Who ran a verification, as recorded in `verifications.ran_by`.

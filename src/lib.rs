@@ -4,6 +4,8 @@
 //! - [`signature`]: Stripe's signature scheme, over raw bytes.
 //! - [`event_log`]: appending events once by ID, recording every delivery.
 //! - [`projector`]: electing one projector, tailing the log, rebuilding.
+//! - [`store`]: the storage layer: the log's readers ([`store::log`]) and the projector's
+//!   bookkeeping ([`store::projector`]), each the only SQL on its tables.
 //! - [`read_models`]: writing the rows the pure fold (`projections/`) renders.
 //! - [`feed`]: reading the change feed the database records at each read-model commit;
 //!   [`entitlements`]: the plans file and what each tenant may use.

@@ -15,7 +15,7 @@
 //!   value this leader read, so a deposed leader's write rolls back. Positions are dense and
 //!   commit in order (`event_log`), so tailing never skips an event.
 //! - `stream`: the log as the fold reads it (batches, or one COPY stream parsed ahead).
-//! - [`rebuild`]: folds the whole log into a fresh ledger and replaces every row and the
+//! - [`rebuild`](mod@rebuild): folds the whole log into a fresh ledger and replaces every row and the
 //!   checkpoint in one transaction: readers see the old rows until the commit, and the live
 //!   loop resumes from the rebuilt checkpoint, so events appended meanwhile are folded right
 //!   after. A preview ([`preview`]) does the same and rolls back, keeping what would change.

@@ -36,7 +36,8 @@ pub async fn request_preview(pool: &Pool) -> anyhow::Result<Option<Uuid>> {
 /// it up; `None` when a rebuild or preview is already pending or running. This is how
 /// `billing-ledger rebuild --preview` previews the fold of its own binary (a changed fold,
 /// before it is deployed) while the service keeps projecting with the deployed one. The caller
-/// holds [`PREVIEW_LOCK_KEY`] (see [`try_preview_lock`]).
+/// holds [`crate::store::projector::PREVIEW_LOCK_KEY`] (see
+/// [`crate::store::projector::try_preview_lock`]).
 pub async fn claim_preview(pool: &Pool) -> anyhow::Result<Option<Uuid>> {
     rebuilds::close_abandoned_previews(pool).await?;
     rebuilds::insert(pool, true, RebuildStatus::Running).await
