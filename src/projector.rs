@@ -15,10 +15,11 @@
 //!   value this leader read, so a deposed leader's write rolls back. Positions are dense and
 //!   commit in order (`event_log`), so tailing never skips an event.
 //! - `stream`: the log as the fold reads it (batches, or one COPY stream parsed ahead).
-//! - [`rebuild`](mod@rebuild): folds the whole log into a fresh ledger and replaces every row and the
-//!   checkpoint in one transaction: readers see the old rows until the commit, and the live
-//!   loop resumes from the rebuilt checkpoint, so events appended meanwhile are folded right
-//!   after. A preview ([`preview`]) does the same and rolls back, keeping what would change.
+//! - [`rebuild`](mod@rebuild): folds the whole log into a fresh ledger and replaces every
+//!   row and the checkpoint in one transaction: readers see the old rows until the commit, and
+//!   the live loop resumes from the rebuilt checkpoint, so events appended meanwhile are folded
+//!   right after. A preview ([`preview`]) does the same and rolls back, keeping what would
+//!   change.
 //! - [`status`]: what the projector reports (lag, typed states, read models' sizes).
 //!
 //! None of these issues SQL: the statements are [`crate::store::log`]'s (reading the log) and
