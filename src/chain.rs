@@ -8,8 +8,10 @@
 //! then runs `verify` checks that the SQL and [`link`] agree. Verifying
 //! recomputes the chain from the stored bodies alone and names the first event that disagrees.
 //! Anyone with superuser rights can rewrite a whole chain, so record the verified head hash
-//! somewhere the database's administrators cannot write (README, "Integrity").
+//! somewhere the database's administrators cannot write (README, "Integrity"). The statements
+//! are [`crate::store::log`]'s.
 
+use crate::store::log;
 use deadpool_postgres::Pool;
 use sha2::{Digest, Sha256};
 
@@ -49,59 +51,26 @@ pub enum Verdict {
 /// the head read first is committed and no concurrent append can look like damage.
 pub async fn verify(pool: &Pool) -> anyhow::Result<Verdict> {
     let client = pool.get().await?;
-    let head = client
-        .query_one("SELECT position, chain_hash FROM log_head", &[])
-        .await?;
-    let head_position: i64 = head.get(0);
-    let head_hash: Vec<u8> = head.get(1);
+    let (head_position, head_hash) = log::head(&client).await?;
+    let head_position = head_position.get();
     let mut previous = GENESIS.to_vec();
     let mut expected_position = 1;
     loop {
-        let rows = client
-            .query(
-                "SELECT position, event_id, body, body_sha256, chain_hash FROM events
-                 WHERE position >= $1 AND position <= $3 ORDER BY position LIMIT $2",
-                &[&expected_position, &VERIFY_BATCH_EVENTS, &head_position],
-            )
-            .await?;
-        if rows.is_empty() {
+        let batch = log::chain_batch(
+            &client,
+            log::position(expected_position),
+            log::position(head_position),
+            VERIFY_BATCH_EVENTS,
+        )
+        .await?;
+        if batch.is_empty() {
             break;
         }
-        for row in &rows {
-            let position: i64 = row.get(0);
-            let event_id: String = row.get(1);
-            let body: &[u8] = row.get(2);
-            let stored_digest: &[u8] = row.get(3);
-            let stored_chain: &[u8] = row.get(4);
-            let broken = |problem: String| Verdict::Broken {
-                position,
-                event_id: Some(event_id.clone()),
-                problem,
-                events_verified: expected_position - 1,
+        for stored in batch.iter() {
+            previous = match check(&stored, expected_position, &previous) {
+                Ok(chained) => chained,
+                Err(broken) => return Ok(broken),
             };
-            if position != expected_position {
-                return Ok(Verdict::Broken {
-                    position: expected_position,
-                    event_id: None,
-                    problem: format!(
-                        "position {expected_position} is missing (next stored is {position})"
-                    ),
-                    events_verified: expected_position - 1,
-                });
-            }
-            let digest = Sha256::digest(body).to_vec();
-            if digest != stored_digest {
-                return Ok(broken(
-                    "stored body does not match its recorded SHA-256".into(),
-                ));
-            }
-            let chained = link(&previous, position, &event_id, &digest);
-            if chained != stored_chain {
-                return Ok(broken(
-                    "chain hash does not match the recomputed chain".into(),
-                ));
-            }
-            previous = chained;
             expected_position += 1;
         }
     }
@@ -120,6 +89,39 @@ pub async fn verify(pool: &Pool) -> anyhow::Result<Verdict> {
         events,
         head_hash: hex::encode(previous),
     })
+}
+
+/// Checks one stored event against the chain so far (`previous`, the chain hash at
+/// `expected_position - 1`): returns its chain hash, or the verdict naming what is wrong.
+fn check(
+    stored: &log::ChainLink<'_>,
+    expected_position: i64,
+    previous: &[u8],
+) -> Result<Vec<u8>, Verdict> {
+    let position = stored.position.get();
+    let broken = |problem: &str| Verdict::Broken {
+        position,
+        event_id: Some(stored.event_id.to_owned()),
+        problem: problem.to_owned(),
+        events_verified: expected_position - 1,
+    };
+    if position != expected_position {
+        return Err(Verdict::Broken {
+            position: expected_position,
+            event_id: None,
+            problem: format!("position {expected_position} is missing (next stored is {position})"),
+            events_verified: expected_position - 1,
+        });
+    }
+    let digest = Sha256::digest(stored.body).to_vec();
+    if digest != stored.body_sha256 {
+        return Err(broken("stored body does not match its recorded SHA-256"));
+    }
+    let chained = link(previous, position, stored.event_id, &digest);
+    if chained != stored.chain_hash {
+        return Err(broken("chain hash does not match the recomputed chain"));
+    }
+    Ok(chained)
 }
 
 /// Who ran a verification, as recorded in `verifications.ran_by`.
@@ -150,42 +152,32 @@ pub struct Recorded {
 
 /// Records `verdict` in `verifications`, so the console can show the last one.
 pub async fn record(pool: &Pool, verdict: &Verdict, ran_by: RanBy) -> anyhow::Result<()> {
-    let (intact, events, head_hash, position, event_id, problem) = match verdict {
-        Verdict::Intact { events, head_hash } => {
-            (true, *events, Some(head_hash.as_str()), None, None, None)
-        }
+    let row = match verdict {
+        Verdict::Intact { events, head_hash } => log::NewVerification {
+            ran_by: ran_by.as_str(),
+            intact: true,
+            events_verified: *events,
+            head_hash: Some(head_hash),
+            broken_position: None,
+            broken_event_id: None,
+            problem: None,
+        },
         Verdict::Broken {
             position,
             event_id,
             problem,
             events_verified,
-        } => (
-            false,
-            *events_verified,
-            None,
-            Some(*position),
-            event_id.as_deref(),
-            Some(problem.as_str()),
-        ),
+        } => log::NewVerification {
+            ran_by: ran_by.as_str(),
+            intact: false,
+            events_verified: *events_verified,
+            head_hash: None,
+            broken_position: Some(*position),
+            broken_event_id: event_id.as_deref(),
+            problem: Some(problem),
+        },
     };
-    pool.get()
-        .await?
-        .execute(
-            "INSERT INTO verifications (ran_by, intact, events_verified, head_hash,
-                 broken_position, broken_event_id, problem)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            &[
-                &ran_by.as_str(),
-                &intact,
-                &events,
-                &head_hash,
-                &position,
-                &event_id,
-                &problem,
-            ],
-        )
-        .await?;
-    Ok(())
+    log::record_verification(pool, &row).await
 }
 
 /// [`record`], where the verdict itself is the answer (the command, the API): a verification
@@ -202,30 +194,21 @@ pub async fn record_or_warn(pool: &Pool, verdict: &Verdict, ran_by: RanBy) {
 
 /// The latest recorded verification, if any.
 pub async fn last_recorded(pool: &Pool) -> anyhow::Result<Option<Recorded>> {
-    let row = pool
-        .get()
-        .await?
-        .query_opt(
-            "SELECT verified_at, ran_by, intact, events_verified, head_hash, broken_position,
-                    broken_event_id, problem
-             FROM verifications ORDER BY verification_id DESC LIMIT 1",
-            &[],
-        )
-        .await?;
+    let row = log::last_verification(pool).await?;
     Ok(row.map(|row| Recorded {
-        verified_at: row.get(0),
-        ran_by: row.get(1),
-        verdict: if row.get(2) {
+        verified_at: row.verified_at,
+        ran_by: row.ran_by,
+        verdict: if row.intact {
             Verdict::Intact {
-                events: row.get(3),
-                head_hash: row.get::<_, Option<String>>(4).unwrap_or_default(),
+                events: row.events_verified,
+                head_hash: row.head_hash.unwrap_or_default(),
             }
         } else {
             Verdict::Broken {
-                position: row.get::<_, Option<i64>>(5).unwrap_or_default(),
-                event_id: row.get(6),
-                problem: row.get::<_, Option<String>>(7).unwrap_or_default(),
-                events_verified: row.get(3),
+                position: row.broken_position.unwrap_or_default(),
+                event_id: row.broken_event_id,
+                problem: row.problem.unwrap_or_default(),
+                events_verified: row.events_verified,
             }
         },
     }))
@@ -234,10 +217,6 @@ pub async fn last_recorded(pool: &Pool) -> anyhow::Result<Option<Recorded>> {
 /// The log head as appends left it: its position (the event count) and chain hash (hex).
 /// Not a verification: it says what the chain claims, not that the bytes still match.
 pub async fn head(pool: &Pool) -> anyhow::Result<(i64, String)> {
-    let row = pool
-        .get()
-        .await?
-        .query_one("SELECT position, chain_hash FROM log_head", &[])
-        .await?;
-    Ok((row.get(0), hex::encode(row.get::<_, Vec<u8>>(1))))
+    let (position, hash) = log::head(&pool.get().await?).await?;
+    Ok((position.get(), hex::encode(hash)))
 }

@@ -4,8 +4,9 @@
 //! - [`signature`]: Stripe's signature scheme, over raw bytes.
 //! - [`event_log`]: appending events once by ID, recording every delivery.
 //! - [`projector`]: electing one projector, tailing the log, rebuilding.
-//! - [`store`]: the storage layer, one module per group of tables and the only SQL on them
-//!   ([`store::read_models`], [`store::money`], [`store::revenue`]).
+//! - [`store`]: the storage layer, one module per group of tables and the only SQL on them:
+//!   the log's readers ([`store::log`]), the projector's bookkeeping ([`store::projector`]),
+//!   the read models ([`store::read_models`], [`store::money`], [`store::revenue`]).
 //! - [`feed`]: reading the change feed the database records at each read-model commit;
 //!   [`entitlements`]: the plans file and what each tenant may use.
 //! - [`outbox`]: outgoing webhooks (Standard Webhooks) driven from the feed.

@@ -285,25 +285,16 @@ impl Metrics {
 
     async fn refresh(&self, pool: &Pool) -> anyhow::Result<()> {
         let client = pool.get().await?;
-        let lag = crate::projector::lag(&client).await?;
-        let row = client
-            .query_one(
-                "SELECT (SELECT count(*) FROM projection_errors),
-                    (SELECT count(*) FROM unresolved_events),
-                    (SELECT CASE WHEN coalesce(position_target, 0) = 0 THEN 0
-                                 ELSE position_done::float8 / position_target END
-                     FROM rebuilds WHERE status IN ('pending', 'running') LIMIT 1)",
-                &[],
-            )
-            .await?;
-        self.log_head.set(lag.head);
-        self.projection_position.set(lag.checkpoint);
+        let lag = crate::store::projector::status::lag(&client).await?;
+        let (errors, unresolved, rebuild_progress) =
+            crate::store::projector::gauges(&client).await?;
+        self.log_head.set(lag.head.get());
+        self.projection_position.set(lag.checkpoint.get());
         self.projection_lag_events.set(lag.events());
         self.projection_lag_seconds.set(lag.seconds);
-        self.projection_errors.set(row.get(0));
-        self.unresolved_events.set(row.get(1));
-        self.rebuild_progress
-            .set(row.get::<_, Option<f64>>(2).unwrap_or(1.0));
+        self.projection_errors.set(errors);
+        self.unresolved_events.set(unresolved);
+        self.rebuild_progress.set(rebuild_progress.unwrap_or(1.0));
         self.outbox.refresh(&client).await?;
         Ok(())
     }

@@ -84,9 +84,6 @@ pub struct ReadPools {
     replica_down_until: Mutex<Option<Instant>>,
 }
 
-const POSITION: &str = "SELECT (SELECT position FROM log_head),
-        coalesce((SELECT position FROM projections WHERE name = 'billing'), 0)";
-
 impl ReadPools {
     /// Reads from `primary` alone, or from `replica` when given.
     pub fn new(primary: Pool, replica: Option<Pool>, fallback: ReadFallback) -> ReadPools {
@@ -170,7 +167,6 @@ async fn position(replica: &Pool) -> anyhow::Result<(i64, i64)> {
 /// (log head, projection checkpoint) as `pool`'s server sees them.
 async fn position_of(pool: &Pool) -> anyhow::Result<(i64, i64)> {
     let client = pool.get().await?;
-    let statement = client.prepare_cached(POSITION).await?;
-    let row = client.query_one(&statement, &[]).await?;
-    Ok((row.get(0), row.get(1)))
+    let (head, checkpoint) = crate::store::projector::head_and_checkpoint(&client).await?;
+    Ok((head.get(), checkpoint.get()))
 }

@@ -17,6 +17,7 @@ use super::auth::{Role, TokenAuth};
 use super::error::ApiError;
 use super::AppState;
 use crate::event_log::{Delivery, Source};
+use crate::store::log;
 use bytes::Bytes;
 use chrono::Utc;
 use deadpool_postgres::Object as Client;
@@ -165,23 +166,6 @@ fn check(body: &CreateTenantLink) -> Result<LinkedObject, ApiError> {
     Ok(object)
 }
 
-/// The earliest admin link of `object_id` in the log: (event ID, position, tenant ID).
-async fn existing_link(
-    client: &Client,
-    object_id: &str,
-) -> anyhow::Result<Option<(String, i64, String)>> {
-    let row = client
-        .query_opt(
-            "SELECT event_id, position,
-                    convert_from(body, 'UTF8')::jsonb #>> '{data,object,tenant_id}'
-             FROM events WHERE object_id = $1 AND type = $2 AND source = 'admin'
-             ORDER BY created, event_id LIMIT 1",
-            &[&object_id, &TENANT_LINK_EVENT_TYPE],
-        )
-        .await?;
-    Ok(row.map(|r| (r.get(0), r.get(1), r.get(2))))
-}
-
 /// The link event's body, shaped as a Stripe event so the log, the fold and every reader take
 /// it as they take Stripe's.
 fn link_event(state: &AppState, body: &CreateTenantLink, role: Role) -> anyhow::Result<Delivery> {
@@ -230,15 +214,9 @@ impl LinksApi {
         auth.require_admin()?;
         let object = check(&body.0)?;
         let client = self.state.pool.get().await?;
-        let lock_key = format!("tenant_link:{}", object.id());
-        client
-            .execute("SELECT pg_advisory_lock(hashtext($1))", &[&lock_key])
-            .await
-            .map_err(anyhow::Error::from)?;
+        log::lock_object_links(&client, object.id()).await?;
         let answer = self.create_locked(&client, &body.0, auth.0).await;
-        let unlocked = client
-            .execute("SELECT pg_advisory_unlock(hashtext($1))", &[&lock_key])
-            .await;
+        let unlocked = log::unlock_object_links(&client, object.id()).await;
         if unlocked.is_err() {
             // The session's lock must not outlive this request on a pooled connection.
             drop(deadpool_postgres::Object::take(client));
@@ -260,15 +238,16 @@ impl LinksApi {
             object_id: body.object_id.0.clone(),
             tenant_id: body.tenant_id.0.clone(),
         };
-        if let Some((event_id, position, tenant_id)) =
-            existing_link(client, &body.object_id).await?
+        if let Some(link) =
+            log::earliest_admin_link(client, &body.object_id, TENANT_LINK_EVENT_TYPE).await?
         {
-            if tenant_id != *body.tenant_id {
+            if link.tenant_id != *body.tenant_id {
                 return Err(ApiError::Conflict(super::error::body(format!(
-                    "{} is already linked to another tenant by {event_id}",
-                    body.object_id
+                    "{} is already linked to another tenant by {}",
+                    body.object_id, link.event_id
                 ))));
             }
+            let (event_id, position) = (link.event_id.as_str().to_owned(), link.position.get());
             return Ok(TenantLinkResponse::Existing(Json(view(event_id, position))));
         }
         let delivery = link_event(&self.state, body, role)?;

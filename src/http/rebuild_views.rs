@@ -180,7 +180,7 @@ impl ReadModelView {
             rows_counted_by: facts.rows_counted_by,
             version: facts.version,
             rebuilt_at: facts.rebuilt_at,
-            checkpoint: lag.checkpoint,
+            checkpoint: lag.checkpoint.get(),
             lag_events: lag.events(),
             lag_seconds: lag.seconds,
         }

@@ -4,9 +4,11 @@
 //! transaction, compares every read model with a snapshot taken before the rewrite, and rolls
 //! the transaction back, so the real rebuild that follows writes exactly what was compared. The
 //! comparison is SQL: a FULL JOIN of the snapshot and the rewritten table on the primary key,
-//! rows kept where `IS DISTINCT FROM` holds. This module only builds and runs those queries.
+//! rows kept where `IS DISTINCT FROM` holds ([`crate::store::projector::diff`] runs it); this
+//! module chooses the tables and shapes the result.
 
 use super::status::{ReadModel, READ_MODELS};
+use crate::store::projector::diff;
 use deadpool_postgres::Transaction;
 use poem_openapi::Object;
 use serde::{Deserialize, Serialize};
@@ -74,22 +76,18 @@ impl Diff {
 /// Snapshots every read model except `event_tenants` (which a rebuild stages in a table of
 /// its own) into temporary tables, before the swap rewrites them.
 pub async fn snapshot(tx: &Transaction<'_>) -> anyhow::Result<()> {
-    let mut sql = String::new();
-    for model in READ_MODELS.iter().filter(|m| m.name != "event_tenants") {
-        sql.push_str(&format!(
-            "CREATE TEMP TABLE {SNAPSHOT_PREFIX}{0} ON COMMIT DROP AS SELECT * FROM {0};",
-            model.name
-        ));
-    }
-    tx.batch_execute(&sql).await?;
-    Ok(())
+    let tables: Vec<&str> = READ_MODELS
+        .iter()
+        .filter(|m| m.name != "event_tenants")
+        .map(|m| m.name)
+        .collect();
+    diff::copy_tables(tx, &tables, SNAPSHOT_PREFIX).await
 }
 
 /// Compares every read model with its snapshot (`event_tenants` with the rebuild's staging
 /// table `staged_event_tenants`); call after the swap's writes, before the rollback.
 pub async fn compare(tx: &Transaction<'_>, staged_event_tenants: &str) -> anyhow::Result<Diff> {
-    tx.batch_execute("SET LOCAL timezone = 'UTC'; SET LOCAL work_mem = '64MB';")
-        .await?;
+    diff::prepare(tx).await?;
     let mut read_models = Vec::with_capacity(READ_MODELS.len());
     for model in READ_MODELS {
         let (before, after) = if model.name == "event_tenants" {
@@ -114,57 +112,28 @@ async fn compare_one(
     before: &str,
     after: &str,
 ) -> anyhow::Result<ReadModelDiff> {
-    let rows = tx
-        .query(&diff_sql(model, before, after), &[&DIFF_ROWS_SHOWN_MAX])
-        .await?;
+    let tables = diff::Compared {
+        key: model.key,
+        before,
+        after,
+    };
+    let kinds = diff::rows(tx, &tables, DIFF_ROWS_SHOWN_MAX).await?;
     let mut diff = ReadModelDiff {
         read_model: model.name.to_owned(),
         added: RowChanges::default(),
         removed: RowChanges::default(),
         changed: RowChanges::default(),
     };
-    for row in rows {
-        let kind: &str = row.get(0);
+    for kind in kinds {
         let changes = RowChanges {
-            count: row.get(1),
-            rows: serde_json::from_value(row.get(2))?,
+            count: kind.count,
+            rows: serde_json::from_value(kind.rows)?,
         };
-        match kind {
-            "added" => diff.added = changes,
-            "removed" => diff.removed = changes,
-            "changed" => diff.changed = changes,
-            other => unreachable!("the diff query names no kind {other:?}"),
+        match kind.kind {
+            diff::Kind::Added => diff.added = changes,
+            diff::Kind::Removed => diff.removed = changes,
+            diff::Kind::Changed => diff.changed = changes,
         }
     }
     Ok(diff)
-}
-
-/// One row per kind present: `(kind, count, first rows as a JSON array of RowChange)`.
-/// `b` is the snapshot (before), `a` the rewritten table (after); key columns are NOT NULL,
-/// so a null key marks the side a row is missing from.
-fn diff_sql(model: &ReadModel, before: &str, after: &str) -> String {
-    let first = model.key[0];
-    let join: Vec<String> = model.key.iter().map(|k| format!("b.{k} = a.{k}")).collect();
-    let key: Vec<String> = model
-        .key
-        .iter()
-        .map(|k| format!("coalesce(a.{k}, b.{k})"))
-        .collect();
-    format!(
-        "SELECT kind, count(*),
-                coalesce(jsonb_agg(jsonb_build_object('key', key, 'before', before,
-                    'after', after) ORDER BY key) FILTER (WHERE n <= $1), '[]'::jsonb)
-         FROM (SELECT d.*, row_number() OVER (PARTITION BY kind ORDER BY key) AS n
-               FROM (SELECT CASE WHEN b.{first} IS NULL THEN 'added'
-                                 WHEN a.{first} IS NULL THEN 'removed'
-                                 ELSE 'changed' END AS kind,
-                            concat_ws('/', {key}) AS key,
-                            CASE WHEN b.{first} IS NULL THEN NULL ELSE to_jsonb(b) END AS before,
-                            CASE WHEN a.{first} IS NULL THEN NULL ELSE to_jsonb(a) END AS after
-                     FROM {before} b FULL JOIN {after} a ON {join}
-                     WHERE b IS DISTINCT FROM a) d) r
-         GROUP BY kind",
-        key = key.join(", "),
-        join = join.join(" AND "),
-    )
 }

@@ -6,9 +6,11 @@
 //! projector lock, so nothing else writes the read models meanwhile.
 
 use super::preview::{self, Diff};
-use super::status::{RebuildStatus, READ_MODELS};
+use super::status::READ_MODELS;
 use super::{fold, stream_log, Live, RecordedError, FOLD_BATCH_EVENTS, READ_AHEAD_BATCHES};
 use super::{PROJECTION_NAME, PROJECTION_VERSION};
+use crate::store::log::position;
+use crate::store::projector::{rebuilds, snapshots, swap, RebuildStatus};
 use crate::store::read_models;
 use deadpool_postgres::{Pool, Transaction};
 use projections::{Changes, Ledger};
@@ -16,14 +18,7 @@ use uuid::Uuid;
 
 /// The oldest rebuild waiting to run, if any.
 pub(super) async fn pending_rebuild(pool: &Pool) -> anyhow::Result<Option<Uuid>> {
-    let client = pool.get().await?;
-    let row = client
-        .query_opt(
-            "SELECT rebuild_id FROM rebuilds WHERE status = $1 ORDER BY requested_at LIMIT 1",
-            &[&RebuildStatus::Pending.as_str()],
-        )
-        .await?;
-    Ok(row.map(|r| r.get(0)))
+    rebuilds::oldest_pending(pool).await
 }
 
 /// Queues a rebuild; `None` when a rebuild or preview is already pending or running.
@@ -37,100 +32,25 @@ pub async fn request_preview(pool: &Pool) -> anyhow::Result<Option<Uuid>> {
     queue(pool, true).await
 }
 
-/// Advisory lock key ("billprev") a `billing-ledger rebuild --preview` command holds, on a
-/// connection of its own, while it runs its preview: a `running` command preview whose lock is
-/// free belongs to a process that ended, and is marked failed before the next request.
-pub const PREVIEW_LOCK_KEY: i64 = 0x6269_6c6c_7072_6576;
-
 /// Records a preview that this process runs itself, already `running`, so no projector picks
 /// it up; `None` when a rebuild or preview is already pending or running. This is how
 /// `billing-ledger rebuild --preview` previews the fold of its own binary (a changed fold,
 /// before it is deployed) while the service keeps projecting with the deployed one. The caller
-/// holds [`PREVIEW_LOCK_KEY`] (see [`try_preview_lock`]).
+/// holds [`crate::store::projector::PREVIEW_LOCK_KEY`] (see
+/// [`crate::store::projector::try_preview_lock`]).
 pub async fn claim_preview(pool: &Pool) -> anyhow::Result<Option<Uuid>> {
-    let client = pool.get().await?;
-    client
-        .execute(
-            &format!("UPDATE rebuilds SET {ABANDONED} WHERE status = $1 AND by_command"),
-            &[
-                &RebuildStatus::Running.as_str(),
-                &RebuildStatus::Failed.as_str(),
-            ],
-        )
-        .await?;
-    drop(client);
-    insert(pool, true, RebuildStatus::Running).await
+    rebuilds::close_abandoned_previews(pool).await?;
+    rebuilds::insert(pool, true, RebuildStatus::Running).await
 }
-
-/// One non-blocking attempt at [`PREVIEW_LOCK_KEY`] on `client` (a connection of the caller's
-/// own, kept open while the preview runs).
-pub async fn try_preview_lock(client: &tokio_postgres::Client) -> anyhow::Result<bool> {
-    let row = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&PREVIEW_LOCK_KEY])
-        .await?;
-    Ok(row.get(0))
-}
-
-/// How an abandoned command preview is closed (`$2`: the failed status).
-const ABANDONED: &str = "status = $2, finished_at = now(),
-    error = 'abandoned: the rebuild --preview command running it ended'";
 
 async fn queue(pool: &Pool, preview: bool) -> anyhow::Result<Option<Uuid>> {
-    // A command preview whose process ended would hold the queue forever: close it when its
-    // lock is free (a transaction-level try, released at once).
-    pool.get()
-        .await?
-        .execute(
-            &format!(
-                "WITH free AS (SELECT pg_try_advisory_xact_lock($3) AS yes)
-                 UPDATE rebuilds SET {ABANDONED}
-                 WHERE status = $1 AND by_command AND (SELECT yes FROM free)"
-            ),
-            &[
-                &RebuildStatus::Running.as_str(),
-                &RebuildStatus::Failed.as_str(),
-                &PREVIEW_LOCK_KEY,
-            ],
-        )
-        .await?;
-    insert(pool, preview, RebuildStatus::Pending).await
-}
-
-async fn insert(pool: &Pool, preview: bool, status: RebuildStatus) -> anyhow::Result<Option<Uuid>> {
-    let rebuild_id = Uuid::new_v4();
-    let by_command = status == RebuildStatus::Running;
-    let client = pool.get().await?;
-    let inserted = client
-        .execute(
-            "INSERT INTO rebuilds (rebuild_id, projection, status, preview, by_command)
-             VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT DO NOTHING",
-            &[
-                &rebuild_id,
-                &PROJECTION_NAME,
-                &status.as_str(),
-                &preview,
-                &by_command,
-            ],
-        )
-        .await?;
-    Ok((inserted == 1).then_some(rebuild_id))
+    rebuilds::close_unlocked_previews(pool).await?;
+    rebuilds::insert(pool, preview, RebuildStatus::Pending).await
 }
 
 /// The pending or running rebuild, if any.
 pub async fn active_rebuild(pool: &Pool) -> anyhow::Result<Option<Uuid>> {
-    let client = pool.get().await?;
-    let active = [
-        RebuildStatus::Pending.as_str(),
-        RebuildStatus::Running.as_str(),
-    ];
-    let row = client
-        .query_opt(
-            "SELECT rebuild_id FROM rebuilds WHERE status = ANY($1)",
-            &[&&active[..]],
-        )
-        .await?;
-    Ok(row.map(|r| r.get(0)))
+    rebuilds::active(pool).await
 }
 
 /// How far a rebuild has come, in log positions.
@@ -152,18 +72,7 @@ pub async fn rebuild(
 ) -> anyhow::Result<Option<Live>> {
     let result = rebuild_inner(pool, livemode, rebuild_id, owner, &mut progress).await;
     if let Err(error) = &result {
-        let client = pool.get().await?;
-        client
-            .execute(
-                "UPDATE rebuilds SET status = $3, finished_at = now(), error = $2
-                 WHERE rebuild_id = $1",
-                &[
-                    &rebuild_id,
-                    &format!("{error:#}"),
-                    &RebuildStatus::Failed.as_str(),
-                ],
-            )
-            .await?;
+        rebuilds::fail(pool, rebuild_id, &format!("{error:#}")).await?;
     }
     let Some(mut live) = result? else {
         return Ok(None); // a preview: nothing swapped, the snapshot stays
@@ -230,16 +139,8 @@ async fn rebuild_inner(
 
 /// Marks the rebuild running at the log's head; returns that head and whether it is a preview.
 async fn start(pool: &Pool, rebuild_id: Uuid) -> anyhow::Result<(i64, bool)> {
-    let client = pool.get().await?;
-    let row = client
-        .query_one(
-            "UPDATE rebuilds SET status = $2, started_at = now(),
-                 position_target = (SELECT position FROM log_head)
-             WHERE rebuild_id = $1 RETURNING position_target, preview",
-            &[&rebuild_id, &RebuildStatus::Running.as_str()],
-        )
-        .await?;
-    let (target, is_preview): (i64, bool) = (row.get(0), row.get(1));
+    let (target, is_preview) = rebuilds::start(pool, rebuild_id).await?;
+    let target = target.get();
     tracing::info!(projection.name = PROJECTION_NAME, rebuild.id = %rebuild_id,
         position_target = target, preview = is_preview, "rebuild started");
     Ok((target, is_preview))
@@ -254,13 +155,7 @@ async fn fold_into_staging(
     target: i64,
     progress: &mut impl FnMut(Progress),
 ) -> anyhow::Result<Rebuilt> {
-    pool.get()
-        .await?
-        .batch_execute(&format!(
-            "DROP TABLE IF EXISTS {STAGING};
-             CREATE TABLE {STAGING} (LIKE event_tenants INCLUDING DEFAULTS INCLUDING CONSTRAINTS);"
-        ))
-        .await?;
+    swap::create_staging(pool, STAGING).await?;
     let (stage, staged) = tokio::sync::mpsc::channel(READ_AHEAD_BATCHES);
     let stager = tokio::spawn({
         let pool = pool.clone();
@@ -312,12 +207,7 @@ async fn fold_log_reporting(
                 position_done,
                 position_target: target,
             });
-            client
-                .execute(
-                    "UPDATE rebuilds SET position_done = $2 WHERE rebuild_id = $1",
-                    &[&rebuild_id, &position_done],
-                )
-                .await?;
+            rebuilds::record_progress(&client, rebuild_id, position(position_done)).await?;
         }
     }
     Ok(errors)
@@ -340,20 +230,14 @@ async fn write_rows(
     if is_preview {
         preview::snapshot(tx).await?;
     }
-    tx.batch_execute("SELECT capture_suspend()").await?;
-    tx.batch_execute(
-        "SET LOCAL statement_timeout = 0;
-         SET LOCAL lock_timeout = '30s';
-         DELETE FROM tenant_pricing; DELETE FROM checkout_sessions; DELETE FROM customers;
-         DELETE FROM unresolved_events;",
-    )
-    .await?;
+    swap::suspend_capture(tx).await?;
+    swap::clear_read_models(tx).await?;
     crate::store::money::clear(tx).await?;
     read_models::write(tx, &rebuilt.changes).await?;
     crate::store::money::write_deferred(tx, &mut rebuilt.ledger).await?;
     crate::entitlements::refresh(tx, crate::entitlements::Scope::All).await?;
     if !is_preview {
-        tx.batch_execute("SELECT capture_resume()").await?;
+        swap::resume_capture(tx).await?;
     }
     Ok(())
 }
@@ -368,41 +252,14 @@ async fn finish_swap(
     owner: &str,
     errors: &[RecordedError],
 ) -> anyhow::Result<()> {
-    tx.execute(
-        "DELETE FROM projection_errors WHERE projection = $1",
-        &[&PROJECTION_NAME],
-    )
-    .await?;
+    swap::clear_errors(tx).await?;
     crate::store::projection_errors::record_errors(tx, errors).await?;
-    super::snapshot::invalidate(tx).await?;
-    tx.execute(
-        "INSERT INTO projections (name, version, position, owner) VALUES ($1, $3, $2, $4)
-         ON CONFLICT (name) DO UPDATE SET position = $2, version = $3, owner = $4,
-             updated_at = now(), last_failure = NULL, last_failure_at = NULL",
-        &[&PROJECTION_NAME, &target, &PROJECTION_VERSION, &owner],
-    )
-    .await?;
+    snapshots::invalidate(tx).await?;
+    swap::set_checkpoint(tx, position(target), PROJECTION_VERSION, owner).await?;
     let names: Vec<&str> = READ_MODELS.iter().map(|m| m.name).collect();
-    tx.execute(
-        "INSERT INTO read_model_versions (read_model, version, rebuilt_at)
-         SELECT name, $2, now() FROM unnest($1::text[]) AS name
-         ON CONFLICT (read_model) DO UPDATE SET version = $2, rebuilt_at = now()",
-        &[&names, &PROJECTION_VERSION],
-    )
-    .await?;
-    tx.execute(
-        "UPDATE rebuilds SET status = $3, finished_at = now(), position_done = $2
-         WHERE rebuild_id = $1",
-        &[&rebuild_id, &target, &RebuildStatus::Done.as_str()],
-    )
-    .await?;
-    tx.batch_execute(&format!(
-        "DROP TABLE event_tenants;
-         ALTER TABLE {STAGING} RENAME TO event_tenants;
-         ALTER INDEX {STAGING}_pkey RENAME TO event_tenants_pkey;
-         ALTER INDEX {STAGING}_event RENAME TO event_tenants_event;"
-    ))
-    .await?;
+    swap::record_versions(tx, &names, PROJECTION_VERSION).await?;
+    rebuilds::finish(tx, rebuild_id, position(target), None).await?;
+    swap::rename_staging(tx, STAGING).await?;
     Ok(())
 }
 
@@ -414,30 +271,16 @@ async fn finish_preview(
     diff: &Diff,
 ) -> anyhow::Result<()> {
     let client = pool.get().await?;
-    client
-        .batch_execute(&format!("DROP TABLE IF EXISTS {STAGING}"))
-        .await?;
-    client
-        .execute(
-            "UPDATE rebuilds SET status = $3, finished_at = now(), position_done = $2, diff = $4
-             WHERE rebuild_id = $1",
-            &[
-                &rebuild_id,
-                &target,
-                &RebuildStatus::Done.as_str(),
-                &serde_json::to_value(diff)?,
-            ],
-        )
-        .await?;
+    swap::drop_staging(&client, STAGING).await?;
+    let diff = serde_json::to_value(diff)?;
+    rebuilds::finish(&client, rebuild_id, position(target), Some(&diff)).await?;
     Ok(())
 }
 
 /// A bulk reload leaves the planner's statistics stale until autovacuum comes by
 /// (event_tenants was analyzed while staged; statistics follow the rename).
 async fn analyze(client: &deadpool_postgres::Client) -> anyhow::Result<()> {
-    client
-        .batch_execute("ANALYZE tenant_pricing, checkout_sessions, customers, unresolved_events;")
-        .await?;
+    swap::analyze(client).await?;
     client
         .batch_execute(&crate::store::money::analyze_sql())
         .await?;

@@ -1,5 +1,6 @@
-//! The projector's durable fold state: the only code issuing SQL on `projection_snapshots` and
-//! `projector_elections` (schema/V84).
+//! The projector's durable fold state: when to write a snapshot, whether a stored one is
+//! usable, and how an election resumed (the statements on `projection_snapshots` and
+//! `projector_elections`, schema/V84, are [`crate::store::projector::snapshots`]').
 //!
 //! A snapshot is the whole in-memory fold ([`Ledger::to_snapshot`]) at a checkpoint this
 //! projector had committed. A newly elected leader loads the latest one and folds only the
@@ -14,6 +15,7 @@
 //! writes a fresh one right after the swap.
 
 use super::{Live, PROJECTION_NAME, PROJECTION_VERSION};
+use crate::store::projector::snapshots;
 use deadpool_postgres::Pool;
 use projections::{Ledger, SNAPSHOT_FORMAT};
 use std::time::{Duration, Instant};
@@ -132,44 +134,17 @@ impl Live {
     }
 }
 
-/// Stores `state`, the fold through `position`, unless a snapshot of the same version and
-/// format at a later position is already there (one at the same position is replaced: it may
-/// be the unreadable one this leader could not load).
+/// Stores `state`, the fold through `position`, at this build's version and format (see
+/// [`snapshots::write`] for which stored snapshot it replaces).
 async fn write(pool: &Pool, livemode: bool, position: i64, state: Vec<u8>) -> anyhow::Result<()> {
-    // A bulk connection: writing the whole state may outlast the pool's statement_timeout.
-    let client = crate::db::bulk_connection(pool).await?;
-    client
-        .execute(
-            "INSERT INTO projection_snapshots (projection, version, format, livemode, position, state)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (projection) DO UPDATE SET version = excluded.version,
-                 format = excluded.format, livemode = excluded.livemode,
-                 position = excluded.position, state = excluded.state, written_at = now()
-             WHERE projection_snapshots.position <= excluded.position
-                OR projection_snapshots.version <> excluded.version
-                OR projection_snapshots.format <> excluded.format",
-            &[
-                &PROJECTION_NAME,
-                &PROJECTION_VERSION,
-                &SNAPSHOT_FORMAT,
-                &livemode,
-                &position,
-                &state,
-            ],
-        )
-        .await?;
-    Ok(())
-}
-
-/// Deletes the projection's snapshot, in the caller's transaction (a rebuild's swap: the rows
-/// it writes are not what the old fold state rendered).
-pub async fn invalidate(tx: &tokio_postgres::Transaction<'_>) -> anyhow::Result<()> {
-    tx.execute(
-        "DELETE FROM projection_snapshots WHERE projection = $1",
-        &[&PROJECTION_NAME],
-    )
-    .await?;
-    Ok(())
+    let snapshot = snapshots::StoredSnapshot {
+        version: PROJECTION_VERSION,
+        format: SNAPSHOT_FORMAT,
+        livemode,
+        position: crate::store::log::position(position),
+        state,
+    };
+    snapshots::write(pool, &snapshot).await
 }
 
 /// A fold state loaded from a snapshot, and the position it was taken at.
@@ -185,20 +160,11 @@ pub(super) async fn load(
     livemode: bool,
     checkpoint: i64,
 ) -> anyhow::Result<Result<Loaded, String>> {
-    let client = crate::db::bulk_connection(pool).await?;
-    let row = client
-        .query_opt(
-            "SELECT version, format, livemode, position, state FROM projection_snapshots
-             WHERE projection = $1",
-            &[&PROJECTION_NAME],
-        )
-        .await?;
-    drop(client);
-    let Some(row) = row else {
+    let Some(stored) = snapshots::latest(pool).await? else {
         return Ok(Err(NO_SNAPSHOT.into()));
     };
-    let (version, format, mode, position): (i32, i32, bool, i64) =
-        (row.get(0), row.get(1), row.get(2), row.get(3));
+    let (version, format, mode) = (stored.version, stored.format, stored.livemode);
+    let position = stored.position.get();
     let refused = if version != PROJECTION_VERSION {
         Some(format!(
             "snapshot of fold version {version}, this is {PROJECTION_VERSION}"
@@ -219,8 +185,7 @@ pub(super) async fn load(
     if let Some(reason) = refused {
         return Ok(Err(reason));
     }
-    let state: Vec<u8> = row.get(4);
-    drop(row);
+    let state = stored.state;
     let ledger = tokio::task::spawn_blocking(move || Ledger::from_snapshot(&state)).await?;
     Ok(ledger
         .map(|ledger| Loaded { ledger, position })
@@ -242,27 +207,16 @@ pub(super) struct Election<'a> {
 
 /// Records an election (best effort for the caller: it is bookkeeping, not state).
 pub(super) async fn record(pool: &Pool, election: &Election<'_>) -> anyhow::Result<()> {
-    let client = pool.get().await?;
-    let (position, reason) = match &election.snapshot {
-        Ok(position) => (Some(*position), None),
-        Err(reason) => (None, Some(reason.as_str())),
+    let row = snapshots::ElectionRow {
+        instance_id: election.instance_id,
+        snapshot: match &election.snapshot {
+            Ok(position) => Ok(crate::store::log::position(*position)),
+            Err(reason) => Err(reason.as_str()),
+        },
+        checkpoint: crate::store::log::position(election.checkpoint),
+        events_folded: election.events_folded,
+        duration_ms: election.duration.as_millis() as i64,
+        standby_position: election.standby_position.map(crate::store::log::position),
     };
-    client
-        .execute(
-            "INSERT INTO projector_elections (projection, instance_id, snapshot_position,
-                 fallback_reason, checkpoint, events_folded, duration_ms, standby_position)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            &[
-                &PROJECTION_NAME,
-                &election.instance_id,
-                &position,
-                &reason,
-                &election.checkpoint,
-                &election.events_folded,
-                &(election.duration.as_millis() as i64),
-                &election.standby_position,
-            ],
-        )
-        .await?;
-    Ok(())
+    snapshots::record_election(pool, &row).await
 }

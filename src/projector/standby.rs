@@ -14,8 +14,9 @@
 //! second time (the leader's batches, once, about a second late). A follower that has not yet
 //! loaded when it is elected resumes as a cold leader does.
 
-use super::{fold_after, snapshot, Live, PROJECTION_NAME, PROJECTION_VERSION};
-use chrono::{DateTime, Utc};
+use super::tail::{fold_after, Live};
+use super::{snapshot, PROJECTION_NAME, PROJECTION_VERSION};
+use crate::store::projector::standbys::{self, Generation};
 use deadpool_postgres::Pool;
 use projections::Ledger;
 use std::time::{Duration, Instant};
@@ -23,30 +24,10 @@ use std::time::{Duration, Instant};
 /// How often a standby folds what the leader has checkpointed since its last look.
 pub const STANDBY_INTERVAL: Duration = Duration::from_secs(1);
 
-/// What the stored rows were built from: the fold version and the last swap. A standby whose
-/// marker differs from the stored one is folding toward rows that no longer exist.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Generation {
-    version: i32,
-    rebuilt_at: Option<DateTime<Utc>>,
-}
-
-/// The leader's checkpoint and the rows' generation, read in one statement.
+/// The leader's checkpoint and the rows' generation (see [`standbys::checkpoint`]).
 async fn checkpoint(pool: &Pool) -> anyhow::Result<(i64, Generation)> {
-    let client = pool.get().await?;
-    let row = client
-        .query_one(
-            "SELECT coalesce(max(p.position), 0), coalesce(max(p.version), $2),
-                    (SELECT max(rebuilt_at) FROM read_model_versions)
-             FROM projections p WHERE p.name = $1",
-            &[&PROJECTION_NAME, &PROJECTION_VERSION],
-        )
-        .await?;
-    let generation = Generation {
-        version: row.get(1),
-        rebuilt_at: row.get(2),
-    };
-    Ok((row.get(0), generation))
+    let (position, generation) = standbys::checkpoint(pool, PROJECTION_VERSION).await?;
+    Ok((position.get(), generation))
 }
 
 /// A follower's fold state at (or a little behind) the leader's checkpoint.
@@ -140,28 +121,9 @@ impl Standby {
     }
 }
 
-/// Records where `instance_id`'s standby stands (`projector_standbys`, schema/V98), or with
-/// `None` that it has none (then also removing the rows of instances silent for a day).
+/// Records where `instance_id`'s standby stands (see [`standbys::record`]).
 async fn report(pool: &Pool, instance_id: &str, position: Option<i64>) -> anyhow::Result<()> {
-    let client = pool.get().await?;
-    client
-        .execute(
-            "DELETE FROM projector_standbys
-             WHERE projection = $1 AND (instance_id = $2 OR updated_at < now() - interval '1 day')
-               AND $3::int8 IS NULL",
-            &[&PROJECTION_NAME, &instance_id, &position],
-        )
-        .await?;
-    client
-        .execute(
-            "INSERT INTO projector_standbys (projection, instance_id, position)
-             SELECT $1::text, $2::text, $3::int8 WHERE $3::int8 IS NOT NULL
-             ON CONFLICT (projection, instance_id)
-                 DO UPDATE SET position = excluded.position, updated_at = now()",
-            &[&PROJECTION_NAME, &instance_id, &position],
-        )
-        .await?;
-    Ok(())
+    standbys::record(pool, instance_id, position.map(crate::store::log::position)).await
 }
 
 /// The standby a waiting follower keeps: loads it when missing, catches it up otherwise, and

@@ -143,7 +143,7 @@ pub async fn event_detail(
     let checkpoint: i64 = client
         .query_one(
             "SELECT coalesce((SELECT position FROM projections WHERE name = $1), 0)",
-            &[&crate::projector::PROJECTION_NAME],
+            &[&crate::store::projector::PROJECTION_NAME],
         )
         .await?
         .get(0);

@@ -1,7 +1,11 @@
 //! The storage layer: one module per group of tables, each the only code issuing SQL on its
-//! tables, and the shared [`error`]: what a failed storage call means for the caller
-//! (unavailable, refused input, conflict, or our own fault).
+//! tables; the HTTP routes, the CLI, the metrics, the console and the projector's control
+//! flow call them.
 //!
+//! - [`log`]: the log's readers (`events`, `log_head`, `verifications`); its writer is
+//!   [`crate::event_log`].
+//! - [`projector`]: the projector's bookkeeping (checkpoint, owner, failures, the rebuild
+//!   queue, read-model versions, snapshots, elections, standbys) and the advisory lock keys.
 //! - [`read_models`]: `tenant_pricing`, `checkout_sessions`, `customers`, `unresolved_events`
 //!   and `event_tenants` (the projector's writes; [`read_models::queries`] for the read API,
 //!   the platform routes and the console), `entitlements` and `plans`
@@ -10,16 +14,20 @@
 //!   CSV; [`money::receivables`] for outstanding balances and aging); [`revenue`]:
 //!   `revenue_streams` and `revenue_movements`.
 //! - [`event_reads`]: the read API's, history's and console's reads of the log (`events`,
-//!   `deliveries`) and of the projector's checkpoint and errors; kept here until they join the
-//!   log's own store module.
-//! - [`projection_errors`]: recording fold failures (`projection_errors`), the projector's
-//!   bookkeeping; apart from `read_models` so that it and the projector do not import each
-//!   other.
+//!   `deliveries`) and of the projector's checkpoint and errors.
+//! - [`projection_errors`]: recording fold failures (`projection_errors`).
+//! - [`error`]: what a failed storage call means for the caller (unavailable, refused input,
+//!   conflict, or our own fault).
+//!
+//! Elsewhere, by the same rule: [`crate::outbox::store`] (outgoing webhooks) and
+//! [`crate::reconcile::store`] (`reconcile_runs`).
 
 pub mod error;
 pub mod event_reads;
+pub mod log;
 pub mod money;
 pub mod projection_errors;
+pub mod projector;
 pub mod read_models;
 pub mod revenue;
 

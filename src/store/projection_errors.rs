@@ -1,7 +1,7 @@
 //! Recording fold failures in `projection_errors` (schema/V2): the projector's bookkeeping,
 //! written in the transaction that advances its checkpoint.
 
-use crate::projector::{RecordedError, PROJECTION_NAME};
+use crate::store::projector::{RecordedError, PROJECTION_NAME};
 use deadpool_postgres::Transaction;
 
 /// Records fold failures; an event's error is kept once (a rebuild re-records the same one).
