@@ -5,11 +5,11 @@ use super::{
     CreditNote, Dispute, Invoice, Links, Meta, Money, MoneyKind, Object, Payment, PaymentKind,
     PaymentSnapshot, Refund, RefundSnapshot, TenantRevenue,
 };
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use crate::facts::TenantClaim;
 use crate::ledger::attribute;
 use crate::model::ResolvedBy;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// How many payment-to-payment hops a tenant is looked for through (a refund's charge, that
@@ -95,7 +95,11 @@ impl Money {
     /// The invoice payment `id` (its snapshot `own`, decoded) paid: its own `invoice`, else a
     /// link from the invoice or an InvoicePayment, else (a charge) its PaymentIntent's.
     fn payment_invoice_of(&self, id: &str, own: Option<&PaymentSnapshot>) -> Option<String> {
-        let linked = |id: &str| self.invoice_of_payment.get(id).map(|v| v.invoice_id.clone());
+        let linked = |id: &str| {
+            self.invoice_of_payment
+                .get(id)
+                .map(|v| v.invoice_id.clone())
+        };
         own.and_then(|p| p.invoice_id.clone())
             .or_else(|| linked(id))
             .or_else(|| linked(own?.payment_id.as_deref()?))
@@ -144,9 +148,7 @@ impl Money {
             return Some(customer);
         }
         let invoice = self.payment_invoice_of(id, payment);
-        if let Some(customer) =
-            invoice.and_then(|i| snapshot(&self.invoices, &i)?.customer_id)
-        {
+        if let Some(customer) = invoice.and_then(|i| snapshot(&self.invoices, &i)?.customer_id) {
             return Some(customer);
         }
         let paid = payment?.payment_id.as_deref()?;
@@ -287,9 +289,10 @@ impl Money {
         let object = self.credit_notes.get(id)?;
         let versioned = object.snapshot.as_ref()?;
         let s = &versioned.value.unpack();
-        let customer_id = s.customer_id.clone().or_else(|| {
-            snapshot(&self.invoices, s.invoice_id.as_deref()?)?.customer_id
-        });
+        let customer_id = s
+            .customer_id
+            .clone()
+            .or_else(|| snapshot(&self.invoices, s.invoice_id.as_deref()?)?.customer_id);
         Some(CreditNote {
             id: id.to_owned(),
             tenant_id,
