@@ -246,12 +246,110 @@ pub const RENDER_ROWS_PER_CHUNK: usize = 10_000;
 
 /// Writes the money rows a [`projections::Ledger::take_changes_deferring_money`] left out,
 /// rendering them [`RENDER_ROWS_PER_CHUNK`] at a time (a rebuild's swap, in its transaction,
-/// after the tables were emptied).
+/// after [`clear`] emptied the tables). The tables are empty and each object renders once, so
+/// the rows go in by binary `COPY`, not by upsert: at the benchmark's 1,000,000-event log the
+/// upserts took about 24 s of a 66 s rebuild. A deleted draft renders no row (`None`) and is
+/// skipped; the revenue movements are not deferred (they went with the other changes).
 pub async fn write_deferred(tx: &Transaction<'_>, ledger: &mut Ledger) -> anyhow::Result<()> {
     while let Some(changes) = ledger.take_money_rows(RENDER_ROWS_PER_CHUNK) {
-        write(tx, &changes).await?;
+        let invoices: Vec<_> = changes.invoices.values().flatten().collect();
+        copy_rows(tx, &INVOICES, &invoices).await?;
+        copy_rows(tx, &PAYMENTS, &changes.payments).await?;
+        copy_rows(tx, &REFUNDS, &changes.refunds).await?;
+        copy_rows(tx, &DISPUTES, &changes.disputes).await?;
+        copy_rows(tx, &CREDIT_NOTES, &changes.credit_notes).await?;
     }
     Ok(())
+}
+
+/// Appends `rows` to `table` by one binary `COPY`: each row is read by its JSON names, which
+/// are the columns' (as [`upsert`] reads them), times from Unix seconds.
+async fn copy_rows<T: serde::Serialize>(
+    tx: &Transaction<'_>,
+    table: &Table,
+    rows: &[T],
+) -> anyhow::Result<()> {
+    use tokio_postgres::binary_copy::BinaryCopyInWriter;
+    use tokio_postgres::types::Type;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = table
+        .columns
+        .iter()
+        .map(|(name, _)| format!("\"{name}\""))
+        .collect();
+    let sink = tx
+        .copy_in(&format!(
+            "COPY {} ({}) FROM STDIN (FORMAT binary)",
+            table.name,
+            names.join(", ")
+        ))
+        .await?;
+    let types: Vec<Type> = table
+        .columns
+        .iter()
+        .map(|(_, column)| match column {
+            Text => Type::TEXT,
+            Int => Type::INT8,
+            Time => Type::TIMESTAMPTZ,
+            TextList => Type::TEXT_ARRAY,
+        })
+        .collect();
+    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
+    for row in rows {
+        let values = copy_values(table, serde_json::to_value(row)?)?;
+        let refs: Vec<&(dyn ToSql + Sync)> = values
+            .iter()
+            .map(|v| v.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        writer.as_mut().write(&refs).await?;
+    }
+    writer.finish().await?;
+    Ok(())
+}
+
+/// One row's values in `table`'s column order, typed for [`copy_rows`].
+fn copy_values(table: &Table, row: Value) -> anyhow::Result<Vec<Box<dyn ToSql + Sync + Send>>> {
+    let Value::Object(mut row) = row else {
+        anyhow::bail!("a {} row is not a JSON object", table.name);
+    };
+    table
+        .columns
+        .iter()
+        .map(|(name, column)| {
+            let value = row.remove(*name).unwrap_or(Value::Null);
+            let typed: Box<dyn ToSql + Sync + Send> = match (column, value) {
+                (Text, Value::String(text)) => Box::new(Some(text)),
+                (Int, Value::Number(n)) => Box::new(Some(n.as_i64().ok_or_else(|| {
+                    anyhow::anyhow!("{}.{name}: {n} is not a bigint", table.name)
+                })?)),
+                (Time, Value::Number(n)) => {
+                    let at = n
+                        .as_i64()
+                        .and_then(|s| DateTime::<Utc>::from_timestamp(s, 0));
+                    Box::new(Some(at.ok_or_else(|| {
+                        anyhow::anyhow!("{}.{name}: {n} is not a time", table.name)
+                    })?))
+                }
+                (TextList, Value::Array(items)) => Box::new(
+                    items
+                        .into_iter()
+                        .map(|item| match item {
+                            Value::String(text) => Ok(text),
+                            other => Err(anyhow::anyhow!("{}.{name}: {other}", table.name)),
+                        })
+                        .collect::<anyhow::Result<Vec<String>>>()?,
+                ),
+                (Text, Value::Null) => Box::new(None::<String>),
+                (Int, Value::Null) => Box::new(None::<i64>),
+                (Time, Value::Null) => Box::new(None::<DateTime<Utc>>),
+                (TextList, Value::Null) => Box::new(None::<Vec<String>>),
+                (_, other) => anyhow::bail!("{}.{name}: unexpected {other}", table.name),
+            };
+            Ok(typed)
+        })
+        .collect()
 }
 
 /// Empties every money table and the revenue tables (a rebuild's swap, in its transaction; DELETE keeps readers on

@@ -28,8 +28,9 @@ use serde::{Deserialize, Serialize};
 /// The shape of the bytes [`Ledger::to_snapshot`] writes. Bump it when the fold state's types
 /// change shape: a reader of another format never tries to parse it. (A shape that no longer
 /// parses is refused anyway, see [`SnapshotError`].)
-/// Format 1 was JSON; 2 is bincode; 3 carries the revenue read model's MRR history too.
-pub const SNAPSHOT_FORMAT: i32 = 3;
+/// Format 1 was JSON; 2 is bincode; 3 carries the revenue read model's MRR history too; 4
+/// holds each money object's snapshot as the bytes the fold keeps it in (`money::packed`).
+pub const SNAPSHOT_FORMAT: i32 = 4;
 
 /// Why snapshot bytes could not become a ledger; the caller folds the log instead.
 #[derive(Debug)]

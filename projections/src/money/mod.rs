@@ -19,6 +19,7 @@
 
 pub mod balance;
 pub mod mrr;
+mod packed;
 pub mod pricing;
 mod read;
 mod render;
@@ -40,9 +41,10 @@ pub use render::{MoneyChanges, MoneyModels};
 pub use rows::{CreditNote, Dispute, Invoice, Payment, PaymentKind, Refund};
 
 use crate::facts::TenantClaim;
-use crate::ledger::{keep_earliest, keep_greatest, unresolved, Head};
+use crate::ledger::{keep_earliest, unresolved, Head};
 use crate::ledger::{Version, Versioned};
 use crate::model::Unresolved;
+use packed::Packed;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -90,10 +92,14 @@ impl MoneyKind {
     ];
 }
 
-/// One money object's folded state.
+/// One money object's folded state; its snapshot kept encoded ([`Packed`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(bound(
+    serialize = "S: Serialize + serde::de::DeserializeOwned",
+    deserialize = "S: Serialize + serde::de::DeserializeOwned"
+))]
 struct Object<S> {
-    snapshot: Option<Versioned<S>>,
+    snapshot: Option<Versioned<Packed<S>>>,
     /// Earliest `created` of an event showing the object paid (succeeded).
     paid_seen: Option<i64>,
     /// Earliest `created` of an event showing the object void.
@@ -282,7 +288,7 @@ impl Money {
             _ => {}
         }
         object.pending.insert(unresolved(event, &id));
-        keep_greatest(&mut object.snapshot, version, snapshot);
+        keep_packed(&mut object.snapshot, version, &snapshot);
         touched.push(key);
     }
 
@@ -322,7 +328,7 @@ impl Money {
             keep_earliest(&mut object.paid_seen, event.created);
         }
         object.pending.insert(unresolved(event, &id));
-        keep_greatest(&mut object.snapshot, version, snapshot);
+        keep_packed(&mut object.snapshot, version, &snapshot);
         touched.push(key);
     }
 
@@ -349,7 +355,7 @@ impl Money {
         };
         let object = objects.entry(id.clone()).or_default();
         object.pending.insert(unresolved(event, &id));
-        keep_greatest(&mut object.snapshot, version, snapshot);
+        keep_packed(&mut object.snapshot, version, &snapshot);
         touched.push(key);
     }
 
@@ -374,7 +380,7 @@ impl Money {
             keep_earliest(&mut object.voided_seen, event.created);
         }
         object.pending.insert(unresolved(event, &id));
-        keep_greatest(&mut object.snapshot, version, snapshot);
+        keep_packed(&mut object.snapshot, version, &snapshot);
         touched.push(key);
     }
 
@@ -466,4 +472,20 @@ fn index_dependent(
         }
         set.insert(place, key.clone());
     }
+}
+
+/// Keeps the observation with the greatest version, as [`crate::ledger::keep_greatest`] does,
+/// encoding the snapshot only when it is kept.
+fn keep_packed<S: Serialize + serde::de::DeserializeOwned>(
+    slot: &mut Option<Versioned<Packed<S>>>,
+    version: Version,
+    snapshot: &S,
+) {
+    if slot.as_ref().is_some_and(|kept| kept.version >= version) {
+        return;
+    }
+    *slot = Some(Versioned {
+        version,
+        value: Packed::pack(snapshot),
+    });
 }

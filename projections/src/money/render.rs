@@ -3,11 +3,13 @@
 
 use super::{
     CreditNote, Dispute, Invoice, Links, Meta, Money, MoneyKind, Object, Payment, PaymentKind,
-    Refund, RefundSnapshot, TenantRevenue,
+    PaymentSnapshot, Refund, RefundSnapshot, TenantRevenue,
 };
 use crate::facts::TenantClaim;
 use crate::ledger::attribute;
 use crate::model::ResolvedBy;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// How many payment-to-payment hops a tenant is looked for through (a refund's charge, that
@@ -81,28 +83,32 @@ impl MoneyModels {
     }
 }
 
-fn snapshot<'a, S>(objects: &'a BTreeMap<String, Box<Object<S>>>, id: &str) -> Option<&'a S> {
-    Some(&objects.get(id)?.snapshot.as_ref()?.value)
+/// An object's kept snapshot, decoded.
+fn snapshot<S: Serialize + DeserializeOwned>(
+    objects: &BTreeMap<String, Box<Object<S>>>,
+    id: &str,
+) -> Option<S> {
+    Some(objects.get(id)?.snapshot.as_ref()?.value.unpack())
 }
 
 impl Money {
-    /// The invoice a payment paid: its own `invoice`, else a link from the invoice or an
-    /// InvoicePayment, else (a charge) its PaymentIntent's.
-    fn payment_invoice(&self, id: &str) -> Option<&String> {
-        let own = snapshot(&self.payments, id);
-        let linked = |id: &str| self.invoice_of_payment.get(id).map(|v| &v.invoice_id);
-        own.and_then(|p| p.invoice_id.as_ref())
+    /// The invoice payment `id` (its snapshot `own`, decoded) paid: its own `invoice`, else a
+    /// link from the invoice or an InvoicePayment, else (a charge) its PaymentIntent's.
+    fn payment_invoice_of(&self, id: &str, own: Option<&PaymentSnapshot>) -> Option<String> {
+        let linked = |id: &str| {
+            self.invoice_of_payment
+                .get(id)
+                .map(|v| v.invoice_id.clone())
+        };
+        own.and_then(|p| p.invoice_id.clone())
             .or_else(|| linked(id))
-            .or_else(|| {
-                let paid = own?.payment_id.as_deref()?;
-                linked(paid)
-            })
+            .or_else(|| linked(own?.payment_id.as_deref()?))
     }
 
     fn invoice_tenant(&self, id: &str, links: &dyn Links) -> Option<TenantClaim> {
         let invoice = snapshot(&self.invoices, id)?;
-        if let Some(claim) = &invoice.tenant {
-            return Some(claim.clone());
+        if let Some(claim) = invoice.tenant {
+            return Some(claim);
         }
         let by_customer = invoice.customer_id.as_deref();
         by_customer
@@ -112,29 +118,37 @@ impl Money {
 
     fn payment_tenant(&self, id: &str, links: &dyn Links, hops: usize) -> Option<TenantClaim> {
         let payment = snapshot(&self.payments, id);
-        let customer = payment.and_then(|p| p.customer_id.as_deref());
+        let customer = payment.as_ref().and_then(|p| p.customer_id.as_deref());
         if let Some(claim) = customer.and_then(|c| links.customer_tenant(c)) {
             return Some(claim);
         }
         if let Some(claim) = self
-            .payment_invoice(id)
-            .and_then(|invoice| self.invoice_tenant(invoice, links))
+            .payment_invoice_of(id, payment.as_ref())
+            .and_then(|invoice| self.invoice_tenant(&invoice, links))
         {
             return Some(claim);
         }
-        let paid = payment?.payment_id.as_deref()?;
-        (hops > 0).then(|| self.payment_tenant(paid, links, hops - 1))?
+        let paid = payment?.payment_id?;
+        (hops > 0).then(|| self.payment_tenant(&paid, links, hops - 1))?
     }
 
     fn payment_customer(&self, id: &str, hops: usize) -> Option<String> {
-        let payment = snapshot(&self.payments, id);
+        self.payment_customer_of(id, snapshot(&self.payments, id).as_ref(), hops)
+    }
+
+    /// [`Money::payment_customer`] of payment `id` whose snapshot (`payment`) is decoded
+    /// already.
+    fn payment_customer_of(
+        &self,
+        id: &str,
+        payment: Option<&PaymentSnapshot>,
+        hops: usize,
+    ) -> Option<String> {
         if let Some(customer) = payment.and_then(|p| p.customer_id.clone()) {
             return Some(customer);
         }
-        let invoice = self.payment_invoice(id);
-        if let Some(customer) =
-            invoice.and_then(|i| snapshot(&self.invoices, i)?.customer_id.clone())
-        {
+        let invoice = self.payment_invoice_of(id, payment);
+        if let Some(customer) = invoice.and_then(|i| snapshot(&self.invoices, &i)?.customer_id) {
             return Some(customer);
         }
         let paid = payment?.payment_id.as_deref()?;
@@ -168,8 +182,8 @@ impl Money {
         match kind {
             MoneyKind::Invoice => self.invoice_tenant(id, links),
             MoneyKind::Payment => self.payment_tenant(id, links, PAYMENT_HOPS_MAX),
-            MoneyKind::Refund => self.refund_tenant(snapshot(&self.refunds, id)?, links),
-            MoneyKind::Dispute => self.refund_tenant(snapshot(&self.disputes, id)?, links),
+            MoneyKind::Refund => self.refund_tenant(&snapshot(&self.refunds, id)?, links),
+            MoneyKind::Dispute => self.refund_tenant(&snapshot(&self.disputes, id)?, links),
             MoneyKind::CreditNote => {
                 let note = snapshot(&self.credit_notes, id)?;
                 let customer = note.customer_id.as_deref();
@@ -183,7 +197,7 @@ impl Money {
     fn render_invoice(&self, id: &str, tenant_id: Option<String>) -> Option<Invoice> {
         let object = self.invoices.get(id)?;
         let versioned = object.snapshot.as_ref()?;
-        let s = &versioned.value;
+        let s = &versioned.value.unpack();
         if s.deleted {
             return None;
         }
@@ -221,13 +235,13 @@ impl Money {
     fn render_payment(&self, id: &str, tenant_id: Option<String>) -> Option<Payment> {
         let object = self.payments.get(id)?;
         let versioned = object.snapshot.as_ref()?;
-        let s = &versioned.value;
+        let s = &versioned.value.unpack();
         let paid = matches!(s.status.as_str(), "succeeded" | "paid");
         Some(Payment {
             id: id.to_owned(),
             kind: s.kind,
             tenant_id,
-            customer_id: self.payment_customer(id, PAYMENT_HOPS_MAX),
+            customer_id: self.payment_customer_of(id, Some(s), PAYMENT_HOPS_MAX),
             status: s.status.clone(),
             amount: s.amount,
             amount_captured: s.amount_captured,
@@ -235,7 +249,7 @@ impl Money {
             currency: s.currency.clone(),
             invoice_id: match s.kind {
                 PaymentKind::InvoicePayment => s.invoice_id.clone(),
-                _ => self.payment_invoice(id).cloned(),
+                _ => self.payment_invoice_of(id, Some(s)),
             },
             failure_code: s.failure_code.clone(),
             failure_message: s.failure_message.clone(),
@@ -256,7 +270,7 @@ impl Money {
             _ => &self.refunds,
         };
         let versioned = objects.get(id)?.snapshot.as_ref()?;
-        let s = &versioned.value;
+        let s = &versioned.value.unpack();
         Some(Refund {
             id: id.to_owned(),
             tenant_id,
@@ -274,12 +288,11 @@ impl Money {
     fn render_credit_note(&self, id: &str, tenant_id: Option<String>) -> Option<CreditNote> {
         let object = self.credit_notes.get(id)?;
         let versioned = object.snapshot.as_ref()?;
-        let s = &versioned.value;
-        let customer_id = s.customer_id.clone().or_else(|| {
-            snapshot(&self.invoices, s.invoice_id.as_deref()?)?
-                .customer_id
-                .clone()
-        });
+        let s = &versioned.value.unpack();
+        let customer_id = s
+            .customer_id
+            .clone()
+            .or_else(|| snapshot(&self.invoices, s.invoice_id.as_deref()?)?.customer_id);
         Some(CreditNote {
             id: id.to_owned(),
             tenant_id,
