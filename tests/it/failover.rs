@@ -181,6 +181,9 @@ async fn a_new_leader_resumes_from_the_snapshot_and_equals_a_rebuild() {
         live,
         "equal to a fold of the whole log"
     );
+    // The rebuild writes its snapshot right after the swap commits (and marks it done), so
+    // wait for it before checking where it is.
+    wait_snapshot(&db, head).await;
     assert_eq!(
         snapshot_position(&db).await,
         Some(head),
