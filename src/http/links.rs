@@ -23,9 +23,7 @@ use chrono::Utc;
 use deadpool_postgres::Object as Client;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
-use projections::facts::{
-    LinkedObject, LEDGER_EVENT_ID_PREFIX, TENANT_ID_BYTES_MAX, TENANT_LINK_EVENT_TYPE,
-};
+use projections::facts::{LinkedObject, LEDGER_EVENT_ID_PREFIX, TENANT_LINK_EVENT_TYPE};
 use projections::Event;
 use serde_json::json;
 use std::sync::Arc;
@@ -107,9 +105,10 @@ pub struct CreateTenantLink {
     #[oai(validator(pattern = r"^(cus|sub)_[A-Za-z0-9_]+$", max_length = 255))]
     pub object_id: JsonText,
     /// The tenant its events belong to: 1 to 63 characters (at most 255 bytes), no control
-    /// characters, no surrounding spaces.
+    /// characters, no invisible formatting characters (zero-width and bidirectional marks,
+    /// which make two IDs look alike), no surrounding spaces.
     #[oai(validator(
-        pattern = r"^[^\s\u0000-\u001f\u007f-\u009f](?:[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f])?$",
+        pattern = r"^[^\s\u0000-\u001f\u007f-\u009f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff](?:[^\u0000-\u001f\u007f-\u009f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff]*[^\s\u0000-\u001f\u007f-\u009f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff])?$",
         max_length = 63
     ))]
     pub tenant_id: JsonText,
@@ -140,23 +139,12 @@ pub enum TenantLinkResponse {
     Existing(Json<TenantLinkView>),
 }
 
-/// A tenant ID as the fold would store it.
-fn valid_tenant_id(tenant_id: &str) -> bool {
-    !tenant_id.is_empty()
-        && tenant_id.len() <= TENANT_ID_BYTES_MAX
-        && !tenant_id.chars().any(char::is_control)
-        && tenant_id.trim() == tenant_id
-}
-
 fn check(body: &CreateTenantLink) -> Result<LinkedObject, ApiError> {
     let object = LinkedObject::parse(&body.object_id).ok_or_else(|| {
         ApiError::bad_request("object_id must be a customer (cus_...) or a subscription (sub_...)")
     })?;
-    if !valid_tenant_id(&body.tenant_id) {
-        return Err(ApiError::bad_request(format!(
-            "tenant_id must be 1 to {TENANT_ID_BYTES_MAX} bytes without control characters or surrounding spaces"
-        )));
-    }
+    projections::TenantId::parse_typed(&body.tenant_id)
+        .map_err(|invalid| ApiError::bad_request(invalid.to_string()))?;
     let reason = body.reason.trim();
     if reason.is_empty() || reason.len() > REASON_BYTES_MAX || reason.contains('\0') {
         return Err(ApiError::bad_request(format!(

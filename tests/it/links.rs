@@ -165,6 +165,15 @@ async fn an_admin_link_never_moves_a_tenant_stripe_names_and_bad_input_is_refuse
             json!({"object_id": "sub_m1", "tenant_id": "a\nb", "reason": "r"}),
             "tenant_id",
         ),
+        // Invisible formatting characters make two tenant IDs look alike.
+        (
+            json!({"object_id": "sub_m1", "tenant_id": "tenant\u{200B}-acme", "reason": "r"}),
+            "tenant_id",
+        ),
+        (
+            json!({"object_id": "sub_m1", "tenant_id": "\u{202E}tenant", "reason": "r"}),
+            "tenant_id",
+        ),
         (
             json!({"object_id": "sub_m1", "tenant_id": "t", "reason": "  "}),
             "reason",
