@@ -10,7 +10,8 @@
 //! Re-linking: an object an admin already linked to another tenant is refused (409); linking it
 //! again to the same tenant answers 200 with the existing link. Requests on one object are
 //! serialized by a session advisory lock held from the check to the append's commit, so two
-//! admins cannot link one object to two tenants at once. (Were two such links in the log
+//! admins cannot link one object to two tenants at once; a request that finds it held answers
+//! 409 at once (waiting would hold a pooled connection the webhooks need). (Were two such links in the log
 //! anyway, the fold keeps the earliest by `created`, then event ID: the same whatever order.)
 
 use super::auth::{Role, TokenAuth};
@@ -202,7 +203,12 @@ impl LinksApi {
         auth.require_admin()?;
         let object = check(&body.0)?;
         let client = self.state.pool.get().await?;
-        log::lock_object_links(&client, object.id()).await?;
+        if !log::lock_object_links(&client, object.id()).await? {
+            return Err(ApiError::Conflict(super::error::body(format!(
+                "another link request for {} is in progress; retry when it ends",
+                body.object_id
+            ))));
+        }
         let answer = self.create_locked(&client, &body.0, auth.0).await;
         let unlocked = log::unlock_object_links(&client, object.id()).await;
         if unlocked.is_err() {

@@ -259,16 +259,21 @@ pub async fn earliest_admin_link(
 }
 
 /// Serializes the admin links of one object, so two requests never append two links for it:
-/// a session advisory lock keyed by `hashtext('tenant_link:' || object_id)`, held on `client`
-/// until [`unlock_object_links`].
-pub async fn lock_object_links(client: &impl GenericClient, object_id: &str) -> anyhow::Result<()> {
-    client
-        .execute(
-            "SELECT pg_advisory_lock(hashtext($1))",
+/// one attempt at a session advisory lock keyed by `hashtext('tenant_link:' || object_id)`,
+/// held on `client` until [`unlock_object_links`]. Returns `false` when another request holds
+/// it: the caller answers at once rather than wait on a pooled connection (many waiting
+/// requests would take the pool from the webhooks).
+pub async fn lock_object_links(
+    client: &impl GenericClient,
+    object_id: &str,
+) -> anyhow::Result<bool> {
+    let row = client
+        .query_one(
+            "SELECT pg_try_advisory_lock(hashtext($1))",
             &[&link_lock_key(object_id)],
         )
         .await?;
-    Ok(())
+    Ok(row.get(0))
 }
 
 /// Releases [`lock_object_links`]'s lock. An error leaves the lock held: the caller must then
