@@ -181,7 +181,11 @@ impl Appender {
 /// own pooled connection. Batches in flight commit one after the other on the head lock (a
 /// second one's transfer and planning would overlap the first's commit); requests that arrive
 /// while every slot is busy wait and join the next batch.
-async fn write_batches(pool: Pool, mut receiver: mpsc::Receiver<Request>, head: watch::Sender<i64>) {
+async fn write_batches(
+    pool: Pool,
+    mut receiver: mpsc::Receiver<Request>,
+    head: watch::Sender<i64>,
+) {
     let head = Arc::new(head);
     let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT_MAX));
     loop {

@@ -189,5 +189,9 @@ async fn a_stored_webhook_is_announced_after_its_commit() {
         )
         .await
         .unwrap();
-    assert_eq!(payload, stored.get::<_, String>(0), "the payload is the new head");
+    assert_eq!(
+        payload,
+        stored.get::<_, String>(0),
+        "the payload is the new head"
+    );
 }
