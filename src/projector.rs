@@ -65,9 +65,9 @@ pub const READ_AHEAD_BATCHES: usize = 4;
 pub const LINGER: Duration = Duration::from_millis(5);
 /// Shortest time between the starts of two passes that each folded less than a full batch:
 /// under steady ingest every append would otherwise start a pass of its own (a read, a
-/// transaction of read-model writes, a commit) for the few events it brought, and those
-/// passes took most of PostgreSQL's CPU per event at low concurrency (README, Performance,
-/// ingest). Adds at most this much to the projection's lag while events keep arriving.
+/// transaction of read-model writes, a commit) for the few events it brought; pacing them
+/// took a quarter to a third of PostgreSQL's CPU per event off at concurrency 4 and 16
+/// (README, Performance, ingest). Adds at most this much to the projection's lag while events keep arriving.
 pub const PASS_INTERVAL_MIN: Duration = Duration::from_millis(50);
 /// How often an idle projector looks for new events when no wake-up arrives.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
