@@ -9,8 +9,10 @@
 //! instances at once is stored once and answered as a duplicate by the second), numbers the new
 //! events from the head and chains them, and advances the head before its commit; positions are
 //! dense and become visible in order (see `schema/V1__event_log.sql`). A request is answered
-//! only after its batch committed. This module never updates or deletes a log row; the
-//! database refuses that anyway.
+//! only after its batch committed. Projectors (of every instance) are told of appends by a
+//! `NOTIFY ledger_events` sent after the commit, from a transaction of its own ([`announce`];
+//! `schema/V91__append_notify_after_commit.sql` says why not inside the append). This module
+//! never updates or deletes a log row; the database refuses that anyway.
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -19,7 +21,7 @@ use projections::Event;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 
 use crate::store::{DeadlinePassed, StoreError};
 
@@ -136,7 +138,9 @@ impl Appender {
     /// Starts the writer task on `pool`.
     pub fn start(pool: Pool) -> Appender {
         let (requests, receiver) = mpsc::channel(QUEUE_EVENTS_MAX);
-        tokio::spawn(write_batches(pool, receiver));
+        let (head, heads) = watch::channel(0);
+        tokio::spawn(announce_heads(pool.clone(), heads));
+        tokio::spawn(write_batches(pool, receiver, head));
         Appender { requests }
     }
 
@@ -177,7 +181,12 @@ impl Appender {
 /// own pooled connection. Batches in flight commit one after the other on the head lock (a
 /// second one's transfer and planning would overlap the first's commit); requests that arrive
 /// while every slot is busy wait and join the next batch.
-async fn write_batches(pool: Pool, mut receiver: mpsc::Receiver<Request>) {
+async fn write_batches(
+    pool: Pool,
+    mut receiver: mpsc::Receiver<Request>,
+    head: watch::Sender<i64>,
+) {
+    let head = Arc::new(head);
     let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT_MAX));
     loop {
         let slot = slots
@@ -189,16 +198,16 @@ async fn write_batches(pool: Pool, mut receiver: mpsc::Receiver<Request>) {
         if receiver.recv_many(&mut batch, BATCH_EVENTS_MAX).await == 0 {
             break;
         }
-        let pool = pool.clone();
+        let (pool, head) = (pool.clone(), head.clone());
         tokio::spawn(async move {
-            write_batch(&pool, batch).await;
+            write_batch(&pool, batch, &head).await;
             drop(slot);
         });
     }
 }
 
-/// Commits one batch and answers its requests.
-async fn write_batch(pool: &Pool, mut batch: Vec<Request>) {
+/// Commits one batch, answers its requests and hands the new head to [`announce_heads`].
+async fn write_batch(pool: &Pool, mut batch: Vec<Request>, head: &watch::Sender<i64>) {
     // A request that already gave up (answered 503) must not be committed now.
     batch.retain(|request| !request.reply.is_closed());
     if batch.is_empty() {
@@ -208,6 +217,13 @@ async fn write_batch(pool: &Pool, mut batch: Vec<Request>) {
     let deadline = batch.iter().map(|r| r.deadline).min();
     match append_batch_by(pool, &deliveries, deadline).await {
         Ok(appended) => {
+            if let Some(new_head) = new_head(&appended) {
+                head.send_if_modified(|announced| {
+                    let newer = new_head > *announced;
+                    *announced = (*announced).max(new_head);
+                    newer
+                });
+            }
             for (request, appended) in batch.into_iter().zip(appended) {
                 let _ = request.reply.send(Ok(appended));
             }
@@ -235,9 +251,60 @@ struct BatchFailure {
     unavailable: bool,
 }
 
-/// Appends deliveries in one transaction, in order; returns one answer per delivery.
+/// Appends deliveries in one transaction, in order, and announces them ([`announce`]) before
+/// returning; returns one answer per delivery.
 pub async fn append_batch(pool: &Pool, deliveries: &[&Delivery]) -> anyhow::Result<Vec<Appended>> {
-    append_batch_by(pool, deliveries, None).await
+    let appended = append_batch_by(pool, deliveries, None).await?;
+    if let Some(head) = new_head(&appended) {
+        if let Err(error) = announce(pool, head).await {
+            // Committed all the same; projectors poll for what they were not told.
+            tracing::warn!(error = format!("{error:#}"), "append not announced");
+        }
+    }
+    Ok(appended)
+}
+
+/// The highest position a batch stored anew, if it stored any.
+fn new_head(appended: &[Appended]) -> Option<i64> {
+    appended
+        .iter()
+        .filter(|a| !a.duplicate)
+        .map(|a| a.position)
+        .max()
+}
+
+/// Sends the heads committed by this instance's writer to [`announce`], one at a time: heads
+/// that arrive while one is being sent are coalesced into the next (only the latest is sent).
+async fn announce_heads(pool: Pool, mut heads: watch::Receiver<i64>) {
+    while heads.changed().await.is_ok() {
+        let head = *heads.borrow_and_update();
+        if let Err(error) = announce(&pool, head).await {
+            // Projectors poll (`projector::POLL_INTERVAL`) for what they were not told.
+            tracing::warn!(error = format!("{error:#}"), head, "appends not announced");
+        }
+    }
+}
+
+/// Tells every instance's projector that the log's head reached `head`: `NOTIFY
+/// ledger_events` (payload the position, as text), after the append's commit, so a woken
+/// listener finds the rows visible. Its own transaction commits with `synchronous_commit =
+/// off`: a notification is not data, and waiting for its WAL flush would cost a flush per
+/// announcement. (Inside the append it serialized the head lock's holder behind every other
+/// notifying commit: `schema/V91__append_notify_after_commit.sql`.)
+pub async fn announce(pool: &Pool, head: i64) -> anyhow::Result<()> {
+    let mut client = pool.get().await?;
+    let transaction = client.transaction().await?;
+    transaction
+        .batch_execute("SET LOCAL synchronous_commit = off")
+        .await?;
+    transaction
+        .execute(
+            "SELECT pg_notify($1, $2)",
+            &[&crate::projector::APPEND_CHANNEL, &head.to_string()],
+        )
+        .await?;
+    transaction.commit().await?;
+    Ok(())
 }
 
 /// [`append_batch`], rolled back unless its statements finish [`COMMIT_MARGIN`] before
@@ -251,7 +318,13 @@ pub async fn append_batch_before(
     deliveries: &[&Delivery],
     deadline: Instant,
 ) -> anyhow::Result<Vec<Appended>> {
-    append_batch_by(pool, deliveries, Some(deadline)).await
+    let appended = append_batch_by(pool, deliveries, Some(deadline)).await?;
+    if let Some(head) = new_head(&appended) {
+        if let Err(error) = announce(pool, head).await {
+            tracing::warn!(error = format!("{error:#}"), "append not announced");
+        }
+    }
+    Ok(appended)
 }
 
 async fn append_batch_by(
@@ -320,9 +393,10 @@ fn statement_bound(deadline: Option<Instant>) -> anyhow::Result<Option<u128>> {
         .map(|left| left.as_millis().max(1)))
 }
 
-/// The whole append, in one statement (`schema/V50__append_function.sql`): lock the head,
-/// decide duplicates, number and chain the new events, insert events and deliveries, advance
-/// the head, notify the projector. One row per delivery, in order: (position, duplicate).
+/// The whole append, in one statement (`schema/V50__append_function.sql`, replaced by
+/// `V91__append_notify_after_commit.sql`): lock the head, decide duplicates, number and chain
+/// the new events, insert events and deliveries, advance the head. Announcing it is
+/// [`announce`]'s job, after the commit. One row per delivery, in order: (position, duplicate).
 const APPEND: &str = "SELECT appended_position, appended_duplicate FROM ledger_append(
          $1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::boolean[], $6::text[],
          $7::text[], $8::text[], $9::bytea[], $10::bytea[], $11::timestamptz[], $12::text[],

@@ -154,3 +154,44 @@ async fn a_batch_holding_the_same_event_twice_stores_it_once() {
         "{verdict:?}"
     );
 }
+
+/// Appends are announced on `ledger_events` (other instances' projectors listen there) after
+/// their commit, by the writer rather than inside the append (V91): a listener is told the new
+/// head and finds the event stored when told.
+#[tokio::test]
+async fn a_stored_webhook_is_announced_after_its_commit() {
+    use futures_util::StreamExt;
+    let app = TestApp::start().await;
+    let (client, mut connection) = tokio_postgres::connect(&app.db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let (told, mut heard) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = messages.next().await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                let _ = told.send((n.channel().to_owned(), n.payload().to_owned()));
+            }
+        }
+    });
+    client.batch_execute("LISTEN ledger_events").await.unwrap();
+    let (status, answer) = post(&app, customer("evt_announced", 1)).await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let (channel, payload) = tokio::time::timeout(std::time::Duration::from_secs(5), heard.recv())
+        .await
+        .expect("announced within 5 s")
+        .unwrap();
+    assert_eq!(channel, "ledger_events");
+    let stored = client
+        .query_one(
+            "SELECT position::text FROM events WHERE event_id = 'evt_announced'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        payload,
+        stored.get::<_, String>(0),
+        "the payload is the new head"
+    );
+}
