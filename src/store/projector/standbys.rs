@@ -1,5 +1,5 @@
 //! Warm standbys' bookkeeping ([`crate::projector`]'s `standby`): the checkpoint a standby
-//! follows with the rows' generation, and `projector_standbys` (schema/V98), where each
+//! follows with the rows' generation, and `projector_standbys` (schema/V92), where each
 //! follower records the position its standby stands at.
 
 use super::PROJECTION_NAME;
