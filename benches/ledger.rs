@@ -5,6 +5,7 @@
 //! cargo bench --bench ledger -- rebuild   # 1,000,000 events: rebuild vs a COPY of the log,
 //!                                         # then election to live from its snapshot
 //! cargo bench --bench ledger -- rebuild --events 10000000   # any log size (see below)
+//! cargo bench --bench ledger -- election  # only the elections, on that log as last rebuilt
 //! cargo bench --bench ledger -- query     # p99 of reads on that log under concurrency
 //! cargo bench --bench ledger -- history   # a history page at 100 and 100,000 events
 //! ```
@@ -617,6 +618,11 @@ fn main() {
             "ingest" => ingest::ingest().await,
             "rebuild" => rebuild().await,
             "query" => query().await,
+            "election" => {
+                if let Some(url) = big_log().await {
+                    election::election(&url).await;
+                }
+            }
             "history" => history::history().await,
             "all" => {
                 ingest::ingest().await;
@@ -625,7 +631,9 @@ fn main() {
                 history::history().await;
             }
             other => {
-                eprintln!("unknown benchmark {other:?}: ingest, rebuild, query, history or all")
+                eprintln!(
+                    "unknown benchmark {other:?}: ingest, rebuild, election, query, history or all"
+                )
             }
         }
     });

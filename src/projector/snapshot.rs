@@ -56,9 +56,9 @@ impl Snapshots {
 }
 
 impl Live {
-    /// Called between batches: collects a finished write, and starts one when
-    /// `every_events` ([`SNAPSHOT_EVERY_EVENTS`] by default) events were folded since the latest
-    /// snapshot.
+    /// Called between batches: collects a finished write, and starts one when the checkpoint
+    /// has passed the next multiple of `every_events` ([`SNAPSHOT_EVERY_EVENTS`] by default)
+    /// since the latest snapshot.
     pub(super) async fn maybe_snapshot(&mut self, pool: &Pool) -> anyhow::Result<()> {
         if let Some((_, writing)) = &self.snapshots.writing {
             if !writing.is_finished() {
@@ -66,7 +66,11 @@ impl Live {
             }
             self.collect_snapshot().await;
         }
-        let due = self.checkpoint - self.snapshots.position >= self.snapshots.every_events;
+        // Due when the checkpoint has passed a multiple of `every_events` the latest snapshot had
+        // not reached: snapshots stay at most about `every_events` behind however many events
+        // each batch folds (a batch may end past the multiple).
+        let every = self.snapshots.every_events.max(1);
+        let due = self.checkpoint / every > self.snapshots.position / every;
         let resting = (self.snapshots.failed_at).is_some_and(|at| at.elapsed() < SNAPSHOT_RETRY);
         if due && !resting {
             let state = self.serialize().await?;

@@ -106,13 +106,16 @@ async fn snapshot_position(db: &TestDb) -> Option<i64> {
 
 /// Waits until the live projector has written a snapshot at `position` or later.
 async fn wait_snapshot(db: &TestDb, position: i64) {
-    for _ in 0..400 {
+    for _ in 0..2_400 {
         if snapshot_position(db).await.is_some_and(|p| p >= position) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    panic!("no snapshot at {position} or later");
+    panic!(
+        "no snapshot at {position} or later: {:?}",
+        snapshot_position(db).await
+    );
 }
 
 /// Waits until the instance `instance_id` holds the projection and has caught up.
