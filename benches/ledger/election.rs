@@ -81,7 +81,7 @@ fn serve(url: &str) -> (std::process::Child, String) {
 async fn post_marker(base: &str, tag: &str, n: usize) {
     let http = reqwest::Client::new();
     let body = format!(
-        r#"{{"id":"evt_takeover_{tag}_{n}","object":"event","type":"bench.marker","created":1700000000,"livemode":false,"data":{{"object":{{"id":"x"}}}}}}"#
+        r#"{{"id":"evt_bench_{tag}_{n}","object":"event","type":"bench.marker","created":1700000000,"livemode":false,"data":{{"object":{{"id":"x"}}}}}}"#
     );
     loop {
         let header = sign(
@@ -105,7 +105,7 @@ async fn post_marker(base: &str, tag: &str, n: usize) {
 /// A leader and a follower with a warm standby; the leader is killed (SIGKILL) and the time
 /// until the follower has projected a new event is printed, with the follower's memory.
 async fn takeover(url: &str, client: &tokio_postgres::Client) {
-    let tag = chrono::Utc::now().timestamp_millis().to_string();
+    let tag = format!("takeover_{}", chrono::Utc::now().timestamp_millis());
     let (mut leader, leader_base) = serve(url);
     post_marker(&leader_base, &tag, 0).await;
     wait_projected(client).await;
@@ -182,49 +182,14 @@ fn report(label: &str, e: &Election) {
 /// Starts `serve`, posts a marker and waits until it is projected; then posts
 /// [`TAIL_EVENTS`] more, waits for them, reads the process's memory and kills it.
 async fn elect(url: &str, client: &tokio_postgres::Client, tag: &str) -> Election {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let base = format!("http://127.0.0.1:{port}");
     let started = Instant::now();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_billing-ledger"))
-        .arg("serve")
-        .env("DATABASE_URL", url)
-        .env("STRIPE_WEBHOOK_SECRET", SECRET)
-        .env("LEDGER_LISTEN", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let http = reqwest::Client::new();
-    let stamp = chrono::Utc::now().timestamp_millis();
-    let post = |n: usize| {
-        let body = format!(
-            r#"{{"id":"evt_election_{tag}_{stamp}_{n}","object":"event","type":"bench.marker","created":1700000000,"livemode":false,"data":{{"object":{{"id":"x"}}}}}}"#
-        );
-        let header = sign(
-            &WebhookSecret::parse(SECRET).unwrap(),
-            chrono::Utc::now().timestamp(),
-            body.as_bytes(),
-        );
-        let request = http
-            .post(format!("{base}/api/billing/webhook"))
-            .header("stripe-signature", header)
-            .body(body);
-        async move { request.send().await.map(|r| r.status().is_success()) }
-    };
-    loop {
-        if let Ok(true) = post(0).await {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let (mut child, base) = serve(url);
+    let tag = format!("election_{tag}_{}", chrono::Utc::now().timestamp_millis());
+    post_marker(&base, &tag, 0).await;
     wait_projected(client).await;
     let live = started.elapsed();
     for n in 1..=TAIL_EVENTS {
-        assert!(post(n).await.unwrap());
+        post_marker(&base, &tag, n).await;
     }
     wait_projected(client).await;
     let (rss_kib, peak_kib) = memory_kib(child.id());
