@@ -8,6 +8,9 @@ use crate::reconcile::service::{Settings as ReconcileSettings, SETTLE_DEFAULT, S
 use crate::signature::{WebhookSecret, TOLERANCE_SECS_DEFAULT};
 use crate::stripe::events_api::{ApiSettings, SecretKey, API_BASE_DEFAULT};
 use clap::{Args, Parser, Subcommand};
+
+mod platform;
+pub use platform::{PlatformArgs, PlatformConfig, RETRY_SCHEDULE_DEFAULT};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -235,40 +238,6 @@ pub struct ReconcileArgs {
     pub dry_run: bool,
 }
 
-/// Settings of what the platform reads and receives (feed, tenants, entitlements, outgoing
-/// webhooks).
-#[derive(Debug, Clone, Args)]
-pub struct PlatformArgs {
-    /// Bearer tokens allowed to read the change feed, tenants and entitlements (not finance
-    /// data), comma-separated.
-    #[arg(
-        long,
-        env = "LEDGER_PLATFORM_TOKENS",
-        hide_env_values = true,
-        default_value = ""
-    )]
-    pub platform_tokens: String,
-    /// The plans file (TOML) mapping Stripe prices to plans and features.
-    #[arg(long, env = "LEDGER_PLANS_FILE")]
-    pub plans_file: Option<PathBuf>,
-    /// Outgoing webhook endpoints from configuration: `URL=whsec_...` pairs, comma-separated
-    /// (the secret as the Standard Webhooks specification shapes it).
-    #[arg(
-        long,
-        env = "LEDGER_WEBHOOK_ENDPOINTS",
-        hide_env_values = true,
-        default_value = ""
-    )]
-    pub webhook_endpoints: String,
-    /// Outgoing webhook retry delays after each failed attempt, seconds, comma-separated.
-    #[arg(long, env = "LEDGER_WEBHOOK_RETRY_SCHEDULE", default_value = RETRY_SCHEDULE_DEFAULT)]
-    pub webhook_retry_schedule: String,
-}
-
-/// Default `LEDGER_WEBHOOK_RETRY_SCHEDULE`: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h,
-/// 10 h (the Standard Webhooks specification's suggestion, as Svix retries).
-pub const RETRY_SCHEDULE_DEFAULT: &str = "0,5,300,1800,7200,18000,36000,36000";
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -400,94 +369,6 @@ impl Config {
             platform: PlatformConfig::default(),
         }
     }
-}
-
-/// The platform's settings, checked. Its `Debug` shows neither tokens nor signing secrets.
-#[derive(Clone, Default)]
-pub struct PlatformConfig {
-    pub platform_tokens: Vec<String>,
-    pub plans_file: Option<PathBuf>,
-    /// Endpoints from configuration: `(url, secret)`.
-    pub webhook_endpoints: Vec<(String, String)>,
-    /// Delay before each retry of a failed outgoing message (empty: the default schedule).
-    pub retry_schedule: Vec<std::time::Duration>,
-}
-
-impl std::fmt::Debug for PlatformConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let urls: Vec<&str> = self
-            .webhook_endpoints
-            .iter()
-            .map(|(url, _)| url.as_str())
-            .collect();
-        f.debug_struct("PlatformConfig")
-            .field(
-                "platform_tokens",
-                &format_args!("{} redacted", self.platform_tokens.len()),
-            )
-            .field("plans_file", &self.plans_file)
-            .field("webhook_endpoints", &urls)
-            .field("retry_schedule", &self.retry_schedule)
-            .finish()
-    }
-}
-
-impl PlatformConfig {
-    /// Checks the platform's settings.
-    pub fn from_args(args: &PlatformArgs) -> Result<PlatformConfig, ConfigError> {
-        let retry_schedule = parse_schedule(&args.webhook_retry_schedule).ok_or(ConfigError {
-            setting: "LEDGER_WEBHOOK_RETRY_SCHEDULE",
-            problem: "must be one or more whole numbers of seconds, comma-separated",
-        })?;
-        let webhook_endpoints = split_list(&args.webhook_endpoints)
-            .map(|pair| {
-                let (url, secret) = pair.split_once('=').ok_or(ConfigError {
-                    setting: "LEDGER_WEBHOOK_ENDPOINTS",
-                    problem: "each endpoint must be URL=whsec_... ",
-                })?;
-                let valid = (url.starts_with("http://") || url.starts_with("https://"))
-                    && crate::outbox::signing::SigningSecret::parse(secret).is_ok();
-                if !valid {
-                    return Err(ConfigError {
-                        setting: "LEDGER_WEBHOOK_ENDPOINTS",
-                        problem:
-                            "each endpoint must be an http(s) URL, '=', and a whsec_ base64 secret",
-                    });
-                }
-                Ok((url.to_owned(), secret.to_owned()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(PlatformConfig {
-            platform_tokens: split_list(&args.platform_tokens)
-                .map(str::to_owned)
-                .collect(),
-            plans_file: args.plans_file.clone(),
-            webhook_endpoints,
-            retry_schedule,
-        })
-    }
-
-    /// The retry schedule in force.
-    pub fn retry_schedule(&self) -> Vec<std::time::Duration> {
-        if self.retry_schedule.is_empty() {
-            parse_schedule(RETRY_SCHEDULE_DEFAULT).expect("the default schedule parses")
-        } else {
-            self.retry_schedule.clone()
-        }
-    }
-}
-
-/// Seconds, comma-separated (fractions allowed, for tests), into durations.
-fn parse_schedule(raw: &str) -> Option<Vec<std::time::Duration>> {
-    let delays: Option<Vec<_>> = split_list(raw)
-        .map(|s| {
-            s.parse::<f64>()
-                .ok()
-                .filter(|d| d.is_finite() && *d >= 0.0)
-                .map(std::time::Duration::from_secs_f64)
-        })
-        .collect();
-    delays.filter(|d| !d.is_empty())
 }
 
 /// A setting that stops start-up; the message names the setting, never its value.
@@ -707,159 +588,9 @@ fn flag(value: &str, setting: &'static str) -> Result<bool, ConfigError> {
     }
 }
 
-fn split_list(raw: &str) -> impl Iterator<Item = &str> {
+pub(crate) fn split_list(raw: &str) -> impl Iterator<Item = &str> {
     raw.split(',').map(str::trim).filter(|s| !s.is_empty())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn serve(args: &[&str]) -> Result<Config, ConfigError> {
-        let mut argv = vec!["billing-ledger", "serve"];
-        argv.extend_from_slice(args);
-        match Cli::try_parse_from(argv).unwrap().command {
-            Command::Serve(serve) => Config::from_args(&serve),
-            _ => unreachable!(),
-        }
-    }
-
-    #[test]
-    fn each_bad_setting_is_named_without_its_value() {
-        let secret = "--webhook-secret=whsec_a,whsec_b";
-        assert_eq!(serve(&[secret]).unwrap().webhook_secrets.len(), 2);
-        assert!(serve(&[secret]).unwrap().reconcile.is_none());
-        let timer = serve(&[
-            secret,
-            "--reconcile-interval=15m",
-            "--stripe-secret-key=rk_test_1",
-        ])
-        .unwrap()
-        .reconcile
-        .unwrap();
-        assert_eq!(timer.interval, Duration::from_secs(900));
-        assert_eq!(timer.api.base, API_BASE_DEFAULT);
-        let cases = [
-            (
-                vec!["--webhook-secret=sk_live_oops"],
-                "STRIPE_WEBHOOK_SECRET",
-            ),
-            (
-                vec![secret, "--tolerance-secs=abc"],
-                "STRIPE_WEBHOOK_TOLERANCE_SECS",
-            ),
-            (vec![secret, "--max-body-bytes=0"], "LEDGER_MAX_BODY_BYTES"),
-            (vec![secret, "--listen=nowhere"], "LEDGER_LISTEN"),
-            (vec![secret, "--livemode=maybe"], "LEDGER_LIVEMODE"),
-            (
-                vec![secret, "--reconcile-interval=15m"],
-                "STRIPE_SECRET_KEY",
-            ),
-            (
-                vec![
-                    secret,
-                    "--reconcile-interval=often",
-                    "--stripe-secret-key=sk_test_oops",
-                ],
-                "LEDGER_RECONCILE_INTERVAL",
-            ),
-            (
-                vec![
-                    secret,
-                    "--reconcile-interval=1m",
-                    "--stripe-secret-key=sk_live_oops",
-                    "--stripe-api-base=ftp://x",
-                ],
-                "STRIPE_API_BASE",
-            ),
-            (
-                vec![secret, "--max-connections=0"],
-                "LEDGER_MAX_CONNECTIONS",
-            ),
-            (
-                vec![secret, "--header-read-timeout-secs=0"],
-                "LEDGER_HEADER_READ_TIMEOUT_SECS",
-            ),
-            (
-                vec![secret, "--idle-timeout-secs=x"],
-                "LEDGER_IDLE_TIMEOUT_SECS",
-            ),
-            (
-                vec![secret, "--console-session-key=short"],
-                "LEDGER_CONSOLE_SESSION_KEY",
-            ),
-            (
-                vec![secret, "--read-database-url=host=x port=notaport"],
-                "LEDGER_READ_DATABASE_URL",
-            ),
-            (
-                vec![secret, "--read-fallback=maybe"],
-                "LEDGER_READ_FALLBACK",
-            ),
-        ];
-        for (args, setting) in cases {
-            let error = serve(&args).unwrap_err();
-            assert_eq!(error.setting, setting);
-            assert!(!error.to_string().contains("sk_live_oops"));
-        }
-    }
-
-    #[test]
-    fn the_settle_delay_and_the_api_base_are_bounded() {
-        let timer = |settle: &str| {
-            serve(&[
-                "--webhook-secret=whsec_a",
-                "--reconcile-interval=1m",
-                "--stripe-secret-key=sk_test_1",
-                &format!("--reconcile-settle={settle}"),
-            ])
-        };
-        assert_eq!(timer("1d").unwrap().reconcile.unwrap().settle, SETTLE_MAX);
-        for settle in ["1000000000y", "31d", "25h"] {
-            let error = timer(settle).unwrap_err();
-            assert_eq!(error.setting, "LEDGER_RECONCILE_SETTLE", "{settle}");
-        }
-        for base in [
-            "https://a.b#x",
-            "https://a.b?x=1",
-            "http://",
-            "https://u:p@a.b",
-            "http://[::1",
-        ] {
-            assert!(!api_base_is_plain(base), "{base}");
-        }
-        assert!(api_base_is_plain("http://127.0.0.1:12111/prefix"));
-    }
-
-    #[test]
-    fn platform_settings_are_checked_and_never_shown() {
-        let secret = "--webhook-secret=whsec_a";
-        let hook =
-            "--webhook-endpoints=http://127.0.0.1:9/hook=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-        let config = serve(&[secret, hook, "--platform-tokens=tok_platform"]).unwrap();
-        assert_eq!(config.platform.webhook_endpoints.len(), 1);
-        assert_eq!(config.platform.retry_schedule().len(), 8);
-        let shown = format!("{:?}", config.platform);
-        assert!(
-            !shown.contains("MfKQ") && !shown.contains("tok_platform"),
-            "{shown}"
-        );
-        let cases = [
-            (
-                "--webhook-endpoints=http://x/hook",
-                "LEDGER_WEBHOOK_ENDPOINTS",
-            ),
-            (
-                "--webhook-endpoints=ftp://x=whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-                "LEDGER_WEBHOOK_ENDPOINTS",
-            ),
-            (
-                "--webhook-retry-schedule=soon",
-                "LEDGER_WEBHOOK_RETRY_SCHEDULE",
-            ),
-        ];
-        for (arg, setting) in cases {
-            assert_eq!(serve(&[secret, arg]).unwrap_err().setting, setting, "{arg}");
-        }
-    }
-}
+mod tests;

@@ -14,6 +14,7 @@ pub mod links;
 pub mod money;
 pub mod money_views;
 pub mod ops;
+pub mod paging;
 pub mod platform;
 pub mod read;
 pub mod rebuild_views;

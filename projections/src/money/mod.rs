@@ -37,8 +37,9 @@ pub use read::{
     CreditNoteSnapshot, InvoiceSnapshot, MoneyFact, PaymentSnapshot, RefundSnapshot,
     INVOICE_STATUSES, MESSAGE_BYTES_MAX,
 };
-pub use render::{MoneyChanges, MoneyModels};
-pub use rows::{CreditNote, Dispute, Invoice, Payment, PaymentKind, Refund};
+pub use rows::{
+    CreditNote, Dispute, Invoice, MoneyChanges, MoneyModels, Payment, PaymentKind, Refund,
+};
 
 use crate::facts::TenantClaim;
 use crate::ledger::{keep_earliest, unresolved, Head};

@@ -2,8 +2,8 @@
 //! incremental changes, and every row from scratch (what a rebuild writes).
 
 use super::{
-    CreditNote, Dispute, Invoice, Links, Meta, Money, MoneyKind, Object, Payment, PaymentKind,
-    PaymentSnapshot, Refund, RefundSnapshot, TenantRevenue,
+    CreditNote, Dispute, Invoice, Links, Meta, Money, MoneyChanges, MoneyKind, MoneyModels, Object,
+    Payment, PaymentKind, PaymentSnapshot, Refund, RefundSnapshot,
 };
 use crate::facts::TenantClaim;
 use crate::ledger::attribute;
@@ -15,73 +15,6 @@ use std::collections::{BTreeMap, BTreeSet};
 /// How many payment-to-payment hops a tenant is looked for through (a refund's charge, that
 /// charge's PaymentIntent, an InvoicePayment's PaymentIntent): Stripe's links are shallower.
 const PAYMENT_HOPS_MAX: usize = 2;
-
-/// Money rows changed since the last rendering.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MoneyChanges {
-    /// Upserts; `None` deletes the row (a deleted draft).
-    pub invoices: BTreeMap<String, Option<Invoice>>,
-    pub payments: Vec<Payment>,
-    pub refunds: Vec<Refund>,
-    pub disputes: Vec<Dispute>,
-    pub credit_notes: Vec<CreditNote>,
-    /// Each tenant whose MRR movements changed, with all of them (an empty map: none left).
-    pub revenue: BTreeMap<String, TenantRevenue>,
-}
-
-impl MoneyChanges {
-    /// Whether nothing changed.
-    pub fn is_empty(&self) -> bool {
-        self.revenue.is_empty()
-            && self.invoices.is_empty()
-            && self.payments.is_empty()
-            && self.refunds.is_empty()
-            && self.disputes.is_empty()
-            && self.credit_notes.is_empty()
-    }
-}
-
-/// Every money row, by ID.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MoneyModels {
-    pub invoices: BTreeMap<String, Invoice>,
-    pub payments: BTreeMap<String, Payment>,
-    pub refunds: BTreeMap<String, Refund>,
-    pub disputes: BTreeMap<String, Dispute>,
-    pub credit_notes: BTreeMap<String, CreditNote>,
-    /// Every tenant's MRR movements (tenants with none are absent).
-    pub revenue: BTreeMap<String, TenantRevenue>,
-}
-
-impl MoneyModels {
-    /// Applies incremental changes, as the database does.
-    pub fn apply(&mut self, changes: MoneyChanges) {
-        for (id, row) in changes.invoices {
-            match row {
-                Some(row) => self.invoices.insert(id, row),
-                None => self.invoices.remove(&id),
-            };
-        }
-        for row in changes.payments {
-            self.payments.insert(row.id.clone(), row);
-        }
-        for row in changes.refunds {
-            self.refunds.insert(row.id.clone(), row);
-        }
-        for row in changes.disputes {
-            self.disputes.insert(row.id.clone(), row);
-        }
-        for row in changes.credit_notes {
-            self.credit_notes.insert(row.id.clone(), row);
-        }
-        for (tenant_id, revenue) in changes.revenue {
-            match revenue.is_empty() {
-                true => self.revenue.remove(&tenant_id),
-                false => self.revenue.insert(tenant_id, revenue),
-            };
-        }
-    }
-}
 
 /// An object's kept snapshot, decoded.
 fn snapshot<S: Serialize + DeserializeOwned>(

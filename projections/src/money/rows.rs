@@ -5,7 +5,9 @@
 //! always beside their lowercase ISO currency; nothing here converts, rounds or sums across
 //! currencies. Times are Unix seconds taken from the events; `src/` renders RFC 3339 UTC.
 
+use super::TenantRevenue;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// One invoice (`invoices`). Stripe's invoice object:
 /// <https://docs.stripe.com/api/invoices/object>.
@@ -147,4 +149,71 @@ pub struct CreditNote {
     pub created_at: i64,
     pub voided_at: Option<i64>,
     pub last_event_id: String,
+}
+
+/// Money rows changed since the last rendering.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MoneyChanges {
+    /// Upserts; `None` deletes the row (a deleted draft).
+    pub invoices: BTreeMap<String, Option<Invoice>>,
+    pub payments: Vec<Payment>,
+    pub refunds: Vec<Refund>,
+    pub disputes: Vec<Dispute>,
+    pub credit_notes: Vec<CreditNote>,
+    /// Each tenant whose MRR movements changed, with all of them (an empty map: none left).
+    pub revenue: BTreeMap<String, TenantRevenue>,
+}
+
+impl MoneyChanges {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.revenue.is_empty()
+            && self.invoices.is_empty()
+            && self.payments.is_empty()
+            && self.refunds.is_empty()
+            && self.disputes.is_empty()
+            && self.credit_notes.is_empty()
+    }
+}
+
+/// Every money row, by ID.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MoneyModels {
+    pub invoices: BTreeMap<String, Invoice>,
+    pub payments: BTreeMap<String, Payment>,
+    pub refunds: BTreeMap<String, Refund>,
+    pub disputes: BTreeMap<String, Dispute>,
+    pub credit_notes: BTreeMap<String, CreditNote>,
+    /// Every tenant's MRR movements (tenants with none are absent).
+    pub revenue: BTreeMap<String, TenantRevenue>,
+}
+
+impl MoneyModels {
+    /// Applies incremental changes, as the database does.
+    pub fn apply(&mut self, changes: MoneyChanges) {
+        for (id, row) in changes.invoices {
+            match row {
+                Some(row) => self.invoices.insert(id, row),
+                None => self.invoices.remove(&id),
+            };
+        }
+        for row in changes.payments {
+            self.payments.insert(row.id.clone(), row);
+        }
+        for row in changes.refunds {
+            self.refunds.insert(row.id.clone(), row);
+        }
+        for row in changes.disputes {
+            self.disputes.insert(row.id.clone(), row);
+        }
+        for row in changes.credit_notes {
+            self.credit_notes.insert(row.id.clone(), row);
+        }
+        for (tenant_id, revenue) in changes.revenue {
+            match revenue.is_empty() {
+                true => self.revenue.remove(&tenant_id),
+                false => self.revenue.insert(tenant_id, revenue),
+            };
+        }
+    }
 }
