@@ -14,7 +14,7 @@
 //! second time (the leader's batches, once, about a second late). A follower that has not yet
 //! loaded when it is elected resumes as a cold leader does.
 
-use super::tail::{fold_after, Live};
+use super::tail::{fold_after, state_at, Live};
 use super::{snapshot, PROJECTION_NAME, PROJECTION_VERSION};
 use crate::store::projector::standbys::{self, Generation};
 use deadpool_postgres::Pool;
@@ -45,13 +45,7 @@ impl Standby {
     /// checkpoint (the whole log without a snapshot). Errors: the database.
     pub async fn load(pool: &Pool, livemode: bool) -> anyhow::Result<Standby> {
         let (checkpoint, generation) = checkpoint(pool).await?;
-        let (mut ledger, origin) = match snapshot::load(pool, livemode, checkpoint).await? {
-            Ok(loaded) => (loaded.ledger, Ok(loaded.position)),
-            Err(reason) => (Ledger::new(livemode), Err(reason)),
-        };
-        let after = *origin.as_ref().unwrap_or(&0);
-        fold_after(pool, &mut ledger, after, checkpoint).await?;
-        ledger.take_changes();
+        let (ledger, origin) = state_at(pool, livemode, checkpoint).await?;
         Ok(Standby {
             ledger,
             position: checkpoint,

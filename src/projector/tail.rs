@@ -26,13 +26,8 @@ impl Live {
     pub(super) async fn resume(pool: &Pool, livemode: bool, owner: &str) -> anyhow::Result<Live> {
         let started = std::time::Instant::now();
         let checkpoint = store::projector::checkpoint(pool).await?.get();
-        let (mut ledger, from) = match snapshot::load(pool, livemode, checkpoint).await? {
-            Ok(loaded) => (loaded.ledger, Ok(loaded.position)),
-            Err(reason) => (Ledger::new(livemode), Err(reason)),
-        };
+        let (ledger, from) = state_at(pool, livemode, checkpoint).await?;
         let after = *from.as_ref().unwrap_or(&0);
-        fold_after(pool, &mut ledger, after, checkpoint).await?;
-        ledger.take_changes();
         let election = snapshot::Election {
             instance_id: owner,
             snapshot: from,
@@ -108,6 +103,23 @@ fn log_resumed(election: &snapshot::Election<'_>) {
             events_folded = election.events_folded, duration_ms,
             "projector snapshot not usable: whole log re-folded; tailing the log"),
     }
+}
+
+/// The fold state behind the rows at `checkpoint`: the latest usable snapshot plus the events
+/// after it, or else the whole log up to the checkpoint; with the snapshot's position, or why
+/// none was used. Changes are taken (the rows already hold them).
+pub(super) async fn state_at(
+    pool: &Pool,
+    livemode: bool,
+    checkpoint: i64,
+) -> anyhow::Result<(Ledger, Result<i64, String>)> {
+    let (mut ledger, from) = match snapshot::load(pool, livemode, checkpoint).await? {
+        Ok(loaded) => (loaded.ledger, Ok(loaded.position)),
+        Err(reason) => (Ledger::new(livemode), Err(reason)),
+    };
+    fold_after(pool, &mut ledger, *from.as_ref().unwrap_or(&0), checkpoint).await?;
+    ledger.take_changes();
+    Ok((ledger, from))
 }
 
 /// Folds the events after `after` through `up_to` into `ledger`: from the log's start by one
