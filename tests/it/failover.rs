@@ -138,6 +138,26 @@ async fn wait_led_by(app: &TestApp, instance_id: &str) {
     panic!("{instance_id} did not take over");
 }
 
+/// Polls `sql` (one boolean) for up to 10 s; returns whether it came true.
+async fn wait_until(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> bool {
+    for _ in 0..400 {
+        if client
+            .query_one(sql, params)
+            .await
+            .unwrap()
+            .get::<_, bool>(0)
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
 /// Another handle on the same database (the test databases are swept on the next run).
 fn same(db: &TestDb) -> TestDb {
     TestDb {
@@ -318,17 +338,12 @@ async fn a_follower_with_a_warm_standby_takes_over_from_where_it_stood_and_equal
     let db = TestDb::new().await;
     let leader = ServeProcess::start(&db.url, &[]).await;
     let client = db.client().await;
-    for _ in 0..400 {
-        let owner: Option<String> = client
-            .query_opt("SELECT owner FROM projections", &[])
-            .await
-            .unwrap()
-            .and_then(|r| r.get(0));
-        if owner.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_until(
+        &client,
+        "SELECT coalesce(bool_or(owner IS NOT NULL), false) FROM projections",
+        &[],
+    )
+    .await;
     let follower = TestApp::start_with(
         same(&db),
         billing_ledger::config::Config {
@@ -346,37 +361,11 @@ async fn a_follower_with_a_warm_standby_takes_over_from_where_it_stood_and_equal
         );
     }
     // The leader folds them all; the follower's standby follows within a second or so.
-    for _ in 0..400 {
-        let caught_up: bool = client
-            .query_one("SELECT position = 120 FROM projections", &[])
-            .await
-            .unwrap()
-            .get(0);
-        if caught_up {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let mut standing = None;
-    for _ in 0..400 {
-        standing = client
-            .query_opt(
-                "SELECT position FROM projector_standbys WHERE instance_id = $1",
-                &[&follower.instance_id],
-            )
-            .await
-            .unwrap()
-            .map(|r| r.get::<_, i64>(0));
-        if standing == Some(120) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(
-        standing,
-        Some(120),
-        "the follower's standby follows the leader"
-    );
+    wait_until(&client, "SELECT position = 120 FROM projections", &[]).await;
+    let standing = "SELECT coalesce(bool_or(position = 120), false) FROM projector_standbys
+                    WHERE instance_id = $1";
+    let standing = wait_until(&client, standing, &[&follower.instance_id]).await;
+    assert!(standing, "the follower's standby follows the leader to 120");
     leader.kill(); // SIGKILL
     deliver(&follower, "after", 0..12).await;
     wait_led_by(&follower, &follower.instance_id).await;
