@@ -503,7 +503,7 @@ async fn read_routes(http: &reqwest::Client, base: &str, readers: usize) {
             Box::new(move |i| {
                 format!(
                     "/api/billing/events?type=invoice.payment_failed&limit=100&cursor={}",
-                    billing_ledger::http::views::encode_cursor((i * 104_729 % deep) as i64)
+                    billing_ledger::http::paging::encode_cursor((i * 104_729 % deep) as i64)
                 )
             }),
         ),

@@ -36,6 +36,7 @@ pub mod signature;
 pub mod store;
 pub mod stripe;
 pub mod timeline;
+pub mod views;
 
 use config::Config;
 use std::future::Future;

@@ -11,9 +11,9 @@
 //! ([`HistoryCursor`]), so the next page reads and folds only its own events, and a page costs
 //! about the same at the hundredth event as at the hundred-thousandth.
 
-//! The SQL is [`crate::store::event_reads`]'s; this module folds what it reads.
+//! The SQL is [`crate::store::log::reads`]'s; this module folds what it reads.
 
-use crate::store::event_reads;
+use crate::store::log::reads as event_reads;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use projections::{Event, Ledger, LogPosition, Outcome, TenantId, TenantPricing};

@@ -5,7 +5,7 @@
 
 use super::layout::{self, encode, Source};
 use super::{html, json, respond, viewer, Console, PageError};
-use crate::http::views::EventDetail;
+use crate::views::EventDetail;
 use maud::{html as markup, Markup};
 use poem::http::StatusCode;
 use poem::web::{Data, Path};

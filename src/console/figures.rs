@@ -83,7 +83,7 @@ impl RevenueCache {
     /// older. 503 when the database is unavailable.
     pub async fn get(&self, state: &AppState) -> Result<Arc<RevenueNow>, PageError> {
         let pool = state.read_pool().await?;
-        let head = crate::store::event_reads::log_head(&pool).await?.get();
+        let head = crate::store::log::reads::log_head(&pool).await?.get();
         let max_age = Duration::from_secs(REVENUE_FOLD_MAX_AGE_SECS);
         let fresh = |fold: &RevenueNow| fold.head == head || fold.folded_at.elapsed() < max_age;
         if let Some(fold) = self.last().filter(|f| fresh(f)) {

@@ -5,7 +5,7 @@
 
 use super::layout::encode;
 use super::{Console, PageError};
-use crate::http::views::{cursor_or, encode_cursor};
+use crate::http::paging::{cursor_or, encode_cursor};
 use crate::store::{
     self,
     money::{After, Filters, Table},

@@ -120,7 +120,7 @@ fn projection_facts(p: &ProjectionView) -> Markup {
 /// The read models, one row each.
 /// The form linking an unresolved event's missing customer or subscription to a tenant
 /// (a Checkout Session with neither has nothing an admin can link: named, no form).
-fn link_form(row: usize, missing: &crate::http::views::MissingLink, csrf: &str) -> Markup {
+fn link_form(row: usize, missing: &crate::views::MissingLink, csrf: &str) -> Markup {
     let linkable = matches!(missing.object.as_str(), "customer" | "subscription");
     let tenant = format!("link-tenant-{row}");
     let reason = format!("link-reason-{row}");

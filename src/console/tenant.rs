@@ -10,8 +10,8 @@
 use super::layout::{self, encode, Source};
 use super::{html, respond, viewer, Console, PageError, Viewer};
 use crate::http::error::ApiError;
-use crate::http::views::{CheckoutSessionView, HistoryEntry, TenantPricingView};
 use crate::store::read_models::queries;
+use crate::views::{CheckoutSessionView, HistoryEntry, TenantPricingView};
 use chrono::{DateTime, NaiveDateTime, Utc};
 use maud::{html as markup, Markup};
 use poem::http::StatusCode;

@@ -1,8 +1,10 @@
 //! `GET /api/billing/events` as CSV (RFC 4180): a header row, then the rows in log order,
 //! streamed page by page from the database so an export of any size is never held in memory.
 
-use super::views::{EventList, EventSummary};
-use crate::store::event_reads::{events_page, EventFilters};
+use crate::store::log::reads::{events_page, EventFilters};
+use crate::store::money::Table;
+use crate::views::{EventList, EventSummary};
+
 use bytes::Bytes;
 use deadpool_postgres::Pool;
 use poem::{Body, IntoResponse, Response};
@@ -175,6 +177,30 @@ pub async fn stream(
         receiver,
         |mut receiver| async move { receiver.recv().await.map(|item| (item, receiver)) },
     )))
+}
+
+/// One money row (a JSON object from [`crate::store::money::list`]) as a CSV record in `table`'s column order,
+/// CRLF-terminated (RFC 4180, with text a spreadsheet would run as a formula neutralized, see
+/// [`field`]): null is empty, a list is its JSON text.
+pub fn money_record(out: &mut String, table: &Table, row: &serde_json::Value) {
+    for (i, (name, _)) in table.columns.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let text = match row.get(*name) {
+            None | Some(serde_json::Value::Null) => String::new(),
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+        };
+        field(out, &text);
+    }
+    out.push_str("\r\n");
+}
+
+/// `table`'s CSV header row.
+pub fn money_header(table: &Table) -> String {
+    let names: Vec<&str> = table.columns.iter().map(|(name, _)| *name).collect();
+    format!("{}\r\n", names.join(","))
 }
 
 #[cfg(test)]

@@ -238,10 +238,10 @@ impl EndpointsApi {
         if store::get(&self.state.pool, endpoint_id.0).await?.is_none() {
             return Err(ApiError::not_found("endpoint"));
         }
-        let before: i64 = super::views::cursor_or(cursor.0.as_deref(), i64::MAX)?;
+        let before: i64 = super::paging::cursor_or(cursor.0.as_deref(), i64::MAX)?;
         let limit = i64::from(limit.0.unwrap_or(100));
         let rows = store::attempts(&self.state.pool, endpoint_id.0, before, limit + 1).await?;
-        let (rows, next_cursor) = super::views::page(rows, limit, |a: &Attempt| a.attempt_id);
+        let (rows, next_cursor) = super::paging::page(rows, limit, |a: &Attempt| a.attempt_id);
         Ok(Json(AttemptList {
             attempts: rows
                 .into_iter()

@@ -226,7 +226,7 @@ pub fn parameter_message(name: &str, reason: &str) -> String {
         return format!("`{name}` is required");
     }
     if name == "cursor" {
-        return super::views::CURSOR_MALFORMED.to_owned();
+        return super::paging::CURSOR_MALFORMED.to_owned();
     }
     // The revenue routes' `from` and `to` are months: their validator's pattern says so.
     if matches!(name, "from" | "to" | "month") && reason.contains("(0[1-9]|1[0-2])") {

@@ -21,7 +21,7 @@ pub mod rebuild_views;
 pub mod reconcile;
 pub mod revenue;
 pub mod routes;
-pub mod views;
+
 pub mod webhook;
 
 use crate::config::Config;

@@ -9,7 +9,7 @@ use super::money_views::{
     CreditNoteList, CreditNoteView, DisputeList, InvoiceDetail, InvoiceList, InvoiceView,
     ListOrCsv, PaymentList, PaymentView, RefundList, RefundView, TenantBalance,
 };
-use super::views::{cursor_or, encode_cursor};
+use super::paging::{cursor_or, encode_cursor};
 use super::AppState;
 use crate::store::{
     self,
@@ -209,13 +209,13 @@ async fn stream_csv(
     let first = page(after, CSV_PAGE_ROWS.min(remaining)).await?;
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::spawn(async move {
-        let header = store::money::csv_header(&table);
+        let header = super::csv::money_header(&table);
         let _ = sender.send(Ok(Bytes::from(header))).await;
         let mut rows = first;
         loop {
             let mut chunk = String::new();
             for row in &rows {
-                store::money::csv_record(&mut chunk, &table, row);
+                super::csv::money_record(&mut chunk, &table, row);
             }
             if !chunk.is_empty() && sender.send(Ok(Bytes::from(chunk))).await.is_err() {
                 return; // the client went away

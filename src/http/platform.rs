@@ -3,11 +3,12 @@
 
 use super::auth::{PlatformAuth, TokenAuth};
 use super::error::ApiError;
-use super::views::{cursor_or, page, TenantPricingView};
+use super::paging::{cursor_or, page};
 use super::AppState;
 use crate::entitlements::ReloadError;
 use crate::store::read_models::entitlements;
 use crate::store::read_models::queries::{self, PricedTenantFilters};
+use crate::views::TenantPricingView;
 use chrono::{DateTime, Utc};
 use poem::{Body, IntoResponse, Response};
 use poem_openapi::param::{Path, Query};

@@ -5,15 +5,15 @@
 use super::auth::TokenAuth;
 use super::csv::{self, EventsResponse};
 use super::error::ApiError;
-use super::views::{
-    cursor_or, decode_cursor, encode_cursor, page, CheckoutSessionList, CheckoutSessionView,
-    CustomerView, EventDetail, EventList, HistoryEntry, HistoryList, TenantPricingView,
-    UnresolvedList,
-};
+use super::paging::{cursor_or, decode_cursor, encode_cursor, page};
 use super::{AppState, ReadSlot};
-use crate::store::event_reads::{self, EventFilters};
+use crate::store::log::reads::{self as event_reads, EventFilters};
 use crate::store::read_models::queries;
 use crate::timeline::{self, Bound, HistoryCursor};
+use crate::views::{
+    CheckoutSessionList, CheckoutSessionView, CustomerView, EventDetail, EventList, HistoryEntry,
+    HistoryList, TenantPricingView, UnresolvedList,
+};
 use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
@@ -203,7 +203,7 @@ impl ReadApi {
         let livemode = self.state.config.livemode;
         let cursor: Option<HistoryCursor> = cursor.0.as_deref().map(decode_cursor).transpose()?;
         if cursor.as_ref().is_some_and(|c| !c.is_sound(livemode)) {
-            return Err(ApiError::bad_request(super::views::CURSOR_MALFORMED));
+            return Err(ApiError::bad_request(super::paging::CURSOR_MALFORMED));
         }
         let limit = page_size(limit.0) as usize;
         let page = timeline::history_page(

@@ -2,7 +2,10 @@
 //! tables; the HTTP routes, the CLI, the metrics, the console and the projector's control
 //! flow call them.
 //!
-//! - [`log`]: the log's readers (`events`, `log_head`, `verifications`); its writer is
+//! - [`log`]: the log's readers (`events`, `deliveries`, `log_head`, `verifications`): the
+//!   projector's, the chain verification's and the admin links' in [`log`] itself, the read
+//!   API's, history's and console's in [`log::reads`] (with the projection's view of each
+//!   event: `event_tenants`, `projection_errors`, the checkpoint). Its writer is
 //!   [`crate::event_log`].
 //! - [`projector`]: the projector's bookkeeping (checkpoint, owner, failures, the rebuild
 //!   queue, read-model versions, snapshots, elections, standbys) and the advisory lock keys.
@@ -11,10 +14,8 @@
 //!   the platform routes and the console), `entitlements` and `plans`
 //!   ([`read_models::entitlements`]).
 //! - [`money`]: `invoices`, `payments`, `refunds`, `disputes`, `credit_notes` (writes, lists,
-//!   CSV; [`money::receivables`] for outstanding balances and aging); [`revenue`]:
+//!   their table descriptions; [`money::receivables`] for outstanding balances and aging); [`revenue`]:
 //!   `revenue_streams` and `revenue_movements`.
-//! - [`event_reads`]: the read API's, history's and console's reads of the log (`events`,
-//!   `deliveries`) and of the projector's checkpoint and errors.
 //! - [`projection_errors`]: recording fold failures (`projection_errors`).
 //! - [`error`]: what a failed storage call means for the caller (unavailable, refused input,
 //!   conflict, or our own fault).
@@ -23,7 +24,6 @@
 //! [`crate::reconcile::store`] (`reconcile_runs`).
 
 pub mod error;
-pub mod event_reads;
 pub mod log;
 pub mod money;
 pub mod projection_errors;

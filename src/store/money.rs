@@ -473,27 +473,3 @@ pub async fn refunds_of_invoice(
     let rows = client.query(&statement, &[&invoice_id]).await?;
     Ok(rows.iter().map(|row| row.get(0)).collect())
 }
-
-/// One row (a JSON object from [`list`]) as a CSV record in `table`'s column order,
-/// CRLF-terminated (RFC 4180, with text a spreadsheet would run as a formula neutralized, see
-/// [`crate::http::csv::field`]): null is empty, a list is its JSON text.
-pub fn csv_record(out: &mut String, table: &Table, row: &Value) {
-    for (i, (name, _)) in table.columns.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let text = match row.get(*name) {
-            None | Some(Value::Null) => String::new(),
-            Some(Value::String(s)) => s.clone(),
-            Some(other) => other.to_string(),
-        };
-        crate::http::csv::field(out, &text);
-    }
-    out.push_str("\r\n");
-}
-
-/// `table`'s CSV header row.
-pub fn csv_header(table: &Table) -> String {
-    let names: Vec<&str> = table.columns.iter().map(|(name, _)| *name).collect();
-    format!("{}\r\n", names.join(","))
-}

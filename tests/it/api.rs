@@ -338,7 +338,7 @@ async fn paging_while_events_arrive_misses_nothing_and_repeats_nothing() {
             None => {
                 // Caught up with the writer: continue from the last row seen.
                 if let Some(last) = seen.last() {
-                    cursor = Some(billing_ledger::http::views::encode_cursor(*last));
+                    cursor = Some(billing_ledger::http::paging::encode_cursor(*last));
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }

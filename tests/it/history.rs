@@ -345,7 +345,7 @@ async fn wait_projected_for(app: &TestApp, limit: Duration) {
 
 #[tokio::test]
 async fn a_history_cursor_not_made_by_the_api_is_refused() {
-    use billing_ledger::http::views::encode_cursor;
+    use billing_ledger::http::paging::encode_cursor;
     let app = TestApp::start().await;
     let ledger = |livemode: bool, by_customer: Value| {
         json!({"created": 0, "position": 0, "ledger": {
@@ -368,6 +368,9 @@ async fn a_history_cursor_not_made_by_the_api_is_refused() {
         let response = app.get(&path, ADMIN_TOKEN).await;
         assert_eq!(response.status(), 400, "{why}");
         let body: Value = response.json().await.unwrap();
-        assert_eq!(body["error"], billing_ledger::http::views::CURSOR_MALFORMED);
+        assert_eq!(
+            body["error"],
+            billing_ledger::http::paging::CURSOR_MALFORMED
+        );
     }
 }

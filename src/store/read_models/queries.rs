@@ -3,7 +3,7 @@
 //! Every function takes a pool (the primary or a replica, as the caller chose) and the
 //! parsed domain values; rows come back as the API's views or as the console's rows.
 
-use crate::http::views::{CheckoutSessionView, CustomerView, TenantPricingView, UnresolvedView};
+use crate::views::{CheckoutSessionView, CustomerView, TenantPricingView, UnresolvedView};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use projections::TenantId;

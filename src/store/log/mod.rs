@@ -1,11 +1,13 @@
 //! The log's readers: the statements that read `events`, `log_head` and `verifications` for
 //! the projector, the chain's verification, the admin tenant links and the read API's
-//! positions.
+//! positions; [`reads`] has the read API's, history's and console's.
 //!
 //! The log's only writer is [`crate::event_log`] (and `ledger_append`, schema/V50); nothing
 //! here writes `events` or `deliveries`, which triggers keep append-only anyway. The bodies are
 //! handed out where they lie in the driver's row buffers ([`RawBatch`], [`CopiedBatch`],
 //! [`ChainBatch`]): a body is never copied on its way to the parser or the hash.
+
+pub mod reads;
 
 use deadpool_postgres::{GenericClient, Pool};
 use futures_util::{StreamExt, TryStreamExt};

@@ -1,11 +1,11 @@
-//! The JSON shapes the API returns, built from rows. Field names are the contract's
-//! (`../shared/DESIGN.md`, Read models); times are RFC 3339 UTC, money integer minor units.
+//! The JSON shapes the API returns for the log and the read models, built from the rows the
+//! store reads. Field names are the contract's (`../shared/DESIGN.md`, Read models); times are
+//! RFC 3339 UTC, money integer minor units. The store ([`crate::store`]), the routes
+//! ([`crate::http`]) and the console share them, so the store depends on no HTTP module.
 
 use chrono::{DateTime, Utc};
 use poem_openapi::Object;
 use tokio_postgres::Row;
-
-pub use super::paging::{cursor_or, decode_cursor, encode_cursor, page, CURSOR_MALFORMED};
 
 /// An event in the log, without its body.
 #[derive(Debug, Clone, Object)]

@@ -2,12 +2,11 @@
 //! projection's view of each event (`event_tenants`, `projection_errors`, the checkpoint in
 //! `projections`).
 //!
-//! These are the log's reads, kept here until they join the log's own store module (the
-//! appender and `verify` own the writes); nothing else above the store issues SQL on these
-//! tables for the read API. Lists page by log position (keyset), so a page is stable while the
-//! log grows.
+//! Part of the log's store module ([`super`]); the appender ([`crate::event_log`]) owns the
+//! writes. Nothing above the store issues SQL on these tables for the read API. Lists page by
+//! log position (keyset), so a page is stable while the log grows.
 
-use crate::http::views::{DeliveryView, EventDetail, EventSummary, EventTenant};
+use crate::views::{DeliveryView, EventDetail, EventSummary, EventTenant};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use projections::{EventId, LogPosition, TenantId};
