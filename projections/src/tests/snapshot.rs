@@ -89,6 +89,19 @@ fn unreadable_and_inconsistent_snapshots_are_refused() {
             "cut at {cut}"
         );
     }
+    // Bytes after the last section, or a section's length past the end, are refused.
+    let mut trailing = bytes.clone();
+    trailing.push(0);
+    assert!(matches!(
+        Ledger::from_snapshot(&trailing),
+        Err(crate::SnapshotError::Unreadable(_))
+    ));
+    let mut overlong = bytes.clone();
+    overlong[..8].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
+    assert!(matches!(
+        Ledger::from_snapshot(&overlong),
+        Err(crate::SnapshotError::Unreadable(_))
+    ));
     // A huge length where a string's length belongs is refused, not allocated.
     assert!(
         Ledger::from_snapshot(&[0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).is_err()
