@@ -148,7 +148,7 @@ async fn write(pool: &Pool, livemode: bool, position: i64, state: Vec<u8>) -> an
         position: crate::store::log::position(position),
         state,
     };
-    snapshots::write(pool, &snapshot).await
+    snapshots::write(pool, snapshot).await
 }
 
 /// A fold state loaded from a snapshot, and the position it was taken at.

@@ -4,7 +4,9 @@
 
 use super::PROJECTION_NAME;
 use crate::store::log::position;
+use bytes::{BufMut, Bytes, BytesMut};
 use deadpool_postgres::Pool;
+use futures_util::SinkExt;
 use projections::LogPosition;
 
 /// A stored snapshot, as written: the fold version and snapshot format that wrote it, its
@@ -21,29 +23,76 @@ pub struct StoredSnapshot {
 /// there (one at the same position is replaced: it may be the unreadable one this leader
 /// could not load). Runs on a [`crate::db::bulk_connection`]: writing the whole state may
 /// outlast the pool's statement_timeout.
-pub async fn write(pool: &Pool, snapshot: &StoredSnapshot) -> anyhow::Result<()> {
-    let client = crate::db::bulk_connection(pool).await?;
-    client
-        .execute(
-            "INSERT INTO projection_snapshots (projection, version, format, livemode, position, state)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (projection) DO UPDATE SET version = excluded.version,
-                 format = excluded.format, livemode = excluded.livemode,
-                 position = excluded.position, state = excluded.state, written_at = now()
-             WHERE projection_snapshots.position <= excluded.position
-                OR projection_snapshots.version <> excluded.version
-                OR projection_snapshots.format <> excluded.format",
-            &[
-                &PROJECTION_NAME,
-                &snapshot.version,
-                &snapshot.format,
-                &snapshot.livemode,
-                &snapshot.position.get(),
-                &snapshot.state,
-            ],
-        )
+///
+/// The state goes to the server by binary `COPY` into a temporary table, in slices of
+/// [`UPLOAD_CHUNK_BYTES`] of the caller's own buffer, and from there into the table by one
+/// statement: sent as a statement parameter, it would first be copied whole into the
+/// driver's message buffer, which made the rebuild's memory peak the state, its encoding and
+/// that copy at once. Errors: the database, or a state of 1 GiB or more (PostgreSQL's largest
+/// field).
+pub async fn write(pool: &Pool, snapshot: StoredSnapshot) -> anyhow::Result<()> {
+    let mut client = crate::db::bulk_connection(pool).await?;
+    let tx = client.transaction().await?;
+    tx.batch_execute("CREATE TEMPORARY TABLE snapshot_upload (state bytea) ON COMMIT DROP")
         .await?;
+    let sink = tx
+        .copy_in("COPY snapshot_upload (state) FROM STDIN (FORMAT binary)")
+        .await?;
+    futures_util::pin_mut!(sink);
+    for chunk in copy_rows(snapshot.state)? {
+        sink.send(chunk).await?;
+    }
+    sink.finish().await?;
+    tx.execute(
+        "INSERT INTO projection_snapshots (projection, version, format, livemode, position, state)
+         SELECT $1, $2, $3, $4, $5, state FROM snapshot_upload
+         ON CONFLICT (projection) DO UPDATE SET version = excluded.version,
+             format = excluded.format, livemode = excluded.livemode,
+             position = excluded.position, state = excluded.state, written_at = now()
+         WHERE projection_snapshots.position <= excluded.position
+            OR projection_snapshots.version <> excluded.version
+            OR projection_snapshots.format <> excluded.format",
+        &[
+            &PROJECTION_NAME,
+            &snapshot.version,
+            &snapshot.format,
+            &snapshot.livemode,
+            &snapshot.position.get(),
+        ],
+    )
+    .await?;
+    tx.commit().await?;
     Ok(())
+}
+
+/// Bytes of the state sent in one `COPY` message.
+pub const UPLOAD_CHUNK_BYTES: usize = 1 << 20;
+
+/// `state` as the body of a binary `COPY` of one row of one `bytea` field (PostgreSQL's
+/// "COPY", "Binary Format": the signature, flags and header extension, the row's field count
+/// and the field's length, the bytes, the trailer), in slices of the same allocation.
+fn copy_rows(state: Vec<u8>) -> anyhow::Result<Vec<Bytes>> {
+    let length = i32::try_from(state.len())
+        .ok()
+        .filter(|length| *length < 1 << 30)
+        .ok_or_else(|| anyhow::anyhow!("snapshot of {} bytes is too large", state.len()))?;
+    let mut head = BytesMut::with_capacity(25);
+    head.put_slice(b"PGCOPY\n\xff\r\n\0");
+    head.put_i32(0);
+    head.put_i32(0);
+    head.put_i16(1);
+    head.put_i32(length);
+    let state = Bytes::from(state);
+    let mut chunks = vec![head.freeze()];
+    let mut start = 0;
+    while start < state.len() {
+        let end = (start + UPLOAD_CHUNK_BYTES).min(state.len());
+        chunks.push(state.slice(start..end));
+        start = end;
+    }
+    // The trailer: a field count of -1.
+    chunks.push(Bytes::from_static(&[0xff, 0xff]));
+    Ok(chunks)
 }
 
 /// Deletes the projection's snapshot, in the caller's transaction (a rebuild's swap: the rows
